@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/config"
+	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/daemon/server"
+	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/daemon/tasks"
+)
+
+// env holds what the daemon's modules and the task workers share.
+type env struct {
+	cfg     *config.Config
+	logger  *slog.Logger
+	runner  *runner.Exec
+	taskDir *tasks.Dir
+	db      *store.DB
+	tasks   *tasks.Service
+}
+
+func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
+	e := &env{cfg: cfg, logger: logger}
+	var search []string
+	if cfg.Paths.Bin != "" {
+		search = strings.Split(cfg.Paths.Bin, ":")
+	}
+	e.runner = &runner.Exec{Search: search, Timeout: cfg.Timeouts.Command.D(), Logger: logger.With("component", "exec")}
+	e.taskDir = &tasks.Dir{Root: cfg.Paths.Tasks, Proc: cfg.Paths.Proc}
+	db, err := store.Open(filepath.Join(cfg.Paths.State, "pvesnap.db"))
+	if err != nil {
+		return nil, err
+	}
+	e.db = db
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("locating own binary for task workers: %w", err)
+	}
+	e.tasks = &tasks.Service{Dir: e.taskDir, DB: db, Node: cfg.Node, StopGrace: 5 * time.Second, Logger: logger.With("component", "tasks"),
+		Spawner: &tasks.Spawner{Exe: exe, Args: []string{"--config", cfg.File(), "worker"}, Dir: e.taskDir,
+			Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}, Logger: logger.With("component", "worker")}}
+	return e, nil
+}
+
+// modules are the daemon's route providers.
+func (e *env) modules() []server.Module {
+	return []server.Module{e.tasks}
+}
+
+// statics serve the panel's assets.
+func (e *env) statics() []server.Static { return nil }
+
+// injectGUI adds the panel's loader to the GUI page.
+func (e *env) injectGUI(page []byte) []byte { return page }
+
+// handlers are the job kinds a worker can run.
+func (e *env) handlers() map[string]tasks.Handler {
+	return map[string]tasks.Handler{}
+}

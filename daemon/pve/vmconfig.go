@@ -1,0 +1,179 @@
+package pve
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// VMConfig is a qemu-server config: the current section, pending changes and snapshots.
+type VMConfig struct {
+	Description string
+	Props       map[string]string
+	Order       []string
+	Pending     map[string]string
+	Snapshots   map[string]map[string]string
+	// Raw is the file as read (for remembered VMs and digests).
+	Raw []byte
+}
+
+var (
+	cfgLineRe    = regexp.MustCompile(`^([a-z][a-z_]*\d*):\s*(.*?)\s*$`)
+	cfgSectionRe = regexp.MustCompile(`^\[([a-zA-Z0-9_\-:]+)\]\s*$`)
+	diskKeyRe    = regexp.MustCompile(`^(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efidisk0|tpmstate0|unused\d+)$`)
+	netKeyRe     = regexp.MustCompile(`^net\d+$`)
+)
+
+// ParseVMConfig parses "key: value" lines, '#' description lines and [section] blocks.
+func ParseVMConfig(b []byte) (*VMConfig, error) {
+	c := &VMConfig{Props: map[string]string{}, Pending: map[string]string{}, Snapshots: map[string]map[string]string{}, Raw: b}
+	cur := c.Props
+	var desc []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	main := true
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if m := cfgSectionRe.FindStringSubmatch(line); m != nil {
+			main = false
+			if m[1] == "PENDING" {
+				cur = c.Pending
+			} else {
+				cur = map[string]string{}
+				c.Snapshots[m[1]] = cur
+			}
+			continue
+		}
+		if strings.HasPrefix(line, "#") {
+			if main {
+				desc = append(desc, strings.TrimPrefix(line, "#"))
+			}
+			continue
+		}
+		m := cfgLineRe.FindStringSubmatch(line)
+		if m == nil {
+			return nil, fmt.Errorf("vm config line %d: cannot parse %q", n, line)
+		}
+		if main {
+			if _, dup := cur[m[1]]; !dup {
+				c.Order = append(c.Order, m[1])
+			}
+		}
+		cur[m[1]] = m[2]
+	}
+	if len(desc) > 0 {
+		c.Description = strings.Join(desc, "\n")
+	}
+	return c, sc.Err()
+}
+
+// Digest is PVE's config digest: the SHA-1 of the raw file in hex.
+func (c *VMConfig) Digest() string {
+	h := sha1.Sum(c.Raw)
+	return hex.EncodeToString(h[:])
+}
+
+// Meta returns the parsed "meta:" property (creation-qemu, ctime).
+func (c *VMConfig) Meta() map[string]string { return ParsePropertyString(c.Props["meta"], "") }
+
+// CTime is the VM's creation time from "meta: ctime=", 0 when absent (PVE < 7).
+func (c *VMConfig) CTime() int64 {
+	n, _ := strconv.ParseInt(c.Meta()["ctime"], 10, 64)
+	return n
+}
+
+// IsDiskKey reports whether key names a disk (ide, sata, scsi, virtio, efidisk, tpmstate, unused).
+func IsDiskKey(key string) bool { return diskKeyRe.MatchString(key) }
+
+// IsNetKey reports whether key is net<N>.
+func IsNetKey(key string) bool { return netKeyRe.MatchString(key) }
+
+// Disk is one disk entry of a VM config.
+type Disk struct {
+	Key   string // scsi0
+	Volid Volid
+	Opts  map[string]string
+	Media string // "cdrom" for CD drives
+}
+
+// Disks returns the config's disks on storages (CD-ROMs and passthrough devices excluded),
+// sorted by key.
+func (c *VMConfig) Disks() []Disk {
+	var out []Disk
+	for k, v := range c.Props {
+		if !IsDiskKey(k) {
+			continue
+		}
+		opts := ParsePropertyString(v, "file")
+		if opts["media"] == "cdrom" {
+			continue
+		}
+		vid, err := ParseVolid(opts["file"])
+		if err != nil {
+			continue // /dev/… passthrough or "none"
+		}
+		out = append(out, Disk{Key: k, Volid: vid, Opts: opts, Media: opts["media"]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// ParsePropertyString parses "a=1,b=2" property strings; a leading value without '=' is
+// stored under defaultKey.
+func ParsePropertyString(s, defaultKey string) map[string]string {
+	out := map[string]string{}
+	if s == "" {
+		return out
+	}
+	for i, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			if i == 0 && defaultKey != "" {
+				out[defaultKey] = part
+			} else {
+				out[part] = "1"
+			}
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// FormatVMConfig writes the main section of a config (description first, then keys in
+// order), as qemu-server writes it.
+func FormatVMConfig(desc string, order []string, props map[string]string) []byte {
+	var b bytes.Buffer
+	if desc != "" {
+		for _, l := range strings.Split(desc, "\n") {
+			b.WriteString("#" + l + "\n")
+		}
+	}
+	done := map[string]bool{}
+	for _, k := range order {
+		if v, ok := props[k]; ok && !done[k] {
+			fmt.Fprintf(&b, "%s: %s\n", k, v)
+			done[k] = true
+		}
+	}
+	rest := make([]string, 0, len(props))
+	for k := range props {
+		if !done[k] {
+			rest = append(rest, k)
+		}
+	}
+	sort.Strings(rest)
+	for _, k := range rest {
+		fmt.Fprintf(&b, "%s: %s\n", k, props[k])
+	}
+	return b.Bytes()
+}
