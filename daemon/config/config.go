@@ -106,7 +106,7 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // UnmarshalYAML parses "30s", "1m30s" or a bare number of seconds.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return errors.New("expected a duration such as 30s")
+		return &valueError{line: n.Line, msg: "expected a duration such as 30s"}
 	}
 	if secs, err := strconv.ParseFloat(n.Value, 64); err == nil {
 		*d = Duration(secs * float64(time.Second))
@@ -114,11 +114,19 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("%q is not a duration (use e.g. 30s, 5m)", n.Value)
+		return &valueError{line: n.Line, msg: fmt.Sprintf("%q is not a duration (use e.g. 30s, 5m)", n.Value)}
 	}
 	*d = Duration(v)
 	return nil
 }
+
+// valueError is a bad value found while decoding, with its line.
+type valueError struct {
+	line int
+	msg  string
+}
+
+func (e *valueError) Error() string { return e.msg }
 
 // MarshalYAML writes the duration in Go syntax.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
@@ -208,6 +216,10 @@ func (c *Config) parse(b []byte) error {
 		var te *yaml.TypeError
 		if errors.As(err, &te) && len(te.Errors) > 0 {
 			return c.typeError(te.Errors[0])
+		}
+		var ve *valueError
+		if errors.As(err, &ve) {
+			return &Error{File: c.file, Line: ve.line, Key: c.keyAt(ve.line), Msg: ve.msg}
 		}
 		return &Error{File: c.file, Line: yamlErrLine(err), Key: "(file)", Msg: err.Error()}
 	}

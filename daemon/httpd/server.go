@@ -344,7 +344,8 @@ func (c *conn) serveOne(req *http.Request) bool {
 	if err == nil || n == 256<<10 {
 		return false
 	}
-	return errors.Is(err, io.EOF)
+	// A body the handler closed was consumed by its Close (net/http bodies drain on Close).
+	return errors.Is(err, io.EOF) || errors.Is(err, http.ErrBodyReadAfterClose)
 }
 
 func (c *conn) writeRaw(code int, reason string) {

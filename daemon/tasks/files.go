@@ -210,9 +210,19 @@ func parseEntryLine(line string, active bool) (Entry, bool) {
 		}
 		e.EndTime = int64(et)
 		if len(rest) > 1 {
-			// the status is the rest of the line, spaces included
-			idx := strings.Index(line, rest[0]) + len(rest[0])
-			e.Status = strings.TrimSpace(line[idx:])
+			// The status is the rest of the line, spaces included: skip the fields before it.
+			skip := 2 // UPID, endtime
+			if active {
+				skip = 3 // UPID, saved flag, endtime
+			}
+			tail := line
+			for i := 0; i < skip; i++ {
+				tail = strings.TrimLeft(tail, " \t")
+				if j := strings.IndexAny(tail, " \t"); j >= 0 {
+					tail = tail[j:]
+				}
+			}
+			e.Status = strings.TrimSpace(tail)
 		}
 	}
 	return e, true

@@ -260,7 +260,7 @@ func RunWorker(env WorkerEnv) int {
 	// SIGPIPE must not kill a worker whose daemon went away.
 	signal.Ignore(syscall.SIGPIPE)
 	err = runHandler(ctx, h, t, job.Spec)
-	if err == nil && ctx.Err() != nil {
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		err = errors.New("interrupted by stop request")
 	}
 	t.Finish(err)

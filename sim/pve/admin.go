@@ -131,3 +131,20 @@ func randomHex(n int) string {
 	rand.Read(b)
 	return fmt.Sprintf("%x", b)
 }
+
+// DefaultStorageConfig is the storage.cfg of a fresh PVE node on ZFS plus LVM-thin, as the
+// tests and the demo use it.
+const DefaultStorageConfig = `dir: local
+	path /var/lib/vz
+	content iso,vztmpl,backup
+
+zfspool: local-zfs
+	pool rpool/data
+	content images,rootdir
+	sparse 1
+
+lvmthin: local-lvm
+	thinpool data
+	vgname pve
+	content rootdir,images
+`

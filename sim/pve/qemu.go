@@ -103,7 +103,6 @@ func vmParams(create bool) []api.Param {
 		s("bios", "Select BIOS implementation."),
 		s("machine", "Specify the QEMU machine."),
 		s("vga", "Configure the VGA hardware."),
-		s("meta", "Some (read-only) meta-information about this guest."),
 		s("smbios1", "Specify SMBIOS type 1 fields."),
 		s("vmgenid", "Set VM Generation ID."),
 		s("efidisk0", "Configure a disk for storing EFI vars."),
@@ -275,13 +274,13 @@ func (c *Cluster) qemuRoutes(n *Node) []*api.Route {
 				return out, nil
 			}},
 		{Method: "POST", Path: "/nodes/{node}/qemu/{vmid}/config", Name: "update_vm_async", Description: "Set virtual machine options (asynchronous API).",
-			Permission: api.Permission{User: "all", Description: "You need 'VM.Config.*' for the options you change (checked per option)."},
+			Permission: configPerm,
 			Params: append(append([]api.Param{nodeParam, vmidParam}, vmParams(false)...),
 				api.Param{Name: "background_delay", Type: api.Integer, Optional: true, Minimum: api.Min(1), Maximum: api.Max(30), Description: "Time to wait for the task to finish."}),
 			Returns: api.Returns{Type: "string"}, ProxyTo: "node", Protected: true,
 			Handler: func(call *api.Call) (any, error) { return c.updateVM(n, call, true) }},
 		{Method: "PUT", Path: "/nodes/{node}/qemu/{vmid}/config", Name: "update_vm", Description: "Set virtual machine options (synchronous API).",
-			Permission: api.Permission{User: "all", Description: "You need 'VM.Config.*' for the options you change (checked per option)."},
+			Permission: configPerm,
 			Params:     append([]api.Param{nodeParam, vmidParam}, vmParams(false)...),
 			Returns:    api.Returns{Type: "null"}, ProxyTo: "node", Protected: true,
 			Handler: func(call *api.Call) (any, error) { return c.updateVM(n, call, false) }},
@@ -324,6 +323,12 @@ func (c *Cluster) qemuRoutes(n *Node) []*api.Route {
 	}
 }
 
+// configPerm is qemu-server's check for config updates: any VM.Config.* on the VM to call at
+// all, then the privilege of each changed option in code.
+var configPerm = api.Permission{Path: "/vms/{vmid}", Any: true, Privs: []string{"VM.Config.Disk", "VM.Config.CDROM",
+	"VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network", "VM.Config.HWType", "VM.Config.Options", "VM.Config.Cloudinit"},
+	Description: "the privilege of each changed option is checked in code"}
+
 var vmStatusProps = map[string]string{"vmid": "integer", "name": "string", "status": "string", "qmpstatus": "string",
 	"cpus": "number", "maxmem": "integer", "mem": "integer", "maxdisk": "integer", "disk": "integer", "uptime": "integer",
 	"cpu": "number", "netin": "integer", "netout": "integer", "diskread": "integer", "diskwrite": "integer", "lock": "string",
@@ -332,7 +337,7 @@ var vmStatusProps = map[string]string{"vmid": "integer", "name": "string", "stat
 // typedConfigValue returns numbers for the config keys PVE's schema types as integers.
 func typedConfigValue(k, v string) any {
 	switch k {
-	case "cores", "sockets", "memory", "vcpus", "balloon", "onboot", "template", "numa":
+	case "cores", "sockets", "vcpus", "balloon", "onboot", "template", "numa":
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 			return n
 		}
@@ -369,7 +374,7 @@ func (c *Cluster) vmStatus(vmid int64, cfg *pve.VMConfig) map[string]any {
 		}
 	}
 	s := map[string]any{"vmid": vmid, "status": status, "qmpstatus": status, "cpus": cores * sockets, "maxmem": mem << 20,
-		"mem": int64(0), "maxdisk": maxdisk, "disk": int64(0), "uptime": uptime, "cpu": 0.0, "netin": int64(0),
+		"mem": int64(0), "maxdisk": maxdisk, "uptime": uptime, "cpu": 0.0, "netin": int64(0),
 		"netout": int64(0), "diskread": int64(0), "diskwrite": int64(0)}
 	if name := cfg.Props["name"]; name != "" {
 		s["name"] = name

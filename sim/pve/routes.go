@@ -112,6 +112,7 @@ func (c *Cluster) resources(call *api.Call) (any, error) {
 			}
 			s := c.vmStatus(vmid, cfg)
 			delete(s, "qmpstatus")
+			s["disk"] = int64(0)
 			s["id"] = fmt.Sprintf("qemu/%d", vmid)
 			s["type"] = "qemu"
 			s["node"] = node

@@ -173,7 +173,9 @@ func (c *Cluster) storageRoutes(n *Node) []*api.Route {
 				if err != nil {
 					return nil, err
 				}
-				return c.storageStatus(n.Name, st), nil
+				s := c.storageStatus(n.Name, st)
+				delete(s, "used_fraction") // only the node's storage list reports it
+				return s, nil
 			}},
 		{Method: "GET", Path: "/nodes/{node}/storage/{storage}/content", Name: "index", Description: "List storage content.",
 			Permission: api.Permission{Path: "/storage/{storage}", Privs: []string{"Datastore.Audit", "Datastore.AllocateSpace"}, Any: true},
@@ -330,7 +332,7 @@ func (c *Cluster) listContent(n *Node, call *api.Call) (any, error) {
 			continue
 		}
 		e := map[string]any{"volid": sid + ":" + v.Name, "format": "raw", "size": v.Size, "used": v.Size,
-			"vmid": owner, "content": "images", "ctime": v.Meta.Created}
+			"vmid": owner, "ctime": v.Meta.Created}
 		if st.Type == "dir" {
 			if m := imageExt.FindStringSubmatch(v.Name); m != nil {
 				e["format"] = m[1]

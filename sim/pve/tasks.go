@@ -171,7 +171,7 @@ func (c *Cluster) taskRoutes(n *Node) []*api.Route {
 			}},
 		{Method: "GET", Path: "/nodes/{node}/tasks/{upid}", Name: "upid_index", Description: "Task index.",
 			Permission: api.Permission{User: "all", Description: "any authenticated user"},
-			Params:     []api.Param{nodeParam, upidParam}, Returns: api.Returns{Type: "array"}, ProxyTo: "node",
+			Params:     []api.Param{nodeParam, upidParam}, Returns: api.Returns{Type: "array"},
 			Handler: func(call *api.Call) (any, error) {
 				return []map[string]string{{"name": "log"}, {"name": "status"}}, nil
 			}},
