@@ -1,0 +1,235 @@
+package scsi
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Sense keys.
+const (
+	KeyNoSense        = 0x0
+	KeyRecovered      = 0x1
+	KeyNotReady       = 0x2
+	KeyMediumError    = 0x3
+	KeyHardwareError  = 0x4
+	KeyIllegalRequest = 0x5
+	KeyUnitAttention  = 0x6
+	KeyDataProtect    = 0x7
+	KeyCopyAborted    = 0xA
+	KeyAbortedCommand = 0xB
+)
+
+var keyNames = map[byte]string{
+	KeyNoSense: "NO SENSE", KeyRecovered: "RECOVERED ERROR", KeyNotReady: "NOT READY", KeyMediumError: "MEDIUM ERROR",
+	KeyHardwareError: "HARDWARE ERROR", KeyIllegalRequest: "ILLEGAL REQUEST", KeyUnitAttention: "UNIT ATTENTION",
+	KeyDataProtect: "DATA PROTECT", 0x8: "BLANK CHECK", 0x9: "VENDOR SPECIFIC", KeyCopyAborted: "COPY ABORTED",
+	KeyAbortedCommand: "ABORTED COMMAND", 0xD: "VOLUME OVERFLOW", 0xE: "MISCOMPARE",
+}
+
+// ascNames names the additional sense codes that matter to pvesnap (SPC-4 Annex; the
+// third-party copy ones from sg3_utils' table).
+var ascNames = map[uint16]string{
+	0x0016: "operation in progress",
+	0x0401: "logical unit is in process of becoming ready",
+	0x0402: "initializing command required",
+	0x040A: "asymmetric access state transition",
+	0x0800: "logical unit communication failure",
+	0x0D00: "error detected by third party temporary initiator",
+	0x0D01: "third party device failure",
+	0x0D02: "copy target device not reachable",
+	0x0D03: "incorrect copy target device type",
+	0x0D04: "copy target device data underrun",
+	0x0D05: "copy target device data overrun",
+	0x1A00: "parameter list length error",
+	0x2000: "invalid command operation code",
+	0x2100: "logical block address out of range",
+	0x2400: "invalid field in cdb",
+	0x2500: "logical unit not supported",
+	0x2600: "invalid field in parameter list",
+	0x2601: "parameter not supported",
+	0x2602: "parameter value invalid",
+	0x2606: "too many target descriptors",
+	0x2607: "unsupported target descriptor type code",
+	0x2608: "too many segment descriptors",
+	0x2609: "unsupported segment descriptor type code",
+	0x260A: "unexpected inexact segment",
+	0x260B: "inline data length exceeded",
+	0x260C: "invalid operation for copy source or destination",
+	0x260D: "copy segment granularity violation",
+	0x2615: "copy source or copy destination not authorized",
+	0x2616: "fast copy not possible",
+	0x2700: "write protected",
+	0x2800: "not ready to ready change, medium may have changed",
+	0x2900: "power on, reset, or bus device reset occurred",
+	0x2A09: "capacity data has changed",
+	0x3F0E: "reported luns data has changed",
+	0x4B00: "data phase error",
+}
+
+// ASCName names an ASC/ASCQ pair ("" when unknown).
+func ASCName(asc, ascq byte) string { return ascNames[uint16(asc)<<8|uint16(ascq)] }
+
+// Sense is decoded sense data.
+type Sense struct {
+	ResponseCode byte
+	Key          byte
+	ASC, ASCQ    byte
+	// Information and CommandSpecific are the fixed-format fields (for COPY ABORTED, the
+	// command-specific information holds the number of the segment being processed).
+	InfoValid       bool
+	Information     uint64
+	CommandSpecific uint32
+}
+
+// Descriptor reports whether the sense data used the descriptor format.
+func (s Sense) Descriptor() bool { return s.ResponseCode == 0x72 || s.ResponseCode == 0x73 }
+
+func (s Sense) String() string {
+	name := ASCName(s.ASC, s.ASCQ)
+	if name == "" {
+		name = "additional sense code"
+	}
+	k := keyNames[s.Key]
+	if k == "" {
+		k = fmt.Sprintf("sense key %#x", s.Key)
+	}
+	return fmt.Sprintf("%s, %s (ASC/ASCQ 0x%02X/0x%02X)", k, name, s.ASC, s.ASCQ)
+}
+
+// ParseSense decodes fixed (0x70/0x71) and descriptor (0x72/0x73) format sense data. LIO
+// answers in descriptor format for LUs with more than 2^32 blocks.
+func ParseSense(b []byte) (Sense, error) {
+	if len(b) < 2 {
+		return Sense{}, errors.New("sense data too short")
+	}
+	s := Sense{ResponseCode: b[0] & 0x7f}
+	switch s.ResponseCode {
+	case 0x70, 0x71:
+		if len(b) < 14 {
+			return s, fmt.Errorf("fixed-format sense data: %d bytes", len(b))
+		}
+		s.Key = b[2] & 0x0f
+		s.ASC, s.ASCQ = b[12], b[13]
+		s.InfoValid = b[0]&0x80 != 0
+		s.Information = uint64(binary.BigEndian.Uint32(b[3:7]))
+		s.CommandSpecific = binary.BigEndian.Uint32(b[8:12])
+	case 0x72, 0x73:
+		if len(b) < 8 {
+			return s, fmt.Errorf("descriptor-format sense data: %d bytes", len(b))
+		}
+		s.Key = b[1] & 0x0f
+		s.ASC, s.ASCQ = b[2], b[3]
+		n := int(b[7])
+		d := b[8:]
+		if n < len(d) {
+			d = d[:n]
+		}
+		for len(d) >= 2 {
+			l := int(d[1]) + 2
+			if l > len(d) {
+				break
+			}
+			switch d[0] {
+			case 0x00: // information
+				if l >= 12 {
+					s.InfoValid = d[2]&0x80 != 0
+					s.Information = binary.BigEndian.Uint64(d[4:12])
+				}
+			case 0x01: // command-specific information
+				if l >= 12 {
+					s.CommandSpecific = uint32(binary.BigEndian.Uint64(d[4:12]))
+				}
+			}
+			d = d[l:]
+		}
+	default:
+		return s, fmt.Errorf("unknown sense response code %#02x", s.ResponseCode)
+	}
+	return s, nil
+}
+
+// SAM status codes.
+const (
+	StatusGood                = 0x00
+	StatusCheckCondition      = 0x02
+	StatusBusy                = 0x08
+	StatusReservationConflict = 0x18
+	StatusTaskSetFull         = 0x28
+)
+
+// ErrNotSupported matches errors meaning the device does not implement the command or the
+// descriptor pvesnap used: fall back, do not retry.
+var ErrNotSupported = errors.New("not supported by the device")
+
+// ErrUnreachable matches "copy target device not reachable": the other LU is not behind the
+// same array or not visible to it.
+var ErrUnreachable = errors.New("copy target device not reachable")
+
+// CommandError is a command that did not complete with GOOD status.
+type CommandError struct {
+	Op           string
+	Status       byte
+	HostStatus   uint16
+	DriverStatus uint16
+	Sense        *Sense
+}
+
+func (e *CommandError) Error() string {
+	switch {
+	case e.Sense != nil:
+		return fmt.Sprintf("%s failed: %s", e.Op, e.Sense)
+	case e.HostStatus != 0:
+		return fmt.Sprintf("%s failed: host status %#x (transport error)", e.Op, e.HostStatus)
+	case e.Status == StatusBusy:
+		return fmt.Sprintf("%s failed: device busy", e.Op)
+	case e.Status == StatusTaskSetFull:
+		return fmt.Sprintf("%s failed: task set full", e.Op)
+	case e.Status == StatusReservationConflict:
+		return fmt.Sprintf("%s failed: reservation conflict", e.Op)
+	}
+	return fmt.Sprintf("%s failed: status %#02x driver %#x", e.Op, e.Status, e.DriverStatus)
+}
+
+// Is lets errors.Is classify the failure.
+func (e *CommandError) Is(target error) bool {
+	switch target {
+	case ErrNotSupported:
+		return e.NotSupported()
+	case ErrUnreachable:
+		return e.Sense != nil && e.Sense.ASC == 0x0D && e.Sense.ASCQ == 0x02
+	}
+	return false
+}
+
+// NotSupported: invalid operation code, invalid field in the CDB (unsupported service action),
+// or an unsupported descriptor type.
+func (e *CommandError) NotSupported() bool {
+	if e.Sense == nil || e.Sense.Key != KeyIllegalRequest {
+		return false
+	}
+	switch uint16(e.Sense.ASC)<<8 | uint16(e.Sense.ASCQ) {
+	case 0x2000, 0x2400, 0x2607, 0x2609, 0x260C, 0x2616:
+		return true
+	}
+	return false
+}
+
+// Transient: worth a retry (unit attention, busy, becoming ready, transport hiccup).
+func (e *CommandError) Transient() bool {
+	if e.Status == StatusBusy || e.Status == StatusTaskSetFull || e.HostStatus != 0 {
+		return true
+	}
+	if e.Sense == nil {
+		return false
+	}
+	switch {
+	case e.Sense.Key == KeyUnitAttention:
+		return true
+	case e.Sense.Key == KeyNotReady && e.Sense.ASC == 0x04 && (e.Sense.ASCQ == 0x01 || e.Sense.ASCQ == 0x0A):
+		return true
+	case e.Sense.Key == KeyAbortedCommand:
+		return true
+	}
+	return false
+}
