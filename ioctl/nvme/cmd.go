@@ -88,11 +88,11 @@ const (
 	SCTPath            = 3
 )
 
-func (s Status) SC() uint8   { return uint8(s) }
-func (s Status) SCT() uint8  { return uint8(s>>8) & 0x7 }
-func (s Status) DNR() bool   { return s&0x4000 != 0 }
-func (s Status) More() bool  { return s&0x2000 != 0 }
-func (s Status) CRD() uint8  { return uint8(s>>11) & 0x3 }
+func (s Status) SC() uint8    { return uint8(s) }
+func (s Status) SCT() uint8   { return uint8(s>>8) & 0x7 }
+func (s Status) DNR() bool    { return s&0x4000 != 0 }
+func (s Status) More() bool   { return s&0x2000 != 0 }
+func (s Status) CRD() uint8   { return uint8(s>>11) & 0x3 }
 func (s Status) Code() uint16 { return uint16(s) & 0x7ff }
 
 var statusNames = map[uint16]string{
