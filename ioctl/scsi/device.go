@@ -3,6 +3,7 @@ package scsi
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -12,10 +13,31 @@ type Executor interface {
 	Exec(ctx context.Context, cdb []byte, dir Direction, data []byte) (int, error)
 }
 
+// retries bounds how often a transient condition (UNIT ATTENTION after a LUN was added,
+// BUSY, becoming ready) is retried before it is reported.
+const retries = 5
+
+// exec sends a command, retrying transient conditions with a short backoff. Every command
+// pvesnap sends is idempotent while the data is quiesced, EXTENDED COPY included.
+func exec(ctx context.Context, x Executor, cdb []byte, dir Direction, data []byte) (int, error) {
+	for attempt := 1; ; attempt++ {
+		n, err := x.Exec(ctx, cdb, dir, data)
+		var ce *CommandError
+		if err == nil || !errors.As(err, &ce) || !ce.Transient() || attempt >= retries {
+			return n, err
+		}
+		select {
+		case <-ctx.Done():
+			return n, err
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		}
+	}
+}
+
 // Inquiry reads the standard INQUIRY data.
 func Inquiry(ctx context.Context, x Executor) (StandardInquiry, error) {
 	b := make([]byte, 96)
-	resid, err := x.Exec(ctx, InquiryCDB(false, 0, uint16(len(b))), DirFromDevice, b)
+	resid, err := exec(ctx, x, InquiryCDB(false, 0, uint16(len(b))), DirFromDevice, b)
 	if err != nil {
 		return StandardInquiry{}, err
 	}
@@ -25,7 +47,7 @@ func Inquiry(ctx context.Context, x Executor) (StandardInquiry, error) {
 // VPD reads a whole VPD page: first its length, then the page.
 func VPD(ctx context.Context, x Executor, page byte) ([]byte, error) {
 	head := make([]byte, 4)
-	if _, err := x.Exec(ctx, InquiryCDB(true, page, 4), DirFromDevice, head); err != nil {
+	if _, err := exec(ctx, x, InquiryCDB(true, page, 4), DirFromDevice, head); err != nil {
 		return nil, err
 	}
 	n := int(binary.BigEndian.Uint16(head[2:])) + 4
@@ -33,7 +55,7 @@ func VPD(ctx context.Context, x Executor, page byte) ([]byte, error) {
 		n = 65535
 	}
 	b := make([]byte, n)
-	resid, err := x.Exec(ctx, InquiryCDB(true, page, uint16(n)), DirFromDevice, b)
+	resid, err := exec(ctx, x, InquiryCDB(true, page, uint16(n)), DirFromDevice, b)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +65,7 @@ func VPD(ctx context.Context, x Executor, page byte) ([]byte, error) {
 // ReadCapacity reads READ CAPACITY(16).
 func ReadCapacity(ctx context.Context, x Executor) (Capacity, error) {
 	b := make([]byte, 32)
-	if _, err := x.Exec(ctx, ReadCapacity16CDB(32), DirFromDevice, b); err != nil {
+	if _, err := exec(ctx, x, ReadCapacity16CDB(32), DirFromDevice, b); err != nil {
 		return Capacity{}, err
 	}
 	return ParseReadCapacity16(b)
@@ -52,7 +74,7 @@ func ReadCapacity(ctx context.Context, x Executor) (Capacity, error) {
 // ReceiveCopyParams reads RECEIVE COPY OPERATING PARAMETERS (256-byte allocation, like sg3_utils).
 func ReceiveCopyParams(ctx context.Context, x Executor) (CopyParams, error) {
 	b := make([]byte, 256)
-	resid, err := x.Exec(ctx, ReceiveCopyOperatingParametersCDB(uint32(len(b))), DirFromDevice, b)
+	resid, err := exec(ctx, x, ReceiveCopyOperatingParametersCDB(uint32(len(b))), DirFromDevice, b)
 	if err != nil {
 		return CopyParams{}, err
 	}
@@ -69,13 +91,13 @@ func ExtendedCopy(ctx context.Context, x Executor, params []byte) error {
 		ctx, cancel = context.WithTimeout(ctx, XCopyTimeout)
 		defer cancel()
 	}
-	_, err := x.Exec(ctx, ExtendedCopyCDB(uint32(len(params))), DirToDevice, params)
+	_, err := exec(ctx, x, ExtendedCopyCDB(uint32(len(params))), DirToDevice, params)
 	return err
 }
 
 // SyncCache flushes the device's write cache for the whole medium.
 func SyncCache(ctx context.Context, x Executor) error {
-	_, err := x.Exec(ctx, SyncCache16CDB(0, 0), DirNone, nil)
+	_, err := exec(ctx, x, SyncCache16CDB(0, 0), DirNone, nil)
 	return err
 }
 

@@ -1,0 +1,61 @@
+#!/bin/bash
+# Run pvesnap's in-guest test suites in the lab: every package under lab/tests is compiled on
+# the host as a static test binary (build tag "lab") and run inside the guest on a real
+# kernel (LIO, NVMe, device-mapper, LVM, ZFS). Suites are grouped so that few boots run:
+#   boot 1, kernel 6.12.117 (current): every suite
+#   boot 2, kernel 6.12.107 (last one that lets user space enable NVMe CDFE): the NVMe ones
+# usage: lab/run-tests.sh [go test -run regexp]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+W=${LAB_WORK:-$root/lab/work}
+KV_NEW=${LAB_KV:-6.12.117+deb12-amd64}
+KV_OLD=${LAB_KV_OLD:-6.12.107+deb12-amd64}
+RUN=${1:-}
+rm -rf "$W/run"
+mkdir -p "$W/run/bin"
+cd "$root"
+t0=$SECONDS
+for pkg in $(go list -tags lab -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./lab/tests/...); do
+  CGO_ENABLED=0 go test -c -tags lab -o "$W/run/bin/$(basename "$pkg").test" "$pkg"
+done
+CGO_ENABLED=0 go build -o "$W/run/bin/pvesnap" ./cmd/pvesnap
+echo "[lab] test binaries built in $((SECONDS - t0)) s: $(ls "$W/run/bin" | tr '\n' ' ')"
+
+# The guest script: each suite in turn, from /tmp, output kept in the work directory.
+write_script() { # name run-regexp
+  cat > "$W/run/$1" <<EOS
+export PATH=/mnt/host/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root PVESNAP_LAB=1
+rc=0
+for t in /mnt/host/bin/*.test; do
+  name=\$(basename \$t .test)
+  echo "=== SUITE \$name"
+  (cd /tmp && \$t -test.v -test.timeout 20m ${2:+-test.run '$2'}) > /mnt/host/\$name.\$(uname -r).out 2>&1
+  r=\$?
+  cat /mnt/host/\$name.\$(uname -r).out
+  echo "=== SUITE \$name rc=\$r"
+  [ \$r = 0 ] || rc=1
+done
+exit \$rc
+EOS
+}
+write_script suite-all.sh "$RUN"
+write_script suite-nvme.sh "${RUN:-NVMe|Nvme|CDFE}"
+status=0
+boot() { # kernel script
+  local t=$SECONDS
+  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -timeout 25m; then
+    echo "[lab] $2 on $1: passed in $((SECONDS - t)) s"
+  else
+    echo "[lab] $2 on $1: FAILED after $((SECONDS - t)) s"; status=1
+  fi
+}
+boot "$KV_NEW" suite-all.sh
+boot "$KV_OLD" suite-nvme.sh
+pass=$(cat "$W"/run/*.out | grep -c '^--- PASS' || true)
+fail=$(cat "$W"/run/*.out | grep -c '^--- FAIL' || true)
+skip=$(cat "$W"/run/*.out | grep -c '^--- SKIP' || true)
+echo "[lab] $pass passed, $fail failed, $skip skipped in $((SECONDS - t0)) s"
+grep -h -E '^(--- FAIL|--- SKIP)' "$W"/run/*.out || true
+[ "$fail" = 0 ] || status=1
+exit $status
