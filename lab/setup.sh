@@ -62,10 +62,6 @@ if fresh rootfs "$PKGS $ZPKGS $mirror v3" || [ ! -x $R/usr/sbin/lvm ]; then
   rm -rf $R/var/cache/apt/* $R/var/lib/apt/lists/* $R/usr/share/perl $R/usr/lib/x86_64-linux-gnu/perl \
     $R/usr/lib/x86_64-linux-gnu/libperl.so* $R/usr/lib/x86_64-linux-gnu/gconv $R/usr/lib/python3* \
     $R/usr/bin/python3* $R/usr/share/python3 $R/usr/share/common-licenses $R/usr/share/bash-completion
-  # LVM without udev (the guest has none): LVM creates its /dev links itself
-  sed -i -e 's/^\(\s*\)# obtain_device_list_from_udev = .*/\1obtain_device_list_from_udev = 0/' \
-         -e 's/^\(\s*\)# udev_sync = .*/\1udev_sync = 0/' -e 's/^\(\s*\)# udev_rules = .*/\1udev_rules = 0/' \
-         -e 's/^\(\s*\)# monitoring = .*/\1monitoring = 0/' $R/etc/lvm/lvm.conf
   mkdir -p $R/etc/pve $R/var/log/pve/tasks $R/var/lib/pvesnap $R/etc/iscsi $R/etc/nvme
   echo "InitiatorName=iqn.1993-08.org.debian:01:pvesnaplab" > $R/etc/iscsi/initiatorname.iscsi
   echo "nqn.2014-08.org.nvmexpress:uuid:5e7a1ab0-0000-4000-8000-00000000a001" > $R/etc/nvme/hostnqn
@@ -97,9 +93,9 @@ fi
 # --- initramfs per kernel -------------------------------------------------------------------
 MODS="configfs target_core_mod target_core_file target_core_iblock tcm_loop scsi_mod sd_mod sg
  dm_mod dm_multipath dm_round_robin dm_snapshot dm_thin_pool dm_mirror dm_bufio dm_persistent_data
- nvme nvme_core virtio_blk virtio_scsi virtio_net virtio_pci 9p 9pnet_virtio loop ext4 overlay null_blk"
+ nvme nvme_core virtio_blk virtio_scsi virtio_net virtio_pci 9p 9pnet_virtio loop ext4 crc32c_generic overlay null_blk"
 for kv in $KV_DEFAULT $KV_OLD; do
-  inputs="$kv $(cat $L/stamps/rootfs) $(cat $L/stamps/zfs 2>/dev/null || true) $(sha256sum "$here/guest-init.sh" | cut -c1-16) $MODS v4"
+  inputs="$kv $(cat $L/stamps/rootfs) $(cat $L/stamps/zfs 2>/dev/null || true) $(sha256sum "$here/guest-init.sh" "$here/lvm-guest.conf" | cut -c1-16 | tr '\n' ' ') $MODS v5"
   fresh initramfs-$kv "$inputs" || [ ! -f $L/out/initramfs-$kv.cpio ] || continue
   log "packing initramfs for $kv"
   rm -rf $R/lib/modules/*
@@ -108,6 +104,7 @@ for kv in $KV_DEFAULT $KV_OLD; do
   find $R/lib/modules/$kv -name '*.ko.xz' -exec xz -d {} +
   depmod -b $R $kv
   install -m 755 "$here/guest-init.sh" $R/init
+  install -m 644 "$here/lvm-guest.conf" $R/etc/lvm/lvmlocal.conf
   (cd $R && find . -xdev | LC_ALL=C sort | cpio -o -H newc --quiet) > $L/out/initramfs-$kv.cpio.tmp
   mv $L/out/initramfs-$kv.cpio.tmp $L/out/initramfs-$kv.cpio
   cp $L/kernels/$kv/vmlinux $L/out/vmlinux-$kv

@@ -65,6 +65,8 @@ func app() *cli.App {
 			serveCommand(),
 			versionCommand(),
 			configCommand(),
+			copyCommand(),
+			devicesCommand(),
 			simCommand(),
 			workerCommand(),
 		},

@@ -87,11 +87,11 @@ func (l *LIO) CreateLUN(name, file string, size int64, pureSerial string) (*LUN,
 // ones linked into it. Two targets stand for two arrays: LIO's copy manager only finds LUNs
 // of the same session, so XCOPY between them fails like a cross-array copy.
 type Target struct {
-	l     *LIO
-	WWN   string
-	path  string
-	luns  map[string]int
-	Host  string // scsi_host name (host3)
+	l    *LIO
+	WWN  string
+	path string
+	luns map[string]int
+	Host string // scsi_host name (host3)
 }
 
 // CreateTarget makes a loopback target (naa.5001405<9 hex digits>) with its nexus.
@@ -190,4 +190,60 @@ func FindByNAA(naa string) string {
 		}
 	}
 	return ""
+}
+
+// CreateBlockLUN makes an iblock backstore on a block device (faster than fileio under TCG).
+func (l *LIO) CreateBlockLUN(name, dev string, pureSerial string) (*LUN, error) {
+	p := filepath.Join(l.Root, "core", "iblock_0", name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return nil, err
+	}
+	if err := write(filepath.Join(p, "control"), "udev_path="+dev); err != nil {
+		return nil, err
+	}
+	serial := strings.ToUpper(pureSerial)
+	if err := write(filepath.Join(p, "wwn", "company_id"), "0x24a937"); err != nil {
+		return nil, err
+	}
+	if err := write(filepath.Join(p, "wwn", "vpd_unit_serial"), "0"+serial); err != nil {
+		return nil, err
+	}
+	if err := write(filepath.Join(p, "enable"), "1"); err != nil {
+		return nil, err
+	}
+	return &LUN{Name: name, File: dev, Serial: "0" + serial, NAA: PureNAA(serial), path: p}, nil
+}
+
+// Partition splits a disk into n equal partitions (sfdisk) and returns their devices.
+func Partition(disk string, n int) ([]string, error) {
+	var script strings.Builder
+	script.WriteString("label: gpt\n")
+	b, err := os.ReadFile("/sys/block/" + filepath.Base(disk) + "/size")
+	if err != nil {
+		return nil, err
+	}
+	var sectors int64
+	fmt.Sscan(strings.TrimSpace(string(b)), &sectors)
+	each := (sectors - 4096) / int64(n) / 2048 * 2048
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&script, "size=%d, type=linux\n", each)
+	}
+	cmd := execCommand("sfdisk", "-q", disk)
+	cmd.Stdin = strings.NewReader(script.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("sfdisk: %v: %s", err, out)
+	}
+	var out []string
+	for i := 1; i <= n; i++ {
+		out = append(out, fmt.Sprintf("%s%d", disk, i))
+	}
+	for _, p := range out {
+		for j := 0; j < 100; j++ {
+			if _, err := os.Stat(p); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return out, nil
 }

@@ -288,7 +288,10 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 	t.Log("format 2h cross-namespace copy verified")
 }
 
-func release() string { b, _ := os.ReadFile("/proc/sys/kernel/osrelease"); return strings.TrimSpace(string(b)) }
+func release() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
 
 // TestDMResolutionMultipathPartitionLV builds an LV on a partition of a dm-multipath map over
 // two paths to one LIO LUN, resolves it with DM_TABLE_STATUS and checks by content that the
@@ -330,7 +333,7 @@ func TestDMResolutionMultipathPartitionLV(t *testing.T) {
 	if out, err := guest.Run("dmsetup", "create", "mpathlab", "--table", mp); err != nil {
 		t.Fatalf("dmsetup create multipath: %v %s", err, out)
 	}
-	mpDev := strings.TrimSpace(mustRun(t, "dmsetup", "info", "-c", "--noheadings", "-o", "major,minor", "--separator", ":", "mpathlab"))
+	mpDev := strings.TrimSpace(mustOut(t, "dmsetup", "info", "-c", "--noheadings", "-o", "major,minor", "--separator", ":", "mpathlab"))
 	part := fmt.Sprintf("0 %d linear %s 2048", sectors-4096, mpDev)
 	if out, err := guest.Run("dmsetup", "create", "mpathlab-part1", "--table", part); err != nil {
 		t.Fatalf("dmsetup create partition: %v %s", err, out)
@@ -346,7 +349,7 @@ func TestDMResolutionMultipathPartitionLV(t *testing.T) {
 		guest.Run("dmsetup", "remove", "mpathlab-part1")
 		guest.Run("dmsetup", "remove", "mpathlab")
 	}()
-	lvDevNum := strings.TrimSpace(mustRun(t, "lvs", "--noheadings", "-o", "lv_kernel_major,lv_kernel_minor", "--separator", ":", "vgmp/a"))
+	lvDevNum := strings.TrimSpace(mustOut(t, "lvs", "--noheadings", "-o", "lv_kernel_major,lv_kernel_minor", "--separator", ":", "vgmp/a"))
 	lvDev, err := dm.ParseDev(strings.ReplaceAll(lvDevNum, " ", ""))
 	if err != nil {
 		t.Fatal(err)
@@ -381,6 +384,15 @@ func TestDMResolutionMultipathPartitionLV(t *testing.T) {
 func devPathOf(d dm.Dev) string {
 	link, _ := filepath.EvalSymlinks("/sys/dev/block/" + d.String())
 	return link
+}
+
+func mustOut(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := guest.Output(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return out
 }
 
 func mustRun(t *testing.T, name string, args ...string) string {
