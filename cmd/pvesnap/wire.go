@@ -9,10 +9,13 @@ import (
 	"time"
 
 	"github.com/pvesnap/pvesnap/daemon/config"
+	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/server"
+	"github.com/pvesnap/pvesnap/daemon/storage"
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/lvm/engine"
 )
 
 // env holds what the daemon's modules and the task workers share.
@@ -23,6 +26,7 @@ type env struct {
 	taskDir *tasks.Dir
 	db      *store.DB
 	tasks   *tasks.Service
+	storage *storage.Module
 }
 
 func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
@@ -45,12 +49,16 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 	e.tasks = &tasks.Service{Dir: e.taskDir, DB: db, Node: cfg.Node, StopGrace: 5 * time.Second, Logger: logger.With("component", "tasks"),
 		Spawner: &tasks.Spawner{Exe: exe, Args: []string{"--config", cfg.File(), "worker"}, Dir: e.taskDir,
 			Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}, Logger: logger.With("component", "worker")}}
+	roots := engine.Roots{Sys: cfg.Paths.Sys, Dev: cfg.Paths.Dev}
+	e.storage = &storage.Module{Node: cfg.Node, Storage: pve.NewStorageConfig(cfg.Paths.PVE), Run: e.runner, Tasks: e.tasks,
+		LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
+		Offloadable: storage.OffloadableVG(e.runner, roots), Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}}
 	return e, nil
 }
 
 // modules are the daemon's route providers.
 func (e *env) modules() []server.Module {
-	return []server.Module{e.tasks}
+	return []server.Module{e.tasks, e.storage}
 }
 
 // statics serve the panel's assets.
@@ -61,5 +69,9 @@ func (e *env) injectGUI(page []byte) []byte { return page }
 
 // handlers are the job kinds a worker can run.
 func (e *env) handlers() map[string]tasks.Handler {
-	return map[string]tasks.Handler{}
+	h := map[string]tasks.Handler{}
+	for k, v := range e.storage.Handlers() {
+		h[k] = v
+	}
+	return h
 }

@@ -267,3 +267,28 @@ func flushDevice(path string) error {
 	defer f.Close()
 	return blk.FlushBuffers(f)
 }
+
+// Offload reports whether the device can copy inside the storage at all, with the reason
+// when it cannot (a pair still needs both ends on one array or subsystem).
+func (d *Device) Offload() (bool, string) {
+	switch {
+	case d.Err != nil:
+		return false, d.Err.Error()
+	case d.Kind == KindSCSI && d.SCSI != nil:
+		switch {
+		case !d.SCSI.Inquiry.ThirdPartyCopy:
+			return false, d.Name + ": no third-party copy (3PC clear)"
+		case !d.SCSI.HasNAA:
+			return false, d.Name + ": no NAA designator"
+		case d.SCSI.Copy == nil:
+			return false, fmt.Sprintf("%s: no copy operating parameters (%v)", d.Name, d.SCSI.CopyError)
+		}
+		return true, ""
+	case d.Kind == KindNVMe && d.Ctrl != nil:
+		if !d.Ctrl.SupportsCopy() {
+			return false, d.Name + ": no NVMe Copy command"
+		}
+		return true, ""
+	}
+	return false, d.Name + ": not an array LUN or NVMe namespace"
+}

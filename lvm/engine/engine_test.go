@@ -12,17 +12,19 @@ import (
 	"github.com/pvesnap/pvesnap/ioctl/dm"
 )
 
+func dev(ma, mi uint32) dm.Dev { return dm.Dev{Major: ma, Minor: mi} }
+
 func TestIntersect(t *testing.T) {
 	// Source LV: two segments on sda; destination LV: three segments on sdb and sdc.
-	sx := []dm.Extent{{Start: 0, Length: 100, Dev: dm.Dev{8, 0}, DevStart: 1000}, {Start: 100, Length: 50, Dev: dm.Dev{8, 0}, DevStart: 5000}}
-	dx := []dm.Extent{{Start: 0, Length: 30, Dev: dm.Dev{8, 16}, DevStart: 2048}, {Start: 30, Length: 100, Dev: dm.Dev{8, 32}, DevStart: 0},
-		{Start: 130, Length: 20, Dev: dm.Dev{8, 16}, DevStart: 9000}}
+	sx := []dm.Extent{{Start: 0, Length: 100, Dev: dev(8, 0), DevStart: 1000}, {Start: 100, Length: 50, Dev: dev(8, 0), DevStart: 5000}}
+	dx := []dm.Extent{{Start: 0, Length: 30, Dev: dev(8, 16), DevStart: 2048}, {Start: 30, Length: 100, Dev: dev(8, 32), DevStart: 0},
+		{Start: 130, Length: 20, Dev: dev(8, 16), DevStart: 9000}}
 	got := intersect(sx, dx, 0, 0)
 	want := []mappedRun{
-		{src: dm.Dev{8, 0}, dst: dm.Dev{8, 16}, srcSec: 1000, dstSec: 2048, logSrc: 0, logDst: 0, sectors: 30},
-		{src: dm.Dev{8, 0}, dst: dm.Dev{8, 32}, srcSec: 1030, dstSec: 0, logSrc: 30, logDst: 30, sectors: 70},
-		{src: dm.Dev{8, 0}, dst: dm.Dev{8, 32}, srcSec: 5000, dstSec: 70, logSrc: 100, logDst: 100, sectors: 30},
-		{src: dm.Dev{8, 0}, dst: dm.Dev{8, 16}, srcSec: 5030, dstSec: 9000, logSrc: 130, logDst: 130, sectors: 20},
+		{src: dev(8, 0), dst: dev(8, 16), srcSec: 1000, dstSec: 2048, logSrc: 0, logDst: 0, sectors: 30},
+		{src: dev(8, 0), dst: dev(8, 32), srcSec: 1030, dstSec: 0, logSrc: 30, logDst: 30, sectors: 70},
+		{src: dev(8, 0), dst: dev(8, 32), srcSec: 5000, dstSec: 70, logSrc: 100, logDst: 100, sectors: 30},
+		{src: dev(8, 0), dst: dev(8, 16), srcSec: 5030, dstSec: 9000, logSrc: 130, logDst: 130, sectors: 20},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%+v", got)
@@ -38,7 +40,7 @@ func TestIntersect(t *testing.T) {
 		t.Fatalf("runs cover %d sectors of 150", total)
 	}
 	// With base offsets (a range inside the devices).
-	got = intersect([]dm.Extent{{Start: 10, Length: 20, Dev: dm.Dev{1, 1}, DevStart: 110}}, []dm.Extent{{Start: 50, Length: 20, Dev: dm.Dev{2, 2}, DevStart: 7}}, 10, 50)
+	got = intersect([]dm.Extent{{Start: 10, Length: 20, Dev: dev(1, 1), DevStart: 110}}, []dm.Extent{{Start: 50, Length: 20, Dev: dev(2, 2), DevStart: 7}}, 10, 50)
 	if len(got) != 1 || got[0].srcSec != 110 || got[0].dstSec != 7 || got[0].logSrc != 10 || got[0].logDst != 50 || got[0].sectors != 20 {
 		t.Fatalf("%+v", got)
 	}

@@ -383,3 +383,71 @@ func allZero(b []byte) bool {
 	}
 	return true
 }
+
+// Promote makes clone independent of its origin the way `zfs promote` does: the origin's
+// snapshots up to and including the clone's origin snapshot move to the clone, the former
+// origin becomes a clone of the moved snapshot, and every other clone of a moved snapshot now
+// names it under the promoted dataset.
+func (s Store) Promote(clone string) error {
+	m, err := s.Meta(clone)
+	if err != nil {
+		return err
+	}
+	if m.Origin == "" {
+		return fmt.Errorf("'%s' is not a cloned filesystem", clone)
+	}
+	parent, originSnap, _ := strings.Cut(m.Origin, "@")
+	snaps, err := s.Snapshots(parent)
+	if err != nil {
+		return err
+	}
+	defer s.lock()()
+	pm, _ := s.Meta(parent)
+	var moved []string
+	for _, sn := range snaps { // ordered by creation
+		name := strings.TrimPrefix(sn.Name, parent+"@")
+		moved = append(moved, name)
+		if name == originSnap {
+			break
+		}
+	}
+	for _, name := range moved {
+		if _, err := os.Stat(s.snapPath(clone, name)); err == nil {
+			return fmt.Errorf("cannot promote '%s': a snapshot '%s' exists on both datasets", clone, name)
+		}
+	}
+	for _, name := range moved {
+		os.Rename(s.snapPath(parent, name), s.snapPath(clone, name))
+		os.Rename(s.metaPath(parent+"@"+name), s.metaPath(clone+"@"+name))
+	}
+	vols, _ := os.ReadDir(s.Dir)
+	for _, e := range vols {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") || e.Name() == clone {
+			continue
+		}
+		vm, err := s.Meta(e.Name())
+		if err != nil || vm.Origin == "" {
+			continue
+		}
+		if p, sn, _ := strings.Cut(vm.Origin, "@"); p == parent && contains(moved, sn) {
+			vm.Origin = clone + "@" + sn
+			s.SetMeta(e.Name(), vm)
+		}
+	}
+	cloneOrigin := pm.Origin // the clone takes over the parent's own origin
+	pm.Origin = clone + "@" + originSnap
+	if err := s.SetMeta(parent, pm); err != nil {
+		return err
+	}
+	m.Origin = cloneOrigin
+	return s.SetMeta(clone, m)
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,244 @@
+// Package itest runs pvesnap daemons in front of a simulated Proxmox VE cluster, with zfs and
+// LVM emulated over the simulator's storage, and checks what clients see through :8009.
+package itest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/config"
+	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/daemon/server"
+	"github.com/pvesnap/pvesnap/daemon/storage"
+	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/sim/fakecli"
+	simpve "github.com/pvesnap/pvesnap/sim/pve"
+	"github.com/pvesnap/pvesnap/sim/volstore"
+)
+
+// workerSetup is what a worker process needs to rebuild its node's modules.
+type workerSetup struct {
+	Node    string            `json:"node"`
+	Tasks   string            `json:"tasks"`
+	PVE     string            `json:"pve"`
+	Lock    string            `json:"lock"`
+	State   string            `json:"state"`
+	Pools   map[string]string `json:"pools"` // zfs pool -> store dir
+	VGs     map[string]string `json:"vgs"`   // vg -> store dir
+	Thin    map[string]string `json:"thin"`  // vg -> thin pool
+	Testing map[string]string `json:"testing"`
+}
+
+func (w workerSetup) runner() runner.Runner {
+	z := &fakecli.ZFS{Pools: map[string]volstore.Store{}}
+	for p, d := range w.Pools {
+		z.Pools[p] = volstore.Store{Dir: d}
+	}
+	l := &fakecli.LVM{VGs: map[string]fakecli.VG{}}
+	for vg, d := range w.VGs {
+		l.VGs[vg] = fakecli.VG{Store: volstore.Store{Dir: d}, ThinPool: w.Thin[vg]}
+	}
+	return &fakecli.Dispatch{ZFS: z, LVM: l}
+}
+
+func (w workerSetup) storageModule(ts *tasks.Service) *storage.Module {
+	return &storage.Module{Node: w.Node, Storage: pve.NewStorageConfig(w.PVE), Run: w.runner(), Tasks: ts, LockDir: w.Lock,
+		Logger: slog.New(slog.DiscardHandler), InstantWait: 5 * time.Second,
+		Offloadable: func(context.Context, string) (bool, string) {
+			return false, "simulated devices cannot copy inside the storage"
+		}}
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("PVESNAP_ITEST_ROLE") == "worker" {
+		var w workerSetup
+		if err := json.Unmarshal([]byte(os.Getenv("PVESNAP_ITEST_SETUP")), &w); err != nil {
+			fmt.Fprintln(os.NewFile(3, "hs"), "ERROR:", err)
+			os.Exit(2)
+		}
+		mod := w.storageModule(nil)
+		h := mod.Handlers()
+		for k, v := range testHandlers() {
+			h[k] = v
+		}
+		os.Exit(tasks.RunWorker(tasks.WorkerEnv{Dir: &tasks.Dir{Root: w.Tasks}, Node: w.Node, Handlers: h,
+			Stdin: os.Stdin, Handshake: os.NewFile(3, "handshake")}))
+	}
+	os.Exit(m.Run())
+}
+
+// testHandlers are job kinds only the tests use (a slow task for restart and stop tests).
+func testHandlers() map[string]tasks.Handler {
+	return map[string]tasks.Handler{
+		"itest-sleep": func(ctx context.Context, t *tasks.Task, spec json.RawMessage) error {
+			var p struct{ Steps int }
+			json.Unmarshal(spec, &p)
+			for i := 1; i <= p.Steps; i++ {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+				t.Logf("step %d of %d", i, p.Steps)
+			}
+			return nil
+		},
+	}
+}
+
+// Env is a simulated cluster with pvesnap on every node.
+type Env struct {
+	T       *testing.T
+	Sim     *simpve.Cluster
+	Port    int
+	Daemons map[string]*server.Daemon
+	Tasks   map[string]*tasks.Service
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs a cluster of nodes (default one, "pve1") with pvesnap on each.
+func Start(t *testing.T, nodes ...string) *Env {
+	t.Helper()
+	if len(nodes) == 0 {
+		nodes = []string{"pve1"}
+	}
+	sim, err := simpve.Start(simpve.Options{Dir: t.TempDir(), Nodes: nodes, ClusterName: "lab", AuthFailDelay: time.Millisecond,
+		PvestatdInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	if err := sim.SetStorageConfig(simpve.DefaultStorageConfig); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Env{T: t, Sim: sim, Port: freePort(t), Daemons: map[string]*server.Daemon{}, Tasks: map[string]*tasks.Service{},
+		cancel: cancel, done: make(chan struct{})}
+	for i, n := range nodes {
+		e.startNode(ctx, n, i)
+	}
+	t.Cleanup(e.Stop)
+	return e
+}
+
+func (e *Env) setup(node string) workerSetup {
+	p := e.Sim.NodePaths(node)
+	return workerSetup{Node: node, Tasks: p.Tasks, PVE: p.PVE, Lock: p.Lock, State: p.State,
+		Pools: map[string]string{"rpool/data": e.Sim.StorageDir(node, "local-zfs")},
+		VGs:   map[string]string{"pve": e.Sim.StorageDir(node, "local-lvm")},
+		Thin:  map[string]string{"pve": "data"}}
+}
+
+func (e *Env) startNode(ctx context.Context, node string, i int) {
+	t := e.T
+	p := e.Sim.NodePaths(node)
+	yaml := fmt.Sprintf("listen: 127.0.0.%d:%d\nupstream: %s\nnode: %s\ntimeouts:\n  auth_fail_delay: 0s\npaths:\n  pve: %s\n  tasks: %s\n  state: %s\n  run: %s\n  lock: %s\n",
+		i+1, e.Port, e.Sim.URL(node), node, p.PVE, p.Tasks, p.State, p.Run, p.Lock)
+	cfgPath := filepath.Join(p.State, "pvesnap.yaml")
+	os.WriteFile(cfgPath, []byte(yaml), 0o644)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(filepath.Join(p.State, "pvesnap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	setup, _ := json.Marshal(e.setup(node))
+	exe, _ := os.Executable()
+	dir := &tasks.Dir{Root: p.Tasks}
+	ts := &tasks.Service{Dir: dir, DB: db, Node: node, StopGrace: 2 * time.Second, Logger: slog.New(slog.DiscardHandler),
+		Spawner: &tasks.Spawner{Exe: exe, Dir: dir, Env: []string{"PVESNAP_ITEST_ROLE=worker", "PVESNAP_ITEST_SETUP=" + string(setup)}}}
+	mod := e.setup(node).storageModule(ts)
+	d, err := server.New(cfg, slog.New(slog.DiscardHandler), []server.Module{ts, mod}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Upstream = d.UpstreamTaskList
+	if _, err := d.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go d.Run(ctx)
+	e.Daemons[node] = d
+	e.Tasks[node] = ts
+}
+
+// Stop shuts the daemons down.
+func (e *Env) Stop() {
+	e.cancel()
+	time.Sleep(50 * time.Millisecond)
+}
+
+// URL is pvesnap's address on node.
+func (e *Env) URL(node string) string {
+	for i, n := range e.Sim.Nodes() {
+		if n == node {
+			return "https://127.0.0." + strconv.Itoa(i+1) + ":" + strconv.Itoa(e.Port)
+		}
+	}
+	return ""
+}
+
+// Client returns an API client for pvesnap on node (no credentials).
+func (e *Env) Client(node string) *simpve.Client {
+	c, err := simpve.NewClient(e.URL(node), e.Sim.CAFile())
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return c
+}
+
+// Root returns a client logged in as root@pam through pvesnap.
+func (e *Env) Root(node string) *simpve.Client {
+	c := e.Client(node)
+	if err := c.Login("root@pam", "pvesnap"); err != nil {
+		e.T.Fatal(err)
+	}
+	return c
+}
+
+// Token creates user with role on path and a token (privsep off) and returns a client using it.
+func (e *Env) Token(node, user string, acls map[string]string) (*simpve.Client, string) {
+	e.Sim.AddUser(user, "pw-"+user)
+	for path, role := range acls {
+		e.Sim.AddACL(path, user, role, true)
+	}
+	id, secret, err := e.Sim.AddToken(user, "csi", false)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	c := e.Client(node)
+	c.Token = id + "=" + secret
+	return c, secret
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -1,0 +1,158 @@
+// Package storage answers the storage content copy and delete calls proxmox-csi-plugin makes,
+// with instant storage-native copies where the storage allows them: ZFS snapshot + clone on
+// zfspool, thin snapshots on lvmthin, array-offloaded copies on thick LVM over an offload-
+// capable LUN. Every other call goes to pveproxy unchanged.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/pvesnap/pvesnap/daemon/runner"
+)
+
+// ZFS runs the zfs commands pvesnap needs, with machine-readable output (-H -p).
+type ZFS struct{ Run runner.Runner }
+
+var datasetRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*(@[A-Za-z0-9][A-Za-z0-9_.:-]*)?$`)
+
+// CheckDataset validates a dataset or snapshot name before it reaches zfs.
+func CheckDataset(s string) error {
+	if len(s) > 255 || !datasetRe.MatchString(s) {
+		return fmt.Errorf("invalid ZFS dataset name %q", s)
+	}
+	return nil
+}
+
+// ErrNoDataset is a dataset that does not exist.
+var ErrNoDataset = errors.New("dataset does not exist")
+
+// Dataset is what zfs get reports about a volume or snapshot.
+type Dataset struct {
+	Name    string
+	Type    string // volume, snapshot, filesystem
+	Origin  string // "pool/vol@snap" for a clone, "" otherwise
+	VolSize int64
+}
+
+// notFound reports zfs's "dataset does not exist" (stderr is in English: the runner sets
+// LC_ALL=C; there is no other way to tell absence from failure with zfs get).
+func notFound(err error) bool {
+	var xe *runner.ExecError
+	return errors.As(err, &xe) && xe.ExitCode == 1 && strings.Contains(xe.Stderr, "dataset does not exist")
+}
+
+// Get reads type, origin and volsize of a dataset.
+func (z ZFS) Get(ctx context.Context, ds string) (Dataset, error) {
+	if err := CheckDataset(ds); err != nil {
+		return Dataset{}, err
+	}
+	out, err := z.Run.Run(ctx, []string{"zfs", "get", "-H", "-p", "-o", "property,value", "type,origin,volsize", ds})
+	if notFound(err) {
+		return Dataset{}, fmt.Errorf("%s: %w", ds, ErrNoDataset)
+	}
+	if err != nil {
+		return Dataset{}, err
+	}
+	d := Dataset{Name: ds}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(line, "\t")
+		switch k {
+		case "type":
+			d.Type = v
+		case "origin":
+			if v != "-" {
+				d.Origin = v
+			}
+		case "volsize":
+			d.VolSize, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return d, nil
+}
+
+// Exists reports whether ds exists.
+func (z ZFS) Exists(ctx context.Context, ds string) (bool, error) {
+	_, err := z.Get(ctx, ds)
+	if errors.Is(err, ErrNoDataset) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Snapshot is one snapshot of a dataset with the clones depending on it.
+type Snapshot struct {
+	Name    string // pool/vol@snap
+	Clones  []string
+	Created int64
+}
+
+// Short is the part after '@'.
+func (s Snapshot) Short() string { _, n, _ := strings.Cut(s.Name, "@"); return n }
+
+// Snapshots lists ds's snapshots, oldest first.
+func (z ZFS) Snapshots(ctx context.Context, ds string) ([]Snapshot, error) {
+	if err := CheckDataset(ds); err != nil {
+		return nil, err
+	}
+	// Sample line: rpool/data/vm-100-disk-0@pvesnap-vm-9999-snap\trpool/data/vm-9999-snap\t1795312145
+	out, err := z.Run.Run(ctx, []string{"zfs", "list", "-H", "-p", "-t", "snapshot", "-o", "name,clones,creation", "-d", "1", ds})
+	if notFound(err) {
+		return nil, fmt.Errorf("%s: %w", ds, ErrNoDataset)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var snaps []Snapshot
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			continue
+		}
+		s := Snapshot{Name: f[0]}
+		if f[1] != "-" && f[1] != "" {
+			s.Clones = strings.Split(f[1], ",")
+		}
+		s.Created, _ = strconv.ParseInt(f[2], 10, 64)
+		snaps = append(snaps, s)
+	}
+	return snaps, nil
+}
+
+func (z ZFS) run(ctx context.Context, argv ...string) error {
+	for _, a := range argv[1:] {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		if err := CheckDataset(a); err != nil {
+			return err
+		}
+	}
+	_, err := z.Run.Run(ctx, argv)
+	return err
+}
+
+// TakeSnapshot creates ds@name.
+func (z ZFS) TakeSnapshot(ctx context.Context, ds, name string) error {
+	return z.run(ctx, "zfs", "snapshot", ds+"@"+name)
+}
+
+// Clone creates target from snapshot origin.
+func (z ZFS) Clone(ctx context.Context, origin, target string) error {
+	return z.run(ctx, "zfs", "clone", origin, target)
+}
+
+// Destroy destroys a dataset (with its snapshots when recursive) or a snapshot.
+func (z ZFS) Destroy(ctx context.Context, ds string, recursive bool) error {
+	if recursive {
+		return z.run(ctx, "zfs", "destroy", "-r", ds)
+	}
+	return z.run(ctx, "zfs", "destroy", ds)
+}
+
+// Promote makes a clone independent of its origin.
+func (z ZFS) Promote(ctx context.Context, ds string) error { return z.run(ctx, "zfs", "promote", ds) }
