@@ -104,8 +104,9 @@ type Env struct {
 	Port    int
 	Daemons map[string]*server.Daemon
 	Tasks   map[string]*tasks.Service
-	cancel  context.CancelFunc
-	done    chan struct{}
+	stops   map[string]func()
+	// Extra modules for every daemon (test-only routes).
+	Extra func(node string, ts *tasks.Service) []server.Module
 }
 
 func freePort(t *testing.T) int {
@@ -132,11 +133,10 @@ func Start(t *testing.T, nodes ...string) *Env {
 	if err := sim.SetStorageConfig(simpve.DefaultStorageConfig); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	e := &Env{T: t, Sim: sim, Port: freePort(t), Daemons: map[string]*server.Daemon{}, Tasks: map[string]*tasks.Service{},
-		cancel: cancel, done: make(chan struct{})}
-	for i, n := range nodes {
-		e.startNode(ctx, n, i)
+		stops: map[string]func(){}, Extra: testModules}
+	for _, n := range nodes {
+		e.StartNode(n)
 	}
 	t.Cleanup(e.Stop)
 	return e
@@ -150,8 +150,11 @@ func (e *Env) setup(node string) workerSetup {
 		Thin:  map[string]string{"pve": "data"}}
 }
 
-func (e *Env) startNode(ctx context.Context, node string, i int) {
+// StartNode starts (or restarts) pvesnap on node.
+func (e *Env) StartNode(node string) {
 	t := e.T
+	i := indexOf(e.Sim.Nodes(), node)
+	ctx, cancel := context.WithCancel(context.Background())
 	p := e.Sim.NodePaths(node)
 	yaml := fmt.Sprintf("listen: 127.0.0.%d:%d\nupstream: %s\nnode: %s\ntimeouts:\n  auth_fail_delay: 0s\npaths:\n  pve: %s\n  tasks: %s\n  state: %s\n  run: %s\n  lock: %s\n",
 		i+1, e.Port, e.Sim.URL(node), node, p.PVE, p.Tasks, p.State, p.Run, p.Lock)
@@ -171,8 +174,11 @@ func (e *Env) startNode(ctx context.Context, node string, i int) {
 	dir := &tasks.Dir{Root: p.Tasks}
 	ts := &tasks.Service{Dir: dir, DB: db, Node: node, StopGrace: 2 * time.Second, Logger: slog.New(slog.DiscardHandler),
 		Spawner: &tasks.Spawner{Exe: exe, Dir: dir, Env: []string{"PVESNAP_ITEST_ROLE=worker", "PVESNAP_ITEST_SETUP=" + string(setup)}}}
-	mod := e.setup(node).storageModule(ts)
-	d, err := server.New(cfg, slog.New(slog.DiscardHandler), []server.Module{ts, mod}, nil, nil)
+	mods := []server.Module{ts, e.setup(node).storageModule(ts)}
+	if e.Extra != nil {
+		mods = append(mods, e.Extra(node, ts)...)
+	}
+	d, err := server.New(cfg, slog.New(slog.DiscardHandler), mods, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,15 +186,35 @@ func (e *Env) startNode(ctx context.Context, node string, i int) {
 	if _, err := d.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	go d.Run(ctx)
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
 	e.Daemons[node] = d
 	e.Tasks[node] = ts
+	e.stops[node] = func() { cancel(); <-done }
 }
 
-// Stop shuts the daemons down.
+// StopNode stops pvesnap on node (its task workers keep running).
+func (e *Env) StopNode(node string) {
+	if stop := e.stops[node]; stop != nil {
+		stop()
+		delete(e.stops, node)
+	}
+}
+
+// Stop shuts every daemon down.
 func (e *Env) Stop() {
-	e.cancel()
-	time.Sleep(50 * time.Millisecond)
+	for n := range e.stops {
+		e.StopNode(n)
+	}
+}
+
+func indexOf(l []string, s string) int {
+	for i, x := range l {
+		if x == s {
+			return i
+		}
+	}
+	return -1
 }
 
 // URL is pvesnap's address on node.
@@ -242,3 +268,12 @@ func must(t *testing.T, err error) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func volMeta() volstore.Meta { return volstore.Meta{} }
+
+func t0ctx() context.Context { return context.Background() }
+
+func jobSleep(steps int) tasks.Job {
+	spec, _ := json.Marshal(map[string]int{"steps": steps})
+	return tasks.Job{Type: "pvesnaptest", ID: "100", User: "root@pam", Kind: "itest-sleep", Spec: spec}
+}

@@ -1,0 +1,247 @@
+package itest
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/api"
+	simpve "github.com/pvesnap/pvesnap/sim/pve"
+)
+
+// authEntry describes how to call one owned route and what PVE's rules say about it.
+type authEntry struct {
+	// path builds the request path and parameters for a fresh call (targets must be unique).
+	call func(e *Env, n int) (path string, params url.Values)
+	// acl is the ACL path and privilege the route needs ("" path: any authenticated user).
+	aclPath, priv string
+	// deniedCode/deniedMsg is the answer without the privilege.
+	deniedCode int
+	deniedMsg  string
+	// poolable: the ACL path is a VM or storage, which pools can grant.
+	poolable bool
+	// role grants priv.
+	role string
+}
+
+var seq atomic.Int64
+
+// authMatrix has one entry per route pvesnap owns; TestAuthMatrix fails for a route without.
+func authMatrix() map[string]authEntry {
+	volume := func(e *Env, n int) string {
+		name := fmt.Sprintf("vm-100-disk-%d", 100+n)
+		e.Sim.Store("pve1", "local-zfs").Create(name, 1<<20, volMeta())
+		return name
+	}
+	task := func(e *Env, n int) string {
+		st, err := e.Tasks["pve1"].Start(t0ctx(), jobSleep(2))
+		if err != nil {
+			panic(err)
+		}
+		return st.UPID
+	}
+	return map[string]authEntry{
+		"GET /nodes/{node}/pvesnap": {
+			call:    func(e *Env, n int) (string, url.Values) { return "/nodes/pve1/pvesnap", nil },
+			aclPath: "/nodes/pve1", priv: "Sys.Audit", role: "PVEAuditor",
+			deniedCode: 403, deniedMsg: "Permission check failed (/nodes/pve1, Sys.Audit)"},
+		"GET /nodes/{node}/tasks/{upid}/status": {
+			call:    func(e *Env, n int) (string, url.Values) { return "/nodes/pve1/tasks/" + task(e, n) + "/status", nil },
+			aclPath: "/nodes/pve1", priv: "Sys.Audit", role: "PVEAuditor",
+			deniedCode: 403, deniedMsg: "Permission check failed (/nodes/pve1, Sys.Audit)"},
+		"GET /nodes/{node}/tasks/{upid}/log": {
+			call:    func(e *Env, n int) (string, url.Values) { return "/nodes/pve1/tasks/" + task(e, n) + "/log", nil },
+			aclPath: "/nodes/pve1", priv: "Sys.Audit", role: "PVEAuditor",
+			deniedCode: 403, deniedMsg: "Permission check failed (/nodes/pve1, Sys.Audit)"},
+		"DELETE /nodes/{node}/tasks/{upid}": {
+			call:    func(e *Env, n int) (string, url.Values) { return "/nodes/pve1/tasks/" + task(e, n), nil },
+			aclPath: "/nodes/pve1", priv: "Sys.Modify", role: "Administrator",
+			deniedCode: 403, deniedMsg: "Permission check failed (/nodes/pve1, Sys.Modify)"},
+		"GET /nodes/{node}/tasks": {
+			// Any authenticated user may list (the list is filtered): no denial case.
+			call: func(e *Env, n int) (string, url.Values) { return "/nodes/pve1/tasks", nil }},
+		"POST /nodes/{node}/storage/{storage}/content/{volume}": {
+			call: func(e *Env, n int) (string, url.Values) {
+				return "/nodes/pve1/storage/local-zfs/content/" + volume(e, n), url.Values{"target": {fmt.Sprintf("vm-101-disk-%d", 100+n)}}
+			},
+			aclPath: "/storage/local-zfs", priv: "Datastore.Allocate", role: "PVEDatastoreAdmin", poolable: true,
+			// Without Datastore.Allocate the call is PVE's, which allows only root@pam.
+			deniedCode: 403, deniedMsg: "Permission check failed (user != root@pam)"},
+		"DELETE /nodes/{node}/storage/{storage}/content/{volume}": {
+			call: func(e *Env, n int) (string, url.Values) {
+				return "/nodes/pve1/storage/local-zfs/content/" + volume(e, n), nil
+			},
+			aclPath: "/storage/local-zfs", priv: "Datastore.Allocate", role: "PVEDatastoreAdmin", poolable: true,
+			deniedCode: 403, deniedMsg: "Permission check failed (/storage/local-zfs, Datastore.Allocate)"},
+	}
+}
+
+// TestAuthMatrix calls every owned route with each kind of credential and grant and expects
+// pveproxy's exact answers.
+func TestAuthMatrix(t *testing.T) {
+	e := Start(t)
+	matrix := authMatrix()
+	for _, r := range e.Daemons["pve1"].Mux.Routes() {
+		key := r.Method + " " + r.Path
+		if strings.Contains(r.Path, "itest-") {
+			continue // test-only route
+		}
+		entry, ok := matrix[key]
+		if !ok {
+			t.Errorf("%s has no auth matrix entry: every owned route must be tested", key)
+			continue
+		}
+		t.Run(strings.ReplaceAll(key, "/", "_"), func(t *testing.T) { runAuthCases(t, e, r, entry) })
+	}
+}
+
+func runAuthCases(t *testing.T, e *Env, r *api.Route, en authEntry) {
+	write := r.Method != http.MethodGet
+	fresh := func(acls func(user string)) *simpve.Client {
+		n := seq.Add(1)
+		user := fmt.Sprintf("u%d@pve", n)
+		e.Sim.AddUser(user, "pw")
+		acls(user)
+		c := e.Client("pve1")
+		must(t, c.Login(user, "pw"))
+		return c
+	}
+	do := func(name string, c *simpve.Client) *simpve.Response {
+		path, params := en.call(e, int(seq.Add(1)))
+		resp, err := c.Do(r.Method, path, params)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return resp
+	}
+	expect := func(name string, resp *simpve.Response, code int, msg string) {
+		t.Helper()
+		if resp.Code != code || resp.Status != msg {
+			t.Errorf("%s: got %d %q, want %d %q", name, resp.Code, resp.Status, code, msg)
+		}
+		if code == 401 && len(resp.Raw) != 0 {
+			t.Errorf("%s: a 401 from pveproxy has an empty body, got %q", name, resp.Raw)
+		}
+	}
+	allowed := func(name string, resp *simpve.Response) {
+		t.Helper()
+		if resp.Code == 401 || resp.Code == 403 || resp.Code >= 500 {
+			t.Errorf("%s: refused with %d %q %s", name, resp.Code, resp.Status, resp.Raw)
+		}
+	}
+	expect("no credential", do("no credential", e.Client("pve1")), 401, "No ticket")
+	bad := e.Client("pve1")
+	e.Sim.AddUser("tok@pve", "pw")
+	id, _, _ := e.Sim.AddToken("tok@pve", fmt.Sprintf("t%d", seq.Add(1)), false)
+	bad.Token = id + "=00000000-0000-0000-0000-000000000000"
+	expect("bad token", do("bad token", bad), 401, "invalid token value!")
+	old := e.Client("pve1")
+	old.Ticket, old.CSRF, _ = e.Sim.TicketAt("root@pam", time.Now().Add(-3*time.Hour))
+	expect("expired ticket", do("expired ticket", old), 401, "permission denied - invalid PVE ticket")
+	if write {
+		noCSRF := e.Root("pve1")
+		noCSRF.CSRF = ""
+		expect("ticket without CSRF on a write", do("no csrf", noCSRF), 401, "Permission denied - invalid csrf token")
+	}
+	if en.aclPath == "" {
+		allowed("any user", do("any user", fresh(func(string) {})))
+		return
+	}
+	lacking := fresh(func(u string) { e.Sim.AddACL("/", u, "NoAccess", true) })
+	expect("lacking the privilege", do("lacking", lacking), en.deniedCode, en.deniedMsg)
+	allowed("propagate=0 ACL on the path", do("propagate=0", fresh(func(u string) { e.Sim.AddACL(en.aclPath, u, en.role, false) })))
+	allowed("via a group", do("group", fresh(func(u string) {
+		g := fmt.Sprintf("g%d", seq.Add(1))
+		e.Sim.AddGroup(g, u)
+		e.Sim.AddACL(en.aclPath, "@"+g, en.role, true)
+	})))
+	if en.poolable {
+		allowed("via a pool", do("pool", fresh(func(u string) {
+			p := fmt.Sprintf("p%d", seq.Add(1))
+			e.Sim.AddPool(p, nil, []string{strings.TrimPrefix(en.aclPath, "/storage/")})
+			e.Sim.AddACL("/pool/"+p, u, en.role, true)
+		})))
+	}
+	allowed("valid", do("valid", fresh(func(u string) { e.Sim.AddACL("/", u, en.role, true) })))
+	tokC := e.Client("pve1")
+	e.Sim.AddUser(fmt.Sprintf("t%d@pve", seq.Add(1)), "pw")
+	tu := fmt.Sprintf("tv%d@pve", seq.Add(1))
+	e.Sim.AddUser(tu, "pw")
+	e.Sim.AddACL("/", tu, en.role, true)
+	tid, sec, _ := e.Sim.AddToken(tu, "t", true)
+	e.Sim.AddACL("/", tid, en.role, true)
+	tokC.Token = tid + "=" + sec
+	allowed("valid privilege-separated token", do("token", tokC))
+}
+
+// TestForgedHeadersCannotRedirect: no header makes a node act on another node's storage.
+func TestForgedHeadersCannotRedirect(t *testing.T) {
+	e := Start(t, "pve1", "pve2")
+	for _, n := range []string{"pve1", "pve2"} {
+		e.Sim.Store(n, "local-zfs").Create("vm-100-disk-0", 1<<20, volMeta())
+	}
+	c := e.Root("pve1")
+	// X-Forwarded-Node is ignored: the call for pve2 goes to pve2.
+	req := func(headers map[string]string) *http.Response {
+		r, err := http.NewRequest("DELETE", e.URL("pve1")+"/api2/json/nodes/pve2/storage/local-zfs/content/vm-100-disk-0", nil)
+		must(t, err)
+		r.AddCookie(&http.Cookie{Name: "PVEAuthCookie", Value: url.PathEscape(c.Ticket)})
+		r.Header.Set("CSRFPreventionToken", c.CSRF)
+		for k, v := range headers {
+			r.Header.Set(k, v)
+		}
+		resp, err := c.HTTP.Do(r)
+		must(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	resp := req(map[string]string{api.ForwardedHeader: "pve2", "X-Forwarded-Node": "pve1"})
+	if resp.StatusCode != 500 || !strings.Contains(resp.Status, "refusing to act for another node") {
+		t.Fatalf("forged forwarding header: %s", resp.Status)
+	}
+	if !e.Sim.Store("pve1", "local-zfs").Exists("vm-100-disk-0") || !e.Sim.Store("pve2", "local-zfs").Exists("vm-100-disk-0") {
+		t.Fatal("a volume was touched by a refused call")
+	}
+	resp = req(map[string]string{"X-Forwarded-Node": "pve1"})
+	if resp.StatusCode != 200 {
+		t.Fatalf("delete for pve2: %s", resp.Status)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if !e.Sim.Store("pve1", "local-zfs").Exists("vm-100-disk-0") {
+		t.Fatal("pve1's volume was deleted by a call for pve2")
+	}
+	if e.Sim.Store("pve2", "local-zfs").Exists("vm-100-disk-0") {
+		t.Fatal("pve2's volume was not deleted")
+	}
+}
+
+func TestCORS(t *testing.T) {
+	e := Start(t)
+	pre := func(origin string) *http.Response {
+		r, _ := http.NewRequest("OPTIONS", e.URL("pve1")+"/api2/json/nodes/pve1/pvesnap", nil)
+		r.Header.Set("Origin", origin)
+		r.Header.Set("Access-Control-Request-Method", "POST")
+		r.Header.Set("Access-Control-Request-Headers", "csrfpreventiontoken")
+		resp, err := e.Client("pve1").HTTP.Do(r)
+		must(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	for _, o := range []string{"https://pve1:8006", "https://pve1.example.org:8006", "https://127.0.0.1:8006"} {
+		resp := pre(o)
+		if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != o || resp.Header.Get("Access-Control-Allow-Credentials") != "true" ||
+			!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "CSRFPreventionToken") {
+			t.Errorf("%s: %s %v", o, resp.Status, resp.Header)
+		}
+	}
+	for _, o := range []string{"https://evil.example:8006", "http://pve1:8006", "https://pve1:9999", "https://pve10:8006"} {
+		resp := pre(o)
+		if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("%s was allowed", o)
+		}
+	}
+}
