@@ -12,7 +12,7 @@ import (
 
 type taskStatus struct {
 	Status, Exitstatus, Node, User, Type, ID string
-	PID, Starttime                          float64
+	PID, Starttime                           float64
 }
 
 func status(t *testing.T, c *simpve.Client, node, upid string) taskStatus {
