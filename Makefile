@@ -44,7 +44,7 @@ lint:
 lab-test: lab build
 	lab/run-tests.sh
 
-test: deps lab lint unit lab-test docs-check
+test: deps lab lint unit lab-test
 
 bench: deps lab build
 	lab/bench.sh
