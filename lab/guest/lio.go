@@ -1,218 +1,28 @@
-// Package guest is what pvesnap's in-guest lab tests use to build storage: LIO LUNs over
-// tcm_loop that appear and disappear like array connections, NVMe namespaces of the
-// emulated subsystem, data patterns and content checks. It runs inside the lab guest only.
 package guest
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/pvesnap/pvesnap/sim/lio"
 )
 
-// LIO drives the Linux SCSI target through configfs (no targetcli).
-type LIO struct {
-	Root string // /sys/kernel/config/target
-}
+// The LIO helpers live in sim/lio (the FlashArray simulator's lab data plane uses them too).
+type (
+	LIO    = lio.LIO
+	LUN    = lio.LUN
+	Target = lio.Target
+)
 
-// SetupLIO loads the target modules and mounts configfs.
-func SetupLIO() (*LIO, error) {
-	if out, err := exec.Command("modprobe", "-a", "configfs", "target_core_mod", "target_core_file", "tcm_loop", "sd_mod", "sg", "dm_mod", "dm_multipath").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("modprobe: %v: %s", err, out)
-	}
-	if _, err := os.Stat("/sys/kernel/config/target"); err != nil {
-		if out, err := exec.Command("mount", "-t", "configfs", "configfs", "/sys/kernel/config").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("mount configfs: %v: %s", err, out)
-		}
-	}
-	return &LIO{Root: "/sys/kernel/config/target"}, nil
-}
-
-func write(p, v string) error {
-	if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write %q to %s: %w", v, p, err)
-	}
-	return nil
-}
-
-// LUN is a fileio backstore.
-type LUN struct {
-	Name   string
-	File   string
-	Size   int64
-	Serial string // what VPD 0x80 returns
-	NAA    string // what VPD 0x83 returns (hex), derived by LIO from the serial's hex digits
-	path   string
-}
-
-// PureNAA is the NAA a FlashArray volume with serial s reports.
-func PureNAA(serial string) string { return "624a9370" + strings.ToLower(serial) }
-
-// CreateLUN makes a fileio backstore of size bytes backed by file (created sparse). With a
-// 24-hex-digit Pure serial, company_id 24a937 and serial "0"+serial make LIO report exactly
-// the NAA a FlashArray volume has (624a9370 + serial); VPD 0x80 then reads "0"+serial.
-func (l *LIO) CreateLUN(name, file string, size int64, pureSerial string) (*LUN, error) {
-	p := filepath.Join(l.Root, "core", "fileio_0", name)
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
-		f, err := os.Create(file)
-		if err != nil {
-			return nil, err
-		}
-		f.Truncate(size)
-		f.Close()
-	}
-	if err := write(filepath.Join(p, "control"), fmt.Sprintf("fd_dev_name=%s,fd_dev_size=%d,fd_buffered_io=1", file, size)); err != nil {
-		return nil, err
-	}
-	serial := strings.ToUpper(pureSerial)
-	if err := write(filepath.Join(p, "wwn", "company_id"), "0x24a937"); err != nil {
-		return nil, err
-	}
-	if err := write(filepath.Join(p, "wwn", "vpd_unit_serial"), "0"+serial); err != nil {
-		return nil, err
-	}
-	if err := write(filepath.Join(p, "enable"), "1"); err != nil {
-		return nil, err
-	}
-	return &LUN{Name: name, File: file, Size: size, Serial: "0" + serial, NAA: PureNAA(serial), path: p}, nil
-}
-
-// Target is a tcm_loop target with one I_T nexus: a host-side SCSI host whose LUNs are the
-// ones linked into it. Two targets stand for two arrays: LIO's copy manager only finds LUNs
-// of the same session, so XCOPY between them fails like a cross-array copy.
-type Target struct {
-	l    *LIO
-	WWN  string
-	path string
-	luns map[string]int
-	Host string // scsi_host name (host3)
-}
-
-// CreateTarget makes a loopback target (naa.5001405<9 hex digits>) with its nexus.
-func (l *LIO) CreateTarget(id int) (*Target, error) {
-	wwn := fmt.Sprintf("naa.5001405%09x", id)
-	p := filepath.Join(l.Root, "loopback", wwn, "tpgt_1")
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		return nil, err
-	}
-	before := hosts()
-	if err := write(filepath.Join(p, "nexus"), fmt.Sprintf("naa.5001405%09x", id+0x800000)); err != nil {
-		return nil, err
-	}
-	t := &Target{l: l, WWN: wwn, path: p, luns: map[string]int{}}
-	for i := 0; i < 50 && t.Host == ""; i++ {
-		for _, h := range hosts() {
-			if !contains(before, h) {
-				t.Host = h
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return t, nil
-}
-
-func hosts() []string {
-	ents, _ := os.ReadDir("/sys/class/scsi_host")
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// Map exports lun as LUN number n; the kernel adds the sd device at once (tcm_loop scans on
-// link). It returns the block device once it shows up.
-func (t *Target) Map(lun *LUN, n int) (string, error) {
-	d := filepath.Join(t.path, "lun", fmt.Sprintf("lun_%d", n))
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.Symlink(lun.path, filepath.Join(d, "port")); err != nil {
-		return "", err
-	}
-	t.luns[lun.Name] = n
-	return WaitForNAA(lun.NAA, 10*time.Second)
-}
-
-// Unmap removes the export: the sd device disappears, as when a host connection is deleted.
-func (t *Target) Unmap(lun *LUN) error {
-	n, ok := t.luns[lun.Name]
-	if !ok {
-		return fmt.Errorf("LUN %s not mapped to %s", lun.Name, t.WWN)
-	}
-	d := filepath.Join(t.path, "lun", fmt.Sprintf("lun_%d", n))
-	if err := os.Remove(filepath.Join(d, "port")); err != nil {
-		return err
-	}
-	delete(t.luns, lun.Name)
-	return os.Remove(d)
-}
-
-// Delete removes the backstore (it must be unmapped everywhere).
-func (l *LIO) Delete(lun *LUN) error { return os.Remove(lun.path) }
-
-// WaitForNAA polls sysfs for the sd device whose wwid is naa.<naa>.
-func WaitForNAA(naa string, within time.Duration) (string, error) {
-	deadline := time.Now().Add(within)
-	for {
-		if d := FindByNAA(naa); d != "" {
-			return d, nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no device with NAA %s after %s", naa, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// FindByNAA returns /dev/sdX with wwid naa.<naa>, or "".
-func FindByNAA(naa string) string {
-	ms, _ := filepath.Glob("/sys/block/sd*/device/wwid")
-	for _, m := range ms {
-		b, err := os.ReadFile(m)
-		if err == nil && strings.TrimSpace(string(b)) == "naa."+naa {
-			return "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(m)))
-		}
-	}
-	return ""
-}
-
-// CreateBlockLUN makes an iblock backstore on a block device (faster than fileio under TCG).
-func (l *LIO) CreateBlockLUN(name, dev string, pureSerial string) (*LUN, error) {
-	p := filepath.Join(l.Root, "core", "iblock_0", name)
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		return nil, err
-	}
-	if err := write(filepath.Join(p, "control"), "udev_path="+dev); err != nil {
-		return nil, err
-	}
-	serial := strings.ToUpper(pureSerial)
-	if err := write(filepath.Join(p, "wwn", "company_id"), "0x24a937"); err != nil {
-		return nil, err
-	}
-	if err := write(filepath.Join(p, "wwn", "vpd_unit_serial"), "0"+serial); err != nil {
-		return nil, err
-	}
-	if err := write(filepath.Join(p, "enable"), "1"); err != nil {
-		return nil, err
-	}
-	return &LUN{Name: name, File: dev, Serial: "0" + serial, NAA: PureNAA(serial), path: p}, nil
-}
+var (
+	SetupLIO   = lio.Setup
+	PureNAA    = lio.PureNAA
+	WaitForNAA = lio.WaitForNAA
+	FindByNAA  = lio.FindByNAA
+)
 
 // Partition splits a disk into n equal partitions (sfdisk) and returns their devices.
 func Partition(disk string, n int) ([]string, error) {

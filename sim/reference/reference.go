@@ -27,7 +27,7 @@ var files embed.FS
 // PVEVersions and FAVersions are the reference versions.
 var (
 	PVEVersions = []string{"pve8", "pve9"}
-	FAVersions  = []string{"2.4", "2.44"}
+	FAVersions  = []string{"2.4", "2.26", "2.44"}
 )
 
 // PVEPaths are the PVE API paths pvesnap implements, intercepts or calls.

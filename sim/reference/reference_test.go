@@ -83,3 +83,28 @@ func TestValidatorCatchesMismatches(t *testing.T) {
 		t.Fatalf("want 4 errors (string pid, enum, unknown property, boolean 2), got %v", errs)
 	}
 }
+
+// The request and answer checks catch what a wrong client or simulator would do.
+func TestFAChecksCatchMismatches(t *testing.T) {
+	spec, err := FA("2.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]string{
+		"unknown path":       CheckFARequest(spec, "GET", "/volume", nil, nil, nil),
+		"param of 2.9+":      CheckFARequest(spec, "GET", "/connections", map[string][]string{"volume_ids": {"x"}}, nil, nil),
+		"bool param":         CheckFARequest(spec, "POST", "/volumes", map[string][]string{"names": {"a"}, "overwrite": {"yes"}}, nil, nil),
+		"body field":         CheckFARequest(spec, "PATCH", "/volumes", map[string][]string{"names": {"a"}}, nil, []byte(`{"source":{"name":"s"}}`)),
+		"nsid before 2.27":   CheckFAResponse(spec, "GET", "/connections", 200, []byte(`{"items":[{"nsid":1}]}`)),
+		"string for integer": CheckFAResponse(spec, "GET", "/volumes", 200, []byte(`{"items":[{"provisioned":"1"}]}`)),
+		"error shape":        CheckFAResponse(spec, "GET", "/volumes", 400, []byte(`{"error":"x"}`)),
+	}
+	for name, errs := range cases {
+		if len(errs) == 0 {
+			t.Errorf("%s: not caught", name)
+		}
+	}
+	if errs := CheckFARequest(spec, "POST", "/volumes", map[string][]string{"names": {"a"}, "overwrite": {"true"}}, nil, []byte(`{"source":{"name":"s"}}`)); len(errs) > 0 {
+		t.Errorf("a valid request refused: %v", errs)
+	}
+}

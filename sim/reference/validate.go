@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -193,4 +194,129 @@ func describe(v any) string {
 		return "null"
 	}
 	return fmt.Sprintf("%T %v", v, v)
+}
+
+// CheckFARequest checks one FlashArray REST request against the spec of its version: the
+// path and method exist, every query parameter is declared (with a value of its type), the
+// required parameters are there and the JSON body fits the body schema. rel is the path
+// after /api/<version> ("/volumes") or "/api_version".
+func CheckFARequest(spec FASpec, method, rel string, query map[string][]string, header map[string][]string, body []byte) []string {
+	op := spec[rel][strings.ToLower(method)]
+	if op == nil {
+		return []string{fmt.Sprintf("%s %s: not in the spec", method, rel)}
+	}
+	var errs []string
+	declared := map[string]FAParam{}
+	for _, p := range op.Params {
+		declared[p.In+":"+strings.ToLower(p.Name)] = p
+	}
+	for k, vs := range query {
+		p, ok := declared["query:"+strings.ToLower(k)]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("%s %s: query parameter %q not in the spec", method, rel, k))
+			continue
+		}
+		typ, _ := p.Schema["type"].(string)
+		for _, v := range vs {
+			if !literalFits(typ, v) {
+				errs = append(errs, fmt.Sprintf("%s %s: query parameter %s=%q is not a %s", method, rel, k, v, typ))
+			}
+		}
+	}
+	for _, p := range op.Params {
+		if !p.Required {
+			continue
+		}
+		switch p.In {
+		case "query":
+			if _, ok := query[p.Name]; !ok {
+				errs = append(errs, fmt.Sprintf("%s %s: required query parameter %q missing", method, rel, p.Name))
+			}
+		case "header":
+			if !hasHeader(header, p.Name) {
+				errs = append(errs, fmt.Sprintf("%s %s: required header %q missing", method, rel, p.Name))
+			}
+		}
+	}
+	if len(body) > 0 {
+		if op.Body == nil {
+			errs = append(errs, fmt.Sprintf("%s %s: body sent but the operation takes none", method, rel))
+		} else {
+			var v any
+			if err := json.Unmarshal(body, &v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s %s: body is not JSON: %v", method, rel, err))
+			}
+			for _, e := range Validate(OpenAPI, op.Body, v) {
+				errs = append(errs, fmt.Sprintf("%s %s request body: %s", method, rel, e))
+			}
+		}
+	}
+	return errs
+}
+
+// CheckFAResponse checks an answer: a 200 body against the operation's response schema, an
+// error against the error envelope ({"errors":[{"context","message"}]}, or the gateway's
+// {"message"} for 401/403/429).
+func CheckFAResponse(spec FASpec, method, rel string, status int, body []byte) []string {
+	op := spec[rel][strings.ToLower(method)]
+	if op == nil {
+		return []string{fmt.Sprintf("%s %s: not in the spec", method, rel)}
+	}
+	var v any
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &v); err != nil {
+			return []string{fmt.Sprintf("%s %s: answer is not JSON: %v", method, rel, err)}
+		}
+	}
+	var errs []string
+	switch {
+	case status == 200 && v != nil:
+		if op.Response == nil {
+			return []string{fmt.Sprintf("%s %s: the spec defines no body for 200", method, rel)}
+		}
+		for _, e := range Validate(OpenAPI, op.Response, v) {
+			errs = append(errs, fmt.Sprintf("%s %s answer: %s", method, rel, e))
+		}
+	case status >= 400:
+		m, _ := v.(map[string]any)
+		if list, ok := m["errors"].([]any); ok && len(list) > 0 {
+			for _, e := range list {
+				em, _ := e.(map[string]any)
+				if _, ok := em["message"].(string); !ok {
+					errs = append(errs, fmt.Sprintf("%s %s %d: error without a message: %v", method, rel, status, e))
+				}
+				for k := range em {
+					if k != "message" && k != "context" && k != "location_context" {
+						errs = append(errs, fmt.Sprintf("%s %s %d: unknown error field %q", method, rel, status, k))
+					}
+				}
+			}
+		} else if _, ok := m["message"].(string); !(ok && (status == 401 || status == 403 || status == 429)) {
+			errs = append(errs, fmt.Sprintf("%s %s %d: not an error envelope: %s", method, rel, status, body))
+		}
+	}
+	return errs
+}
+
+func hasHeader(h map[string][]string, name string) bool {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func literalFits(typ, v string) bool {
+	switch typ {
+	case "integer":
+		_, err := strconv.ParseInt(v, 10, 64)
+		return err == nil
+	case "number":
+		_, err := strconv.ParseFloat(v, 64)
+		return err == nil
+	case "boolean":
+		return v == "true" || v == "false"
+	}
+	return true
 }
