@@ -55,7 +55,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 }
 
 func app() *cli.App {
-	return &cli.App{
+	a := &cli.App{
 		Name:                 "pvesnap",
 		Usage:                "storage companion for Proxmox VE: instant copies, array snapshots and restores",
 		Version:              server.Version,
@@ -67,6 +67,7 @@ func app() *cli.App {
 			configCommand(),
 			copyCommand(),
 			devicesCommand(),
+			arraysCommand(),
 			simCommand(),
 			workerCommand(),
 		},
@@ -79,6 +80,18 @@ func app() *cli.App {
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
 	}
+	// A bad flag anywhere is a usage error (exit 2), not only at the top level.
+	var walk func([]*cli.Command)
+	walk = func(cs []*cli.Command) {
+		for _, c := range cs {
+			if c.OnUsageError == nil {
+				c.OnUsageError = a.OnUsageError
+			}
+			walk(c.Subcommands)
+		}
+	}
+	walk(a.Commands)
+	return a
 }
 
 func main() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -12,14 +13,16 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pvesnap/pvesnap/daemon/logging"
+	"github.com/pvesnap/pvesnap/sim/flasharray"
+	"github.com/pvesnap/pvesnap/sim/lio"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
 func simCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "sim",
-		Usage: "run the simulators (a Proxmox VE cluster; used by tests and the demo)",
-		Subcommands: []*cli.Command{{
+		Usage: "run the simulators (a Proxmox VE cluster, a FlashArray; used by tests and the demo)",
+		Subcommands: []*cli.Command{simFlashArrayCommand(), {
 			Name:  "pve",
 			Usage: "run a simulated Proxmox VE cluster until interrupted",
 			Flags: []cli.Flag{
@@ -61,5 +64,75 @@ func simCommand() *cli.Command {
 				return nil
 			},
 		}},
+	}
+}
+
+func simFlashArrayCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "flasharray",
+		Usage: "run a simulated Pure FlashArray (REST 2.x) until interrupted",
+		Description: `Volume bytes are sparse files under --dir. With --lio-host, connections to that
+array host become LIO LUNs in a tcm_loop target of their own, so connected volumes appear on
+this machine's SCSI bus with a FlashArray volume's identity (needs root and the target modules).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Required: true, Usage: "directory for certificates, the API token and volume data"},
+			&cli.StringFlag{Name: "name", Value: "fa-sim", Usage: "array name"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "HTTPS address"},
+			&cli.StringFlag{Name: "max-version", Usage: "highest REST version to offer (default 2.44)"},
+			&cli.StringSliceFlag{Name: "host", Usage: "array host to create: NAME=IQN|NQN|WWPN (repeatable)"},
+			&cli.StringFlag{Name: "lio-host", Usage: "array host whose connections are mapped into a local LIO target"},
+			&cli.IntFlag{Name: "lio-target", Value: 1, Usage: "id of that loopback target (one per simulated array)"},
+		},
+		Action: func(c *cli.Context) error {
+			files := flasharray.Files{Dir: filepath.Join(c.String("dir"), "volumes")}
+			var data flasharray.DataPlane = &files
+			if h := c.String("lio-host"); h != "" {
+				l, err := lio.Setup()
+				if err != nil {
+					return err
+				}
+				t, err := l.CreateTarget(c.Int("lio-target"))
+				if err != nil {
+					return err
+				}
+				data = &flasharray.LIO{Files: &files, L: l, Targets: map[string]*lio.Target{h: t}}
+			}
+			a := flasharray.New(c.String("name"), data)
+			if v := c.String("max-version"); v != "" {
+				for i, x := range a.Offered {
+					if x == v {
+						a.Offered = a.Offered[:i+1]
+					}
+				}
+			}
+			for _, spec := range c.StringSlice("host") {
+				name, id, ok := strings.Cut(spec, "=")
+				if !ok {
+					return usageErr("--host %q: want NAME=IQN|NQN|WWPN", spec)
+				}
+				var iqns, nqns, wwns []string
+				switch {
+				case strings.HasPrefix(id, "iqn."):
+					iqns = []string{id}
+				case strings.HasPrefix(id, "nqn."):
+					nqns = []string{id}
+				default:
+					wwns = []string{id}
+				}
+				if err := a.CreateHost(name, iqns, nqns, wwns); err != nil {
+					return err
+				}
+			}
+			srv, err := flasharray.Listen(a, c.String("listen"), c.String("dir"))
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			fmt.Printf("flasharray %s: %s  CA %s  API token in %s\n", a.Name, srv.URL, srv.CAFile, srv.TokenFile)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			<-ctx.Done()
+			return nil
+		},
 	}
 }

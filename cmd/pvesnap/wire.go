@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
@@ -27,6 +28,7 @@ type env struct {
 	db      *store.DB
 	tasks   *tasks.Service
 	storage *storage.Module
+	arrays  *arrays.Module
 }
 
 func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
@@ -53,12 +55,13 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 	e.storage = &storage.Module{Node: cfg.Node, Storage: pve.NewStorageConfig(cfg.Paths.PVE), Run: e.runner, Tasks: e.tasks,
 		LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
 		Offloadable: storage.OffloadableVG(e.runner, roots), Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}}
+	e.arrays = &arrays.Module{Config: arraysConfig(cfg), Node: nodePaths(cfg), Logger: logger.With("component", "arrays")}
 	return e, nil
 }
 
 // modules are the daemon's route providers.
 func (e *env) modules() []server.Module {
-	return []server.Module{e.tasks, e.storage}
+	return []server.Module{e.tasks, e.storage, e.arrays}
 }
 
 // statics serve the panel's assets.

@@ -44,7 +44,31 @@ func authMatrix() map[string]authEntry {
 		}
 		return st.UPID
 	}
+	audit := func(path string) authEntry {
+		return authEntry{call: func(e *Env, n int) (string, url.Values) { return path, nil }, aclPath: "/", priv: "Sys.Audit",
+			role: "PVEAuditor", deniedCode: 403, deniedMsg: "Permission check failed (/, Sys.Audit)"}
+	}
+	modify := func(call func(e *Env, n int) (string, url.Values)) authEntry {
+		return authEntry{call: call, aclPath: "/", priv: "Sys.Modify", role: "Administrator", deniedCode: 403,
+			deniedMsg: "Permission check failed (/, Sys.Modify)"}
+	}
+	arrayAt := func(e *Env, n int) string { return "/cluster/pvesnap/arrays/" + labArray(e, n) }
+	statusEntry := audit("")
+	statusEntry.call = func(e *Env, n int) (string, url.Values) { return arrayAt(e, n) + "/status", nil }
+	readEntry := audit("")
+	readEntry.call = func(e *Env, n int) (string, url.Values) { return arrayAt(e, n), nil }
 	return map[string]authEntry{
+		"GET /cluster/pvesnap/arrays": audit("/cluster/pvesnap/arrays"),
+		"POST /cluster/pvesnap/arrays": modify(func(e *Env, n int) (string, url.Values) {
+			return "/cluster/pvesnap/arrays", url.Values{"array": {fmt.Sprintf("fa%d", n)}, "type": {"flasharray"},
+				"endpoint": {"https://fa.invalid"}, "token": {"token-0123456"}, "check": {"0"}}
+		}),
+		"GET /cluster/pvesnap/arrays/{array}":        readEntry,
+		"GET /cluster/pvesnap/arrays/{array}/status": statusEntry,
+		"PUT /cluster/pvesnap/arrays/{array}": modify(func(e *Env, n int) (string, url.Values) {
+			return arrayAt(e, n), url.Values{"comment": {"changed"}}
+		}),
+		"DELETE /cluster/pvesnap/arrays/{array}": modify(func(e *Env, n int) (string, url.Values) { return arrayAt(e, n), nil }),
 		"GET /nodes/{node}/pvesnap": {
 			call:    func(e *Env, n int) (string, url.Values) { return "/nodes/pve1/pvesnap", nil },
 			aclPath: "/nodes/pve1", priv: "Sys.Audit", role: "PVEAuditor",

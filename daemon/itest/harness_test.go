@@ -3,6 +3,7 @@
 package itest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,9 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
@@ -23,6 +26,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
 	"github.com/pvesnap/pvesnap/sim/fakecli"
+	"github.com/pvesnap/pvesnap/sim/flasharray"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 	"github.com/pvesnap/pvesnap/sim/volstore"
 )
@@ -107,6 +111,8 @@ type Env struct {
 	stops   map[string]func()
 	// Extra modules for every daemon (test-only routes).
 	Extra func(node string, ts *tasks.Service) []server.Module
+	logs  *syncBuffer
+	fa    *flasharray.Server // started by the first test that needs an array
 }
 
 func freePort(t *testing.T) int {
@@ -134,7 +140,7 @@ func Start(t *testing.T, nodes ...string) *Env {
 		t.Fatal(err)
 	}
 	e := &Env{T: t, Sim: sim, Port: freePort(t), Daemons: map[string]*server.Daemon{}, Tasks: map[string]*tasks.Service{},
-		stops: map[string]func(){}, Extra: testModules}
+		stops: map[string]func(){}, Extra: testModules, logs: &syncBuffer{}}
 	for _, n := range nodes {
 		e.StartNode(n)
 	}
@@ -174,11 +180,16 @@ func (e *Env) StartNode(node string) {
 	dir := &tasks.Dir{Root: p.Tasks}
 	ts := &tasks.Service{Dir: dir, DB: db, Node: node, StopGrace: 2 * time.Second, Logger: slog.New(slog.DiscardHandler),
 		Spawner: &tasks.Spawner{Exe: exe, Dir: dir, Env: []string{"PVESNAP_ITEST_ROLE=worker", "PVESNAP_ITEST_SETUP=" + string(setup)}}}
-	mods := []server.Module{ts, e.setup(node).storageModule(ts)}
+	iscsi := filepath.Join(p.State, "iscsi")
+	os.MkdirAll(iscsi, 0o755)
+	os.WriteFile(filepath.Join(iscsi, "initiatorname.iscsi"), []byte("## generated\nInitiatorName=iqn.1993-08.org.debian:01:"+node+"\n"), 0o644)
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	mods := []server.Module{ts, e.setup(node).storageModule(ts),
+		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")}}
 	if e.Extra != nil {
 		mods = append(mods, e.Extra(node, ts)...)
 	}
-	d, err := server.New(cfg, slog.New(slog.DiscardHandler), mods, nil, nil)
+	d, err := server.New(cfg, logger, mods, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,4 +287,22 @@ func t0ctx() context.Context { return context.Background() }
 func jobSleep(steps int) tasks.Job {
 	spec, _ := json.Marshal(map[string]int{"steps": steps})
 	return tasks.Job{Type: "pvesnaptest", ID: "100", User: "root@pam", Kind: "itest-sleep", Spec: spec}
+}
+
+// syncBuffer collects the daemons' logs for tests that check what is (not) logged.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -77,8 +77,11 @@ func ParseVMConfig(b []byte) (*VMConfig, error) {
 }
 
 // Digest is PVE's config digest: the SHA-1 of the raw file in hex.
-func (c *VMConfig) Digest() string {
-	h := sha1.Sum(c.Raw)
+func (c *VMConfig) Digest() string { return Digest(c.Raw) }
+
+// Digest is the SHA-1 in hex that PVE uses to detect concurrent changes of a config file.
+func Digest(b []byte) string {
+	h := sha1.Sum(b)
 	return hex.EncodeToString(h[:])
 }
 

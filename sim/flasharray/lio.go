@@ -15,7 +15,7 @@ import (
 // goes away. One target per array: LIO's copy manager reaches only LUNs of one session, so
 // XCOPY works within an array and fails between two, as it does between two FlashArrays.
 type LIO struct {
-	Files
+	*Files
 	L *lio.LIO
 	// Targets are the hosts that have a data path in the lab (the guest itself). Connections
 	// to other hosts are only recorded.

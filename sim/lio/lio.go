@@ -6,13 +6,15 @@
 package lio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/runner"
 )
 
 // LIO drives the Linux SCSI target through configfs (no targetcli).
@@ -22,12 +24,13 @@ type LIO struct {
 
 // Setup loads the target modules and mounts configfs.
 func Setup() (*LIO, error) {
-	if out, err := exec.Command("modprobe", "-a", "configfs", "target_core_mod", "target_core_file", "tcm_loop", "sd_mod", "sg", "dm_mod", "dm_multipath").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("modprobe: %v: %s", err, out)
+	run := &runner.Exec{Timeout: time.Minute}
+	if _, err := run.Run(context.Background(), []string{"modprobe", "-a", "configfs", "target_core_mod", "target_core_file", "tcm_loop", "sd_mod", "sg", "dm_mod", "dm_multipath"}); err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat("/sys/kernel/config/target"); err != nil {
-		if out, err := exec.Command("mount", "-t", "configfs", "configfs", "/sys/kernel/config").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("mount configfs: %v: %s", err, out)
+		if _, err := run.Run(context.Background(), []string{"mount", "-t", "configfs", "configfs", "/sys/kernel/config"}); err != nil {
+			return nil, err
 		}
 	}
 	return &LIO{Root: "/sys/kernel/config/target"}, nil

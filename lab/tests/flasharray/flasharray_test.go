@@ -48,7 +48,7 @@ func newArray(t *testing.T, l *lio.LIO, name string, target int) *labArray {
 	t.Helper()
 	tg, err := l.CreateTarget(target)
 	must(t, err)
-	data := &flasharray.LIO{Files: flasharray.Files{Dir: filepath.Join(t.TempDir(), name)}, L: l,
+	data := &flasharray.LIO{Files: &flasharray.Files{Dir: filepath.Join(t.TempDir(), name)}, L: l,
 		Targets: map[string]*lio.Target{"lab": tg}}
 	a := flasharray.New(name, data)
 	a.AddToken("token-"+name, "pvesnap")
