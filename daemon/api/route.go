@@ -100,6 +100,11 @@ type Authorizer interface {
 	Privileges(ctx context.Context, r *http.Request, id *Identity, path string) (map[string]bool, error)
 }
 
+// TreeAuthorizer answers one privilege on many paths at once (optional for an Authorizer).
+type TreeAuthorizer interface {
+	HasOn(ctx context.Context, r *http.Request, id *Identity, priv string, paths []string) (map[string]bool, error)
+}
+
 // Call is one invocation of a route.
 type Call struct {
 	Ctx    context.Context
@@ -145,6 +150,22 @@ func (c *Call) CheckAny(path string, privs ...string) error {
 func (c *Call) Has(path, priv string) (bool, error) {
 	have, err := c.authz.Privileges(c.Ctx, c.R, c.Auth, path)
 	return have[priv], err
+}
+
+// HasOn reports for each path whether the caller holds priv there (for filtering lists).
+func (c *Call) HasOn(priv string, paths []string) (map[string]bool, error) {
+	if t, ok := c.authz.(TreeAuthorizer); ok {
+		return t.HasOn(c.Ctx, c.R, c.Auth, priv, paths)
+	}
+	out := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		ok, err := c.Has(p, priv)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = ok
+	}
+	return out, nil
 }
 
 var placeholder = regexp.MustCompile(`\{([a-z_-]+)\}`)

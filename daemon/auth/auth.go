@@ -102,9 +102,26 @@ func (a *Authenticator) privileges(ctx context.Context, c Credential, path strin
 	if p, ok := a.Cache.Get(key); ok {
 		return p, nil
 	}
-	q := url.Values{"path": {path}}
+	tree, err := a.fetch(ctx, c, path)
+	if err != nil {
+		return nil, err
+	}
+	privs := map[string]bool{}
+	for p := range tree[path] {
+		privs[p] = true
+	}
+	a.Cache.Put(key, privs)
+	return privs, nil
+}
+
+// fetch asks pveproxy for the caller's privileges on path, or on every path of the caller's
+// effective tree when path is "": {path: {priv: propagate}}. A privilege is granted iff its
+// key is present; the value is only whether it propagates.
+func (a *Authenticator) fetch(ctx context.Context, c Credential, path string) (map[string]map[string]bool, error) {
 	u := a.Upstream.JoinPath("/api2/json/access/permissions")
-	u.RawQuery = q.Encode()
+	if path != "" {
+		u.RawQuery = url.Values{"path": {path}}.Encode()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -120,7 +137,7 @@ func (a *Authenticator) privileges(ctx context.Context, c Credential, path strin
 		return nil, fmt.Errorf("unable to verify credentials, pveproxy unreachable (%v): %w", err, api.ErrUpstream)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
 		reason := proxy.ReasonOf(resp)
@@ -137,12 +154,75 @@ func (a *Authenticator) privileges(ctx context.Context, c Credential, path strin
 	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, fmt.Errorf("unable to verify credentials, unreadable permissions: %v: %w", err, api.ErrUpstream)
 	}
-	privs := map[string]bool{}
-	for p := range env.Data[path] {
-		privs[p] = true
+	out := make(map[string]map[string]bool, len(env.Data))
+	for p, privs := range env.Data {
+		m := make(map[string]bool, len(privs))
+		for k, v := range privs {
+			m[k] = v.String() != "0"
+		}
+		out[p] = m
 	}
-	a.Cache.Put(key, privs)
-	return privs, nil
+	return out, nil
+}
+
+// HasOn tells for each path whether the caller holds priv there, from one fetch of the
+// caller's whole effective tree (a listing of 2,000 VMs must not ask pveproxy 2,000 times).
+// A path missing from the tree inherits from its nearest listed ancestor the privileges that
+// propagate: pveproxy lists every ACL path and every pool member, so nothing else can change
+// the answer below it.
+func (a *Authenticator) HasOn(ctx context.Context, r *http.Request, id *api.Identity, priv string, paths []string) (map[string]bool, error) {
+	c := Extract(r)
+	key := cacheKey(c, "\x00tree\x00"+priv)
+	flat, ok := a.Cache.Get(key)
+	if !ok {
+		tree, err := a.fetch(ctx, c, "")
+		if err != nil {
+			return nil, err
+		}
+		// Cached flat: "path" -> granted-and-propagates, for the one privilege asked.
+		flat = map[string]bool{}
+		for p, privs := range tree {
+			if prop, ok := privs[priv]; ok {
+				flat[p] = prop
+			} else {
+				flat["\x00"+p] = false // listed without the privilege
+			}
+		}
+		a.Cache.Put(key, flat)
+	}
+	out := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		out[p] = grantedOn(flat, p)
+	}
+	return out, nil
+}
+
+// grantedOn evaluates a path against a flattened tree (see HasOn).
+func grantedOn(flat map[string]bool, path string) bool {
+	if _, ok := flat[path]; ok {
+		return true
+	}
+	if _, ok := flat["\x00"+path]; ok {
+		return false
+	}
+	for p := path; p != "/"; {
+		p = parentPath(p)
+		if prop, ok := flat[p]; ok {
+			return prop
+		}
+		if _, ok := flat["\x00"+p]; ok {
+			return false
+		}
+	}
+	return false
+}
+
+func parentPath(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
 }
 
 func cacheKey(c Credential, path string) [32]byte {

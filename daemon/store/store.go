@@ -78,11 +78,31 @@ var migrations = []string{
 		fetched INTEGER NOT NULL,
 		error   TEXT NOT NULL DEFAULT ''
 	);
-	CREATE TABLE sightings (
-		vmid       INTEGER NOT NULL,
-		first_seen INTEGER NOT NULL,
-		last_seen  INTEGER NOT NULL,
-		PRIMARY KEY (vmid)
+	-- One row per VM incarnation (vmid, ctime) ever seen in the cluster: deleted VMs stay
+	-- restorable while a snapshot holds their disks.
+	CREATE TABLE incarnations (
+		vmid         INTEGER NOT NULL,
+		ctime        INTEGER NOT NULL,
+		ctime_source TEXT NOT NULL,
+		node         TEXT NOT NULL,
+		name         TEXT NOT NULL DEFAULT '',
+		config       TEXT NOT NULL,
+		first_seen   INTEGER NOT NULL,
+		last_seen    INTEGER NOT NULL,
+		deleted      INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (vmid, ctime)
+	);
+	CREATE TABLE incarnation_disks (
+		vmid     INTEGER NOT NULL,
+		ctime    INTEGER NOT NULL,
+		key      TEXT NOT NULL,
+		volid    TEXT NOT NULL,
+		storage  TEXT NOT NULL,
+		lv_uuid  TEXT NOT NULL DEFAULT '',
+		lv_time  INTEGER NOT NULL DEFAULT 0,
+		size     INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (vmid, ctime, key),
+		FOREIGN KEY (vmid, ctime) REFERENCES incarnations(vmid, ctime) ON DELETE CASCADE
 	);`,
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 type VG struct {
 	Store    volstore.Store
 	ThinPool string
+	// PVs are the VG's physical volumes (device paths) as pvs reports them.
+	PVs []string
 }
 
 // LVM emulates lvs, lvcreate, lvchange and lvremove over volume stores.
@@ -39,6 +42,8 @@ func (l *LVM) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 	switch argv[0] {
 	case "lvs":
 		return l.lvs(argv)
+	case "pvs":
+		return l.pvs()
 	case "lvcreate":
 		return l.lvcreate(argv)
 	case "lvchange":
@@ -104,6 +109,27 @@ func (l *LVM) lvs(argv []string) ([]byte, error) {
 	}
 	b, _ := json.Marshal(map[string]any{"report": []map[string]any{{"lv": rows}}})
 	return b, nil
+}
+
+func (l *LVM) pvs() ([]byte, error) {
+	rows := []map[string]string{}
+	for _, vn := range sortedKeys(l.VGs) {
+		for i, pv := range l.VGs[vn].PVs {
+			rows = append(rows, map[string]string{"pv_name": pv, "vg_name": vn, "pv_uuid": fmt.Sprintf("pv-%s-%d", vn, i),
+				"pv_size": "107374182400", "pe_start": "1048576", "dev_size": "107374182400"})
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"report": []map[string]any{{"pv": rows}}})
+	return b, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func argAfter(argv []string, flag string) string {

@@ -1,0 +1,250 @@
+// Package inventory knows what can be restored from array snapshots: which LVM storages sit on
+// which array volumes, every VM incarnation of the cluster (deleted ones too) with its disks'
+// identities, and the snapshots of each array volume, cached in SQLite. It refuses a snapshot
+// that cannot hold a disk because it was taken before the disk existed.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/arrays"
+	"github.com/pvesnap/pvesnap/daemon/pure"
+	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/lvm"
+)
+
+// Mapping states of a storage.
+const (
+	Mapped           = "mapped"
+	SeveralPVs       = "several-pvs"
+	NoArrayVolume    = "no-array-volume"
+	ArrayUnreachable = "array-unreachable"
+	Unavailable      = "unavailable"
+)
+
+// StorageMap tells how an LVM storage maps to an array volume.
+type StorageMap struct {
+	Storage  string   `json:"storage"`
+	VG       string   `json:"vg"`
+	PVs      []string `json:"pvs,omitempty"`
+	Serial   string   `json:"serial,omitempty"`
+	Identity string   `json:"identity,omitempty"` // the device identity the serial came from
+	Array    string   `json:"array,omitempty"`
+	Volume   string   `json:"volume,omitempty"`
+	State    string   `json:"state"`
+	Reason   string   `json:"reason,omitempty"`
+}
+
+// Inventory is one node's view.
+type Inventory struct {
+	Node    string
+	PVE     string // cluster filesystem root
+	Storage *pve.StorageConfig
+	Arrays  *arrays.Config
+	LVM     *lvm.LVM
+	Roots   Roots
+	DB      *store.DB
+	// Tasks is this node's task directory, searched for qmcreate tasks of VMs whose config
+	// has no creation time.
+	Tasks  *tasks.Dir
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Run runs qm for guest-agent calls.
+	Run runner.Runner
+	// ClientOptions configure array clients (timeouts).
+	ClientOptions pure.Options
+
+	mu      sync.Mutex
+	clients map[string]*arrayClient
+	maps    []StorageMap
+	mapsAt  time.Time
+	files   map[string]fileStamp // VM config path -> what was last read
+}
+
+type arrayClient struct {
+	token string
+	c     *pure.Client
+}
+
+func (inv *Inventory) now() time.Time {
+	if inv.Now != nil {
+		return inv.Now()
+	}
+	return time.Now()
+}
+
+func (inv *Inventory) logger() *slog.Logger {
+	if inv.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return inv.Logger
+}
+
+// Client returns a (cached) client for an array; a changed token or endpoint makes a new one.
+func (inv *Inventory) Client(a arrays.Array) (*pure.Client, error) {
+	tok, err := inv.Arrays.Token(a.ID)
+	if err != nil {
+		return nil, err
+	}
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if inv.clients == nil {
+		inv.clients = map[string]*arrayClient{}
+	}
+	key := a.ID + "\x00" + a.Endpoint + "\x00" + a.CA
+	if ac := inv.clients[key]; ac != nil && ac.token == tok {
+		return ac.c, nil
+	}
+	if a.Disable {
+		return nil, fmt.Errorf("array %s is disabled", a.ID)
+	}
+	o := inv.ClientOptions
+	o.CAFile = a.CA
+	o.Logger = inv.logger()
+	c, err := pure.New(a.Endpoint, tok, o)
+	if err != nil {
+		return nil, err
+	}
+	inv.clients[key] = &arrayClient{token: tok, c: c}
+	return c, nil
+}
+
+// Map works out, for every LVM storage of this node, VG → PV → device → serial → array
+// volume, with the reason wherever the chain breaks.
+func (inv *Inventory) Map(ctx context.Context) ([]StorageMap, error) {
+	all, err := inv.Storage.All()
+	if err != nil {
+		return nil, err
+	}
+	var out []StorageMap
+	var pvs []lvm.PV
+	pvsLoaded := false
+	for _, id := range sortedKeys(all) {
+		st := all[id]
+		if st.Type != "lvm" || !st.OnNode(inv.Node) || st.Disabled || !st.HasContent("images") {
+			continue
+		}
+		m := StorageMap{Storage: id, VG: st.VGName}
+		if !pvsLoaded {
+			if pvs, err = inv.LVM.PVs(ctx, ""); err != nil {
+				return nil, fmt.Errorf("listing physical volumes: %w", err)
+			}
+			pvsLoaded = true
+		}
+		for _, pv := range pvs {
+			if pv.VG == m.VG {
+				m.PVs = append(m.PVs, pv.Name)
+			}
+		}
+		switch len(m.PVs) {
+		case 0:
+			m.State, m.Reason = Unavailable, fmt.Sprintf("volume group %s is not visible on node %s", m.VG, inv.Node)
+		case 1:
+			serial, how, err := inv.Roots.SerialOf(m.PVs[0])
+			if err != nil {
+				m.State, m.Reason = NoArrayVolume, err.Error()
+			} else {
+				m.Serial, m.Identity = serial, how
+			}
+		default:
+			m.State, m.Reason = SeveralPVs, fmt.Sprintf("volume group %s has %d physical volumes (%s): an array snapshot of one of them would hold only part of it, so pvesnap restores only single-PV volume groups",
+				m.VG, len(m.PVs), strings.Join(m.PVs, ", "))
+		}
+		out = append(out, m)
+	}
+	if err := inv.findVolumes(ctx, out); err != nil {
+		return nil, err
+	}
+	inv.mu.Lock()
+	inv.maps, inv.mapsAt = out, inv.now()
+	inv.mu.Unlock()
+	return out, nil
+}
+
+// findVolumes looks the serials up on every enabled array, one call per array.
+func (inv *Inventory) findVolumes(ctx context.Context, maps []StorageMap) error {
+	var serials []string
+	for _, m := range maps {
+		if m.Serial != "" {
+			serials = append(serials, m.Serial)
+		}
+	}
+	if len(serials) == 0 {
+		return nil
+	}
+	arrs, err := inv.Arrays.List()
+	if err != nil {
+		return err
+	}
+	found := map[string][2]string{}
+	var unreachable, searched []string
+	for _, a := range arrs {
+		if a.Disable {
+			continue
+		}
+		searched = append(searched, a.ID)
+		c, err := inv.Client(a)
+		if err == nil {
+			var vols []pure.Volume
+			if vols, err = c.VolumesBySerial(ctx, serials...); err == nil {
+				for _, v := range vols {
+					if !v.Destroyed {
+						found[strings.ToUpper(v.Serial)] = [2]string{a.ID, v.Name}
+					}
+				}
+				continue
+			}
+		}
+		unreachable = append(unreachable, fmt.Sprintf("%s: %v", a.ID, err))
+	}
+	for i := range maps {
+		m := &maps[i]
+		if m.Serial == "" {
+			continue
+		}
+		switch f, ok := found[m.Serial]; {
+		case ok:
+			m.Array, m.Volume, m.State = f[0], f[1], Mapped
+		case len(unreachable) > 0:
+			m.State, m.Reason = ArrayUnreachable, fmt.Sprintf("serial %s not found; unreachable: %s", m.Serial, strings.Join(unreachable, "; "))
+		case len(searched) == 0:
+			m.State, m.Reason = NoArrayVolume, fmt.Sprintf("serial %s: no array is configured (pvesnap arrays add)", m.Serial)
+		default:
+			m.State, m.Reason = NoArrayVolume, fmt.Sprintf("serial %s is on none of the configured arrays (%s)", m.Serial, strings.Join(searched, ", "))
+		}
+	}
+	return nil
+}
+
+// Maps returns the last mapping (running Map when there is none or it is older than maxAge).
+func (inv *Inventory) Maps(ctx context.Context, maxAge time.Duration) ([]StorageMap, error) {
+	inv.mu.Lock()
+	maps, at := inv.maps, inv.mapsAt
+	inv.mu.Unlock()
+	if maps != nil && inv.now().Sub(at) <= maxAge {
+		return maps, nil
+	}
+	return inv.Map(ctx)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ErrPredatesDisk marks a snapshot taken before a disk existed (HTTP 409 at the API).
+var ErrPredatesDisk = errors.New("snapshot predates disk")
