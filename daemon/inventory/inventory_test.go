@@ -147,7 +147,9 @@ func (f *fixture) lv(vg, name string, t time.Time) {
 	must(f.t, s.Create(name, 4<<30, volstore.Meta{Created: t.Unix(), UUID: fmt.Sprintf("uuid-%s-%d", name, t.Unix())}))
 }
 
-func (f *fixture) rmLV(vg, name string) { must(f.t, volstore.Store{Dir: f.vgDir[vg]}.Destroy(name, false)) }
+func (f *fixture) rmLV(vg, name string) {
+	must(f.t, volstore.Store{Dir: f.vgDir[vg]}.Destroy(name, false))
+}
 
 func (f *fixture) snapshot(suffix string, vols ...string) {
 	f.t.Helper()

@@ -101,8 +101,8 @@ func (m *Module) Routes() []*api.Route {
 		{Method: "GET", Path: "/nodes/{node}/pvesnap/vms", Name: "vms",
 			Description: "VMs of the cluster, existing and deleted, with how many array snapshots can restore them. Only VMs the caller has VM.Audit on are listed.",
 			Permission:  api.Permission{User: "all", Description: "the list is filtered by VM.Audit on /vms/<vmid>"},
-			Params: []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Re-read the arrays' snapshots first."}},
-			Returns: api.Returns{Type: "array", Properties: vmProps}, ProxyTo: "node",
+			Params:      []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Re-read the arrays' snapshots first."}},
+			Returns:     api.Returns{Type: "array", Properties: vmProps}, ProxyTo: "node",
 			Handler: func(c *api.Call) (any, error) {
 				if c.Params.Bool("refresh") {
 					if _, err := m.Inv.Refresh(c.Ctx); err != nil {

@@ -161,7 +161,9 @@ func (inv *Inventory) allSnapshots(ctx context.Context) (map[string][]Snapshot, 
 		out[k] = append(out[k], s)
 	}
 	for _, l := range out {
-		sort.Slice(l, func(i, j int) bool { return l[i].Created < l[j].Created || (l[i].Created == l[j].Created && l[i].Name < l[j].Name) })
+		sort.Slice(l, func(i, j int) bool {
+			return l[i].Created < l[j].Created || (l[i].Created == l[j].Created && l[i].Name < l[j].Name)
+		})
 	}
 	return out, rows.Err()
 }
