@@ -68,6 +68,7 @@ func app() *cli.App {
 			copyCommand(),
 			devicesCommand(),
 			arraysCommand(),
+			inventoryCommand(),
 			simCommand(),
 			workerCommand(),
 		},

@@ -10,12 +10,15 @@ import (
 
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
+	"github.com/pvesnap/pvesnap/daemon/inventory"
+	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/server"
 	"github.com/pvesnap/pvesnap/daemon/storage"
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/lvm/engine"
 )
 
@@ -29,6 +32,8 @@ type env struct {
 	tasks   *tasks.Service
 	storage *storage.Module
 	arrays  *arrays.Module
+	inv     *inventory.Inventory
+	invMod  *inventory.Module
 }
 
 func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
@@ -56,12 +61,17 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 		LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
 		Offloadable: storage.OffloadableVG(e.runner, roots), Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}}
 	e.arrays = &arrays.Module{Config: arraysConfig(cfg), Node: nodePaths(cfg), Logger: logger.With("component", "arrays")}
+	e.inv = &inventory.Inventory{Node: cfg.Node, PVE: cfg.Paths.PVE, Storage: e.storage.Storage, Arrays: arraysConfig(cfg),
+		LVM: &lvm.LVM{Run: e.runner}, Roots: inventory.Roots{Dev: cfg.Paths.Dev, Sys: cfg.Paths.Sys}, DB: db,
+		Tasks: e.taskDir, Logger: logger.With("component", "inventory"), Run: e.runner,
+		ClientOptions: pure.Options{Timeout: cfg.Timeouts.Command.D()}}
+	e.invMod = &inventory.Module{Inv: e.inv, Tasks: e.tasks, RefreshInterval: cfg.RefreshInterval.D()}
 	return e, nil
 }
 
 // modules are the daemon's route providers.
 func (e *env) modules() []server.Module {
-	return []server.Module{e.tasks, e.storage, e.arrays}
+	return []server.Module{e.tasks, e.storage, e.arrays, e.invMod}
 }
 
 // statics serve the panel's assets.
@@ -73,8 +83,10 @@ func (e *env) injectGUI(page []byte) []byte { return page }
 // handlers are the job kinds a worker can run.
 func (e *env) handlers() map[string]tasks.Handler {
 	h := map[string]tasks.Handler{}
-	for k, v := range e.storage.Handlers() {
-		h[k] = v
+	for _, m := range []map[string]tasks.Handler{e.storage.Handlers(), e.invMod.Handlers()} {
+		for k, v := range m {
+			h[k] = v
+		}
 	}
 	return h
 }

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -68,6 +70,7 @@ type Inventory struct {
 	clients map[string]*arrayClient
 	maps    []StorageMap
 	mapsAt  time.Time
+	mapsKey string
 	files   map[string]fileStamp // VM config path -> what was last read
 }
 
@@ -122,6 +125,7 @@ func (inv *Inventory) Client(a arrays.Array) (*pure.Client, error) {
 // Map works out, for every LVM storage of this node, VG → PV → device → serial → array
 // volume, with the reason wherever the chain breaks.
 func (inv *Inventory) Map(ctx context.Context) ([]StorageMap, error) {
+	key := inv.configKey()
 	all, err := inv.Storage.All()
 	if err != nil {
 		return nil, err
@@ -166,9 +170,18 @@ func (inv *Inventory) Map(ctx context.Context) ([]StorageMap, error) {
 		return nil, err
 	}
 	inv.mu.Lock()
-	inv.maps, inv.mapsAt = out, inv.now()
+	inv.maps, inv.mapsAt, inv.mapsKey = out, inv.now(), key
 	inv.mu.Unlock()
 	return out, nil
+}
+
+// configKey changes whenever storage.cfg or arrays.cfg does: a cached mapping is stale then.
+func (inv *Inventory) configKey() string {
+	k := inv.Arrays.Digest()
+	if st, err := os.Stat(filepath.Join(inv.PVE, "storage.cfg")); err == nil {
+		k += fmt.Sprintf("/%d/%d", st.ModTime().UnixNano(), st.Size())
+	}
+	return k
 }
 
 // findVolumes looks the serials up on every enabled array, one call per array.
@@ -226,12 +239,16 @@ func (inv *Inventory) findVolumes(ctx context.Context, maps []StorageMap) error 
 	return nil
 }
 
-// Maps returns the last mapping (running Map when there is none or it is older than maxAge).
+// MapMaxAge is how long a mapping is reused: devices come and go without a config change.
+const MapMaxAge = time.Minute
+
+// Maps returns the last mapping, mapping again when there is none, when it is older than
+// maxAge or when storage.cfg or arrays.cfg changed since.
 func (inv *Inventory) Maps(ctx context.Context, maxAge time.Duration) ([]StorageMap, error) {
 	inv.mu.Lock()
-	maps, at := inv.maps, inv.mapsAt
+	maps, at, key := inv.maps, inv.mapsAt, inv.mapsKey
 	inv.mu.Unlock()
-	if maps != nil && inv.now().Sub(at) <= maxAge {
+	if maps != nil && inv.now().Sub(at) <= maxAge && key == inv.configKey() {
 		return maps, nil
 	}
 	return inv.Map(ctx)

@@ -108,6 +108,8 @@ func (m *Module) Routes() []*api.Route {
 					if _, err := m.Inv.Refresh(c.Ctx); err != nil {
 						return nil, err
 					}
+				} else if err := m.Inv.ScanVMs(c.Ctx); err != nil {
+					return nil, err
 				}
 				views, err := m.Inv.Tree(c.Ctx, nil)
 				if err != nil {
@@ -137,6 +139,9 @@ func (m *Module) Routes() []*api.Route {
 				"disk_list": "array", "points": "array"}},
 			ProxyTo: "node",
 			Handler: func(c *api.Call) (any, error) {
+				if err := m.Inv.ScanVMs(c.Ctx); err != nil {
+					return nil, err
+				}
 				d, err := m.Inv.Detail(c.Ctx, c.Params.Int("vmid"), c.Params.Int("ctime"))
 				if err != nil {
 					return nil, apiError(err)
@@ -194,7 +199,7 @@ func (m *Module) Routes() []*api.Route {
 				"identity": "string", "array": "string", "volume": "string", "state": "string", "reason": "string"}},
 			ProxyTo: "node",
 			Handler: func(c *api.Call) (any, error) {
-				maxAge := time.Duration(1 << 62)
+				maxAge := MapMaxAge
 				if c.Params.Bool("refresh") {
 					maxAge = 0
 				}

@@ -179,7 +179,7 @@ func (inv *Inventory) prune(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	maps, err := inv.Maps(ctx, 1<<62)
+	maps, err := inv.Maps(ctx, MapMaxAge)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ type treeInput struct {
 }
 
 func (inv *Inventory) input(ctx context.Context) (*treeInput, error) {
-	maps, err := inv.Maps(ctx, 1<<62)
+	maps, err := inv.Maps(ctx, MapMaxAge)
 	if err != nil {
 		return nil, err
 	}
@@ -304,6 +304,10 @@ func (inv *Inventory) Sources(ctx context.Context, vmid, ctime int64, pointID st
 				continue
 			}
 			return nil, nil, fmt.Errorf("disk %s (%s) of VM %d cannot be restored from the array: %s", dk.Key, dk.Volid, vmid, dk.Reason)
+		}
+		if dk.LVTime == 0 || dk.LVUUID == "" {
+			return nil, nil, errorf(ErrPredatesDisk, "disk %s (%s) of VM %d: its logical volume was not found, so pvesnap cannot tell whether snapshot point %s holds it",
+				dk.Key, dk.Volid, vmid, pointID)
 		}
 		name, ok := p.Snapshots[dk.Key]
 		if !ok {

@@ -116,9 +116,24 @@ func (inv *Inventory) ScanVMs(ctx context.Context) error {
 	if err := inv.record(ctx, seen, now); err != nil {
 		return err
 	}
+	changed := len(seen) != len(prev)
+	for p, fs := range seen {
+		if old, ok := prev[p]; !ok || !old.mtime.Equal(fs.mtime) || old.size != fs.size {
+			changed = true
+		}
+	}
 	inv.mu.Lock()
 	inv.files = seen
 	inv.mu.Unlock()
+	if changed {
+		// New or changed disks get their LV identity at once: a restore must never see a
+		// disk whose creation time is unknown as older than every snapshot.
+		maps, err := inv.Maps(ctx, MapMaxAge)
+		if err != nil {
+			return err
+		}
+		return inv.UpdateDiskIdentities(ctx, maps)
+	}
 	return nil
 }
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pvesnap/pvesnap/daemon/arrays"
+	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/sim/flasharray"
 )
 
@@ -109,14 +111,41 @@ func TestArraysAPI(t *testing.T) {
 	}
 }
 
-// labArray configures a fresh array id pointing at the environment's simulated FlashArray.
-func labArray(e *Env, n int) string {
+// flashArray starts the environment's simulated FlashArray (once).
+func (e *Env) flashArray() *flasharray.Server {
 	if e.fa == nil {
 		srv, err := flasharray.Listen(flasharray.New("fa-lab", nil), "127.0.0.1:0", e.T.TempDir())
 		must(e.T, err)
 		e.T.Cleanup(func() { srv.Close() })
 		e.fa = srv
 	}
+	return e.fa
+}
+
+// withArray makes storage san1 a single-PV VG on volume pve-san1 of the simulated array,
+// configured as array fa1, on every node: /dev/sdb with the volume's NAA in each node's fake
+// sysfs. It returns the array.
+func (e *Env) withArray() *flasharray.Array {
+	srv := e.flashArray()
+	serial, err := srv.Array.CreateVolume("pve-san1", 1<<40)
+	must(e.T, err)
+	tok, _ := os.ReadFile(srv.TokenFile)
+	c := &arrays.Config{PVE: e.Sim.NodePaths(e.Sim.Nodes()[0]).PVE}
+	must(e.T, c.Add(arrays.Array{ID: "fa1", Type: arrays.TypeFlashArray, Endpoint: srv.URL, CA: srv.CAFile}, strings.TrimSpace(string(tok))))
+	for _, n := range e.Sim.Nodes() {
+		hw := e.setup(n).HW
+		os.MkdirAll(filepath.Join(hw, "dev"), 0o755)
+		os.WriteFile(filepath.Join(hw, "dev", "sdb"), nil, 0o644)
+		dev := filepath.Join(hw, "sys", "class", "block", "sdb", "device")
+		os.MkdirAll(dev, 0o755)
+		os.WriteFile(filepath.Join(dev, "wwid"), []byte("naa."+pure.NAA(serial)+"\n"), 0o644)
+	}
+	return srv.Array
+}
+
+// labArray configures a fresh array id pointing at the environment's simulated FlashArray.
+func labArray(e *Env, n int) string {
+	e.flashArray()
 	tok, err := os.ReadFile(e.fa.TokenFile)
 	must(e.T, err)
 	id := fmt.Sprintf("fa%d", n)

@@ -58,6 +58,22 @@ func authMatrix() map[string]authEntry {
 	readEntry := audit("")
 	readEntry.call = func(e *Env, n int) (string, url.Values) { return arrayAt(e, n), nil }
 	return map[string]authEntry{
+		"GET /nodes/{node}/pvesnap/vms": {
+			// Any user may call; the list is filtered by VM.Audit (TestInventoryAPI).
+			call: func(e *Env, n int) (string, url.Values) { e.inventoryVM(); return "/nodes/pve1/pvesnap/vms", nil }},
+		"GET /nodes/{node}/pvesnap/storages": {
+			call: func(e *Env, n int) (string, url.Values) { e.inventoryVM(); return "/nodes/pve1/pvesnap/storages", nil }},
+		"GET /nodes/{node}/pvesnap/vms/{vmid}": {
+			call:    func(e *Env, n int) (string, url.Values) { e.inventoryVM(); return "/nodes/pve1/pvesnap/vms/100", nil },
+			aclPath: "/vms/100", priv: "VM.Audit", role: "PVEAuditor", poolable: true,
+			deniedCode: 403, deniedMsg: "Permission check failed (/vms/100, VM.Audit)"},
+		"POST /nodes/{node}/pvesnap/vms/{vmid}/snapshot": {
+			call: func(e *Env, n int) (string, url.Values) {
+				e.inventoryVM()
+				return "/nodes/pve1/pvesnap/vms/100/snapshot", url.Values{"suffix": {fmt.Sprintf("m%d", n)}}
+			},
+			aclPath: "/vms/100", priv: "VM.Snapshot", role: "PVEVMAdmin", poolable: true,
+			deniedCode: 403, deniedMsg: "Permission check failed (/vms/100, VM.Snapshot)"},
 		"GET /cluster/pvesnap/arrays": audit("/cluster/pvesnap/arrays"),
 		"POST /cluster/pvesnap/arrays": modify(func(e *Env, n int) (string, url.Values) {
 			return "/cluster/pvesnap/arrays", url.Values{"array": {fmt.Sprintf("fa%d", n)}, "type": {"flasharray"},
@@ -186,7 +202,11 @@ func runAuthCases(t *testing.T, e *Env, r *api.Route, en authEntry) {
 	if en.poolable {
 		allowed("via a pool", do("pool", fresh(func(u string) {
 			p := fmt.Sprintf("p%d", seq.Add(1))
-			e.Sim.AddPool(p, nil, []string{strings.TrimPrefix(en.aclPath, "/storage/")})
+			if vmid, ok := strings.CutPrefix(en.aclPath, "/vms/"); ok {
+				e.Sim.AddPool(p, []string{vmid}, nil)
+			} else {
+				e.Sim.AddPool(p, nil, []string{strings.TrimPrefix(en.aclPath, "/storage/")})
+			}
 			e.Sim.AddACL("/pool/"+p, u, en.role, true)
 		})))
 	}

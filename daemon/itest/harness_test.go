@@ -19,17 +19,27 @@ import (
 
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
+	"github.com/pvesnap/pvesnap/daemon/inventory"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/server"
 	"github.com/pvesnap/pvesnap/daemon/storage"
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/sim/fakecli"
 	"github.com/pvesnap/pvesnap/sim/flasharray"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 	"github.com/pvesnap/pvesnap/sim/volstore"
 )
+
+// sanStorage is shared LVM on a simulated FlashArray volume (see withArray).
+const sanStorage = `
+lvm: san1
+	vgname vgsan1
+	content images
+	shared 1
+`
 
 // workerSetup is what a worker process needs to rebuild its node's modules.
 type workerSetup struct {
@@ -42,6 +52,10 @@ type workerSetup struct {
 	VGs     map[string]string `json:"vgs"`   // vg -> store dir
 	Thin    map[string]string `json:"thin"`  // vg -> thin pool
 	Testing map[string]string `json:"testing"`
+	// PVs are the physical volumes of VGs (for LVM storages on the simulated array).
+	PVs map[string][]string `json:"pvs"`
+	// HW is the fake /dev and /sys of the node's array devices.
+	HW string `json:"hw"`
 }
 
 func (w workerSetup) runner() runner.Runner {
@@ -51,9 +65,16 @@ func (w workerSetup) runner() runner.Runner {
 	}
 	l := &fakecli.LVM{VGs: map[string]fakecli.VG{}}
 	for vg, d := range w.VGs {
-		l.VGs[vg] = fakecli.VG{Store: volstore.Store{Dir: d}, ThinPool: w.Thin[vg]}
+		l.VGs[vg] = fakecli.VG{Store: volstore.Store{Dir: d}, ThinPool: w.Thin[vg], PVs: w.PVs[vg]}
 	}
-	return &fakecli.Dispatch{ZFS: z, LVM: l}
+	return &fakecli.Dispatch{ZFS: z, LVM: l, QM: fakecli.QMAgentless}
+}
+
+// inventory is the node's inventory over the fake LVM and hardware.
+func (w workerSetup) inventory(db *store.DB) *inventory.Inventory {
+	return &inventory.Inventory{Node: w.Node, PVE: w.PVE, Storage: pve.NewStorageConfig(w.PVE), Arrays: &arrays.Config{PVE: w.PVE},
+		LVM: &lvm.LVM{Run: w.runner()}, Roots: inventory.Roots{Dev: filepath.Join(w.HW, "dev"), Sys: filepath.Join(w.HW, "sys")},
+		DB: db, Tasks: &tasks.Dir{Root: w.Tasks}, Run: w.runner()}
 }
 
 func (w workerSetup) storageModule(ts *tasks.Service) *storage.Module {
@@ -73,6 +94,14 @@ func TestMain(m *testing.M) {
 		}
 		mod := w.storageModule(nil)
 		h := mod.Handlers()
+		db, err := store.Open(filepath.Join(w.State, "pvesnap.db"))
+		if err != nil {
+			fmt.Fprintln(os.NewFile(3, "hs"), "ERROR:", err)
+			os.Exit(2)
+		}
+		for k, v := range (&inventory.Module{Inv: w.inventory(db)}).Handlers() {
+			h[k] = v
+		}
 		for k, v := range testHandlers() {
 			h[k] = v
 		}
@@ -113,6 +142,8 @@ type Env struct {
 	Extra func(node string, ts *tasks.Service) []server.Module
 	logs  *syncBuffer
 	fa    *flasharray.Server // started by the first test that needs an array
+	// invReady: VM 100 with a disk on the array exists (inventoryVM).
+	invReady bool
 }
 
 func freePort(t *testing.T) int {
@@ -136,7 +167,7 @@ func Start(t *testing.T, nodes ...string) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
-	if err := sim.SetStorageConfig(simpve.DefaultStorageConfig); err != nil {
+	if err := sim.SetStorageConfig(simpve.DefaultStorageConfig + sanStorage); err != nil {
 		t.Fatal(err)
 	}
 	e := &Env{T: t, Sim: sim, Port: freePort(t), Daemons: map[string]*server.Daemon{}, Tasks: map[string]*tasks.Service{},
@@ -152,8 +183,10 @@ func (e *Env) setup(node string) workerSetup {
 	p := e.Sim.NodePaths(node)
 	return workerSetup{Node: node, Tasks: p.Tasks, PVE: p.PVE, Lock: p.Lock, State: p.State,
 		Pools: map[string]string{"rpool/data": e.Sim.StorageDir(node, "local-zfs")},
-		VGs:   map[string]string{"pve": e.Sim.StorageDir(node, "local-lvm")},
-		Thin:  map[string]string{"pve": "data"}}
+		VGs:   map[string]string{"pve": e.Sim.StorageDir(node, "local-lvm"), "vgsan1": e.Sim.StorageDir(node, "san1")},
+		Thin:  map[string]string{"pve": "data"},
+		PVs:   map[string][]string{"vgsan1": {"/dev/sdb"}},
+		HW:    filepath.Join(p.State, "hw")}
 }
 
 // StartNode starts (or restarts) pvesnap on node.
@@ -184,8 +217,11 @@ func (e *Env) StartNode(node string) {
 	os.MkdirAll(iscsi, 0o755)
 	os.WriteFile(filepath.Join(iscsi, "initiatorname.iscsi"), []byte("## generated\nInitiatorName=iqn.1993-08.org.debian:01:"+node+"\n"), 0o644)
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	inv := e.setup(node).inventory(db)
+	inv.Logger = logger.With("component", "inventory")
 	mods := []server.Module{ts, e.setup(node).storageModule(ts),
-		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")}}
+		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")},
+		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour}}
 	if e.Extra != nil {
 		mods = append(mods, e.Extra(node, ts)...)
 	}

@@ -235,10 +235,23 @@ func (l *LVM) lvremove(argv []string) ([]byte, error) {
 type Dispatch struct {
 	ZFS *ZFS
 	LVM *LVM
+	// QM answers qm commands (guest-agent calls).
+	QM runner.Func
+}
+
+// QMAgentless answers qm guest commands as PVE does for a VM without a running agent.
+var QMAgentless runner.Func = func(ctx context.Context, argv []string) ([]byte, error) {
+	if len(argv) >= 4 && argv[1] == "guest" && argv[2] == "cmd" {
+		return nil, fail(argv, 255, "QEMU guest agent is not running")
+	}
+	return nil, fail(argv, 2, "fakecli: qm "+strings.Join(argv[1:], " ")+" not emulated")
 }
 
 // Run implements runner.Runner.
 func (d *Dispatch) Run(ctx context.Context, argv []string, opts ...runner.Option) ([]byte, error) {
+	if len(argv) > 0 && argv[0] == "qm" && d.QM != nil {
+		return d.QM(ctx, argv)
+	}
 	if len(argv) > 0 && argv[0] == "zfs" && d.ZFS != nil {
 		return d.ZFS.Run(ctx, argv, opts...)
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -68,7 +70,7 @@ func Listen(a *Array, addr, dir string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Array: a, URL: "https://" + ln.Addr().String(), CAFile: ca, TokenFile: tokFile, ln: ln,
-		srv: &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second}}
+		srv: &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}}
 	go s.srv.Serve(ln)
 	return s, nil
 }
