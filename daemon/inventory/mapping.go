@@ -72,6 +72,7 @@ type Inventory struct {
 	mapsAt  time.Time
 	mapsKey string
 	files   map[string]fileStamp // VM config path -> what was last read
+	scanned bool                 // the database has seen one full scan by this process
 }
 
 type arrayClient struct {

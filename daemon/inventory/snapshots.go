@@ -19,6 +19,8 @@ type Snapshot struct {
 	PGroup    string `json:"pgroup,omitempty"`
 	Point     string `json:"point"` // what the snapshot shares with its siblings: "PG.SUFFIX" or "SUFFIX"
 	Destroyed bool   `json:"destroyed,omitempty"`
+
+	pid int32 // the point's index in one tree computation
 }
 
 // pointOf splits a snapshot name into its protection group and point: "pg.sfx.vol" is a

@@ -64,6 +64,9 @@ type VMDetail struct {
 type treeInput struct {
 	maps  map[string]StorageMap
 	snaps map[string][]Snapshot
+	// marks[pid] == gen: point pid was counted for the VM being summarised.
+	marks []uint32
+	gen   uint32
 }
 
 func (inv *Inventory) input(ctx context.Context) (*treeInput, error) {
@@ -79,6 +82,19 @@ func (inv *Inventory) input(ctx context.Context) (*treeInput, error) {
 	for _, m := range maps {
 		in.maps[m.Storage] = m
 	}
+	pids := map[string]int32{}
+	for _, list := range snaps {
+		for i := range list {
+			k := list[i].Array + ":" + list[i].Point
+			id, ok := pids[k]
+			if !ok {
+				id = int32(len(pids))
+				pids[k] = id
+			}
+			list[i].pid = id
+		}
+	}
+	in.marks = make([]uint32, len(pids))
 	return in, nil
 }
 
@@ -184,10 +200,7 @@ func (in *treeInput) summary(inc *Incarnation) VMView {
 			first[k] = d.LVTime
 		}
 	}
-	var seen map[string]bool
-	if len(first) > 1 {
-		seen = map[string]bool{}
-	}
+	in.gen++ // a fresh set of marks for this VM
 	for k, lvTime := range first {
 		list := in.snaps[k]
 		i := sort.Search(len(list), func(i int) bool { return list[i].Created >= lvTime*1000 })
@@ -196,13 +209,10 @@ func (in *treeInput) summary(inc *Incarnation) VMView {
 			if !usable(s.Created, lvTime, inc.Deleted) {
 				break // sorted: everything after was taken after the VM's deletion
 			}
-			if seen != nil {
-				pk := s.Array + ":" + s.Point
-				if seen[pk] {
-					continue
-				}
-				seen[pk] = true
+			if in.marks[s.pid] == in.gen {
+				continue // the same point on another of the VM's volumes
 			}
+			in.marks[s.pid] = in.gen
 			v.Restorable++
 			v.Newest = max(v.Newest, s.Created)
 		}

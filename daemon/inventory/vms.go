@@ -113,19 +113,22 @@ func (inv *Inventory) ScanVMs(ctx context.Context) error {
 		}
 		seen[p] = fs
 	}
-	if err := inv.record(ctx, seen, now); err != nil {
-		return err
-	}
-	changed := len(seen) != len(prev)
+	changed := map[string]bool{}
 	for p, fs := range seen {
 		if old, ok := prev[p]; !ok || !old.mtime.Equal(fs.mtime) || old.size != fs.size {
-			changed = true
+			changed[p] = true
 		}
 	}
+	if len(changed) == 0 && len(seen) == len(prev) && prev != nil && inv.scanned {
+		return nil // nothing new, nothing gone: the common case every few seconds
+	}
+	if err := inv.record(ctx, seen, changed, now); err != nil {
+		return err
+	}
 	inv.mu.Lock()
-	inv.files = seen
+	inv.files, inv.scanned = seen, true
 	inv.mu.Unlock()
-	if changed {
+	if len(changed) > 0 {
 		// New or changed disks get their LV identity at once: a restore must never see a
 		// disk whose creation time is unknown as older than every snapshot.
 		maps, err := inv.Maps(ctx, MapMaxAge)
@@ -165,20 +168,24 @@ func (inv *Inventory) qmcreateTime(vmid int64) int64 {
 	return best
 }
 
-// record writes the scan into the incarnations tables in one transaction.
-func (inv *Inventory) record(ctx context.Context, seen map[string]fileStamp, now int64) error {
+// record writes the changed configs of a scan into the incarnations tables and marks the
+// incarnations whose config is gone as deleted, in one transaction.
+func (inv *Inventory) record(ctx context.Context, seen map[string]fileStamp, changed map[string]bool, now int64) error {
 	tx, err := inv.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	live := map[[2]int64]bool{}
-	for _, fs := range seen {
+	for p, fs := range seen {
 		key := [2]int64{fs.vmid, fs.ctime}
 		if live[key] {
 			continue // the same VM listed on two nodes mid-migration
 		}
 		live[key] = true
+		if !changed[p] {
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO incarnations (vmid, ctime, ctime_source, node, name, config, first_seen, last_seen, deleted)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)
 			ON CONFLICT (vmid, ctime) DO UPDATE SET node = excluded.node, name = excluded.name, config = excluded.config,
