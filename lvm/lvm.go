@@ -342,6 +342,20 @@ func (l *LVM) ImportClone(ctx context.Context, newName string, devices ...string
 	return err
 }
 
+// Rename renames an LV within its VG.
+func (l *LVM) Rename(ctx context.Context, vg, from, to string) error {
+	for _, n := range []string{from, to} {
+		if err := CheckName("logical volume", n); err != nil {
+			return err
+		}
+	}
+	if err := CheckName("volume group", vg); err != nil {
+		return err
+	}
+	_, err := l.Run.Run(ctx, []string{"lvrename", vg, from, to})
+	return err
+}
+
 // RemoveVG removes an (inactive) VG and its PVs' labels from devices: used only for VGs pvesnap
 // itself imported.
 func (l *LVM) RemoveVG(ctx context.Context, vg string, devices ...string) error {

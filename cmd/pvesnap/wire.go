@@ -12,6 +12,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
 	"github.com/pvesnap/pvesnap/daemon/pure"
+	"github.com/pvesnap/pvesnap/daemon/restore"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/server"
@@ -34,6 +35,7 @@ type env struct {
 	arrays  *arrays.Module
 	inv     *inventory.Inventory
 	invMod  *inventory.Module
+	restore *restore.Module
 }
 
 func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
@@ -66,12 +68,16 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 		Tasks: e.taskDir, Logger: logger.With("component", "inventory"), Run: e.runner,
 		ClientOptions: pure.Options{Timeout: cfg.Timeouts.Command.D()}}
 	e.invMod = &inventory.Module{Inv: e.inv, Tasks: e.tasks, RefreshInterval: cfg.RefreshInterval.D()}
+	e.restore = &restore.Module{Tasks: e.tasks, R: &restore.Restorer{Node: cfg.Node, Inv: e.inv, NodePaths: nodePaths(cfg),
+		LVM: e.inv.LVM, Host: restore.Host{Sys: cfg.Paths.Sys, Dev: cfg.Paths.Dev, Run: e.runner, Settle: 10 * time.Second},
+		VMs: restore.VMs{PVE: cfg.Paths.PVE, Lock: cfg.Paths.Lock, Node: cfg.Node, Run: e.runner}, DB: db,
+		Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}, Logger: logger.With("component", "restore")}}
 	return e, nil
 }
 
 // modules are the daemon's route providers.
 func (e *env) modules() []server.Module {
-	return []server.Module{e.tasks, e.storage, e.arrays, e.invMod}
+	return []server.Module{e.tasks, e.storage, e.arrays, e.invMod, e.restore}
 }
 
 // statics serve the panel's assets.
@@ -83,7 +89,7 @@ func (e *env) injectGUI(page []byte) []byte { return page }
 // handlers are the job kinds a worker can run.
 func (e *env) handlers() map[string]tasks.Handler {
 	h := map[string]tasks.Handler{}
-	for _, m := range []map[string]tasks.Handler{e.storage.Handlers(), e.invMod.Handlers()} {
+	for _, m := range []map[string]tasks.Handler{e.storage.Handlers(), e.invMod.Handlers(), e.restore.Handlers()} {
 		for k, v := range m {
 			h[k] = v
 		}

@@ -133,6 +133,7 @@ func (e *Env) withArray() *flasharray.Array {
 	c := &arrays.Config{PVE: e.Sim.NodePaths(e.Sim.Nodes()[0]).PVE}
 	must(e.T, c.Add(arrays.Array{ID: "fa1", Type: arrays.TypeFlashArray, Endpoint: srv.URL, CA: srv.CAFile}, strings.TrimSpace(string(tok))))
 	for _, n := range e.Sim.Nodes() {
+		must(e.T, srv.Array.CreateHost(n, []string{"iqn.1993-08.org.debian:01:" + n}, nil, nil))
 		hw := e.setup(n).HW
 		os.MkdirAll(filepath.Join(hw, "dev"), 0o755)
 		os.WriteFile(filepath.Join(hw, "dev", "sdb"), nil, 0o644)

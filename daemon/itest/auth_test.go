@@ -26,6 +26,9 @@ type authEntry struct {
 	poolable bool
 	// role grants priv.
 	role string
+	// codeChecked: the handler checks several privileges on several paths; only the
+	// credential cases, a user without any and an administrator are tried.
+	codeChecked bool
 }
 
 var seq atomic.Int64
@@ -74,6 +77,15 @@ func authMatrix() map[string]authEntry {
 			},
 			aclPath: "/vms/100", priv: "VM.Snapshot", role: "PVEVMAdmin", poolable: true,
 			deniedCode: 403, deniedMsg: "Permission check failed (/vms/100, VM.Snapshot)"},
+		"POST /nodes/{node}/pvesnap/restore": {
+			call: func(e *Env, n int) (string, url.Values) {
+				e.inventoryVM()
+				_, err := e.fa.Array.SnapshotVolumes(fmt.Sprintf("p%d", n), "pve-san1")
+				must(e.T, err)
+				return "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {fmt.Sprintf("fa1:p%d", n)}, "mode": {"new"}}
+			},
+			codeChecked: true, aclPath: "/vms/100", role: "Administrator",
+			deniedCode: 403, deniedMsg: "Permission check failed (/vms/100, VM.Audit)"},
 		"GET /cluster/pvesnap/arrays": audit("/cluster/pvesnap/arrays"),
 		"POST /cluster/pvesnap/arrays": modify(func(e *Env, n int) (string, url.Values) {
 			return "/cluster/pvesnap/arrays", url.Values{"array": {fmt.Sprintf("fa%d", n)}, "type": {"flasharray"},
@@ -189,6 +201,11 @@ func runAuthCases(t *testing.T, e *Env, r *api.Route, en authEntry) {
 	}
 	if en.aclPath == "" {
 		allowed("any user", do("any user", fresh(func(string) {})))
+		return
+	}
+	if en.codeChecked {
+		expect("no privilege at all", do("none", fresh(func(u string) { e.Sim.AddACL("/", u, "NoAccess", true) })), en.deniedCode, en.deniedMsg)
+		allowed("administrator", do("admin", fresh(func(u string) { e.Sim.AddACL("/", u, en.role, true) })))
 		return
 	}
 	lacking := fresh(func(u string) { e.Sim.AddACL("/", u, "NoAccess", true) })

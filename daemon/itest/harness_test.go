@@ -21,6 +21,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
 	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/restore"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/server"
 	"github.com/pvesnap/pvesnap/daemon/storage"
@@ -70,6 +71,16 @@ func (w workerSetup) runner() runner.Runner {
 	return &fakecli.Dispatch{ZFS: z, LVM: l, QM: fakecli.QMAgentless}
 }
 
+// restorer runs restores over the fake LVM and hardware (device waits are short: no device
+// ever appears in the fake /sys).
+func (w workerSetup) restorer(db *store.DB, inv *inventory.Inventory) *restore.Restorer {
+	hw := w.HW
+	return &restore.Restorer{Node: w.Node, Inv: inv, NodePaths: arrays.NodePaths{ISCSI: filepath.Join(w.State, "iscsi")},
+		LVM: inv.LVM, Host: restore.Host{Sys: filepath.Join(hw, "sys"), Dev: filepath.Join(hw, "dev"), Run: w.runner()},
+		VMs: restore.VMs{PVE: w.PVE, Lock: w.Lock, Node: w.Node, Run: w.runner()}, DB: db, DeviceWait: 500 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}
+}
+
 // inventory is the node's inventory over the fake LVM and hardware.
 func (w workerSetup) inventory(db *store.DB) *inventory.Inventory {
 	return &inventory.Inventory{Node: w.Node, PVE: w.PVE, Storage: pve.NewStorageConfig(w.PVE), Arrays: &arrays.Config{PVE: w.PVE},
@@ -99,7 +110,11 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.NewFile(3, "hs"), "ERROR:", err)
 			os.Exit(2)
 		}
-		for k, v := range (&inventory.Module{Inv: w.inventory(db)}).Handlers() {
+		inv := w.inventory(db)
+		for k, v := range (&inventory.Module{Inv: inv}).Handlers() {
+			h[k] = v
+		}
+		for k, v := range (&restore.Module{R: w.restorer(db, inv)}).Handlers() {
 			h[k] = v
 		}
 		for k, v := range testHandlers() {
@@ -221,7 +236,8 @@ func (e *Env) StartNode(node string) {
 	inv.Logger = logger.With("component", "inventory")
 	mods := []server.Module{ts, e.setup(node).storageModule(ts),
 		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")},
-		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour}}
+		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour},
+		&restore.Module{R: e.setup(node).restorer(db, inv), Tasks: ts, RecoverEvery: time.Hour}}
 	if e.Extra != nil {
 		mods = append(mods, e.Extra(node, ts)...)
 	}

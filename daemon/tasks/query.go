@@ -3,6 +3,7 @@ package tasks
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -228,6 +229,19 @@ func (d *Dir) Stop(upid, by string, grace time.Duration) (bool, error) {
 		d.appendLog(upid, "TASK ERROR: killed after stop request")
 	}
 	return true, nil
+}
+
+// AppendLog opens a task's log for appending (recovery notes on the task of a dead worker).
+func (d *Dir) AppendLog(upid string) io.WriteCloser {
+	p, err := d.LogPath(upid)
+	if err != nil {
+		return nil
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil
+	}
+	return f
 }
 
 func (d *Dir) appendLog(upid, line string) {

@@ -1,0 +1,245 @@
+// Package restore restores VMs from array snapshots: in place (new LVs swapped in for the
+// VM's disks) or as a new VM. Every step is journaled in SQLite with its undo before it runs;
+// a failure runs the undos in reverse, and a daemon start finishes the undos of jobs whose
+// worker died, so nothing a restore creates outlives it.
+package restore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/store"
+)
+
+// Action is an undo (or cleanup) that a fresh process can run from its record alone. Every
+// action is idempotent and checks, before it destroys anything, that the object is the one
+// the job created.
+type Action struct {
+	Kind string            `json:"kind"`
+	Args map[string]string `json:"args,omitempty"`
+	// Revert actions undo the restore itself and run only when a job did not commit; the
+	// others clean up staging and run on every end (success, failure, recovery).
+	Revert bool `json:"revert,omitempty"`
+}
+
+// None is a step without undo.
+var None = Action{Kind: "none"}
+
+// Job states.
+const (
+	StateRunning    = "running"
+	StateCommitted  = "committed"  // the restore took effect; only cleanup remains
+	StateDone       = "done"       // committed and cleaned up
+	StateRolledBack = "rolled-back" // failed and undone
+	StateStuck      = "cleanup-failed"
+)
+
+// Entry states.
+const (
+	entryPending = "pending"
+	entryDone    = "done"
+	entryFailed  = "failed"
+	entryUndone  = "undone"
+)
+
+// ErrBusy: another restore holds the target.
+var ErrBusy = errors.New("restore in progress")
+
+// Journal is one job's journal.
+type Journal struct {
+	DB  *store.DB
+	Job string
+	seq int
+	// FaultStep kills the process right after step FaultStep ran, before it is marked done
+	// (fault-injection tests; PVESNAP_FAULT_STEP).
+	FaultStep int
+}
+
+// Begin records a new job; a job in progress (running, committed or whose cleanup failed)
+// on the same target refuses it.
+func Begin(ctx context.Context, db *store.DB, id, kind, target string, spec any) (*Journal, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var other, upid string
+	err = tx.QueryRowContext(ctx, `SELECT id, COALESCE(upid, '') FROM jobs WHERE target = ? AND state IN (?, ?, ?) LIMIT 1`,
+		target, StateRunning, StateCommitted, StateStuck).Scan(&other, &upid)
+	if err == nil {
+		return nil, fmt.Errorf("%w: %s is being restored by job %s (task %s)", ErrBusy, target, other, upid)
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	now := time.Now().Unix()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, kind, state, spec, target, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		id, kind, StateRunning, string(b), target, now, now); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	j := &Journal{DB: db, Job: id}
+	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
+		j.FaultStep = n
+	}
+	return j, nil
+}
+
+// SetUPID ties the job to its task.
+func (j *Journal) SetUPID(ctx context.Context, upid string) error {
+	_, err := j.DB.ExecContext(ctx, `UPDATE jobs SET upid = ?, updated = ? WHERE id = ?`, upid, time.Now().Unix(), j.Job)
+	return err
+}
+
+// Step records name with its undo, runs it and marks it done. The record comes first, so a
+// crash during the step leaves the undo to run (undos are idempotent).
+func (j *Journal) Step(ctx context.Context, name string, undo Action, run func() error) error {
+	j.seq++
+	u, _ := json.Marshal(undo)
+	if _, err := j.DB.ExecContext(ctx, `INSERT INTO journal (job_id, seq, step, undo, state, updated) VALUES (?, ?, ?, ?, ?, ?)`,
+		j.Job, j.seq, name, string(u), entryPending, time.Now().Unix()); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	err := run()
+	if j.FaultStep == j.seq {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL) // the fault test's kill -9, mid-step
+		select {}
+	}
+	state, detail := entryDone, ""
+	if err != nil {
+		state, detail = entryFailed, err.Error()
+	}
+	if _, jerr := j.DB.ExecContext(ctx, `UPDATE journal SET state = ?, detail = ?, updated = ? WHERE job_id = ? AND seq = ?`,
+		state, detail, time.Now().Unix(), j.Job, j.seq); jerr != nil && err == nil {
+		return fmt.Errorf("journal: %w", jerr)
+	}
+	return err
+}
+
+// Steps is how many steps were journaled so far.
+func (j *Journal) Steps() int { return j.seq }
+
+// Commit marks the point after which the restore is kept: revert undos no longer run.
+func (j *Journal) Commit(ctx context.Context) error {
+	return setState(ctx, j.DB, j.Job, StateCommitted, "")
+}
+
+func setState(ctx context.Context, db *store.DB, job, state, errMsg string) error {
+	_, err := db.ExecContext(ctx, `UPDATE jobs SET state = ?, error = ?, updated = ? WHERE id = ?`, state, errMsg, time.Now().Unix(), job)
+	return err
+}
+
+// Executor runs an action.
+type Executor func(ctx context.Context, a Action) error
+
+// Unwind runs the job's pending undos in reverse order: all of them when the job did not
+// commit, the cleanups only when it did. Undos that fail are kept for the next attempt and the
+// job is left in state cleanup-failed; log receives one line per action.
+func Unwind(ctx context.Context, db *store.DB, job string, exec Executor, log func(string, ...any)) error {
+	var state string
+	if err := db.QueryRowContext(ctx, `SELECT state FROM jobs WHERE id = ?`, job).Scan(&state); err != nil {
+		return fmt.Errorf("job %s: %w", job, err)
+	}
+	committed := state == StateCommitted || state == StateDone
+	if state == StateStuck {
+		var n int
+		db.QueryRowContext(ctx, `SELECT COUNT(*) FROM journal WHERE job_id = ? AND step = 'commit' AND state IN (?, ?)`, job, entryDone, entryUndone).Scan(&n)
+		committed = n > 0
+	}
+	rows, err := db.QueryContext(ctx, `SELECT seq, step, undo FROM journal WHERE job_id = ? AND state != ? ORDER BY seq DESC`, job, entryUndone)
+	if err != nil {
+		return err
+	}
+	type entry struct {
+		seq  int
+		step string
+		undo Action
+	}
+	var todo []entry
+	for rows.Next() {
+		var e entry
+		var u string
+		if err := rows.Scan(&e.seq, &e.step, &u); err != nil {
+			rows.Close()
+			return err
+		}
+		if err := json.Unmarshal([]byte(u), &e.undo); err != nil {
+			rows.Close()
+			return fmt.Errorf("job %s step %d: unreadable undo: %w", job, e.seq, err)
+		}
+		todo = append(todo, e)
+	}
+	rows.Close()
+	var failed []error
+	for _, e := range todo {
+		if e.undo.Kind == "none" || (committed && e.undo.Revert) {
+			db.ExecContext(ctx, `UPDATE journal SET state = ?, updated = ? WHERE job_id = ? AND seq = ?`, entryUndone, time.Now().Unix(), job, e.seq)
+			continue
+		}
+		what := "clean up"
+		if e.undo.Revert {
+			what = "undo"
+		}
+		log("%s step %d (%s): %s %v", what, e.seq, e.step, e.undo.Kind, e.undo.Args)
+		if err := exec(ctx, e.undo); err != nil {
+			log("  failed: %v", err)
+			failed = append(failed, fmt.Errorf("step %d (%s): %s: %w", e.seq, e.step, e.undo.Kind, err))
+			continue
+		}
+		db.ExecContext(ctx, `UPDATE journal SET state = ?, updated = ? WHERE job_id = ? AND seq = ?`, entryUndone, time.Now().Unix(), job, e.seq)
+	}
+	final := StateRolledBack
+	if committed {
+		final = StateDone
+	}
+	if len(failed) > 0 {
+		final = StateStuck
+	}
+	ferr := errors.Join(failed...)
+	msg := ""
+	if ferr != nil {
+		msg = ferr.Error()
+	}
+	if err := setState(ctx, db, job, final, msg); err != nil && ferr == nil {
+		return err
+	}
+	return ferr
+}
+
+// Unfinished lists jobs that are not done: running or committed ones whose worker may have
+// died, and those whose cleanup failed.
+func Unfinished(ctx context.Context, db *store.DB) ([]JobRecord, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, kind, state, COALESCE(upid, ''), target, spec FROM jobs WHERE state IN (?, ?, ?) ORDER BY created`,
+		StateRunning, StateCommitted, StateStuck)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []JobRecord
+	for rows.Next() {
+		var r JobRecord
+		if err := rows.Scan(&r.ID, &r.Kind, &r.State, &r.UPID, &r.Target, &r.Spec); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// JobRecord is a job's row.
+type JobRecord struct {
+	ID, Kind, State, UPID, Target, Spec string
+}

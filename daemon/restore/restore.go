@@ -1,0 +1,670 @@
+package restore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/arrays"
+	"github.com/pvesnap/pvesnap/daemon/inventory"
+	"github.com/pvesnap/pvesnap/daemon/pure"
+	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/lvm"
+	"github.com/pvesnap/pvesnap/lvm/engine"
+)
+
+// Modes.
+const (
+	Overwrite = "overwrite"
+	NewVM     = "new"
+)
+
+// Spec is one restore, as the API validated it.
+type Spec struct {
+	Job           string   `json:"job"`
+	Mode          string   `json:"mode"`
+	VMID          int64    `json:"vmid"`
+	CTime         int64    `json:"ctime,omitempty"` // source incarnation (0: the existing VM)
+	Point         string   `json:"point"`           // "<array>:<point>"
+	Disks         []string `json:"disks,omitempty"` // disk keys (all on array volumes when empty)
+	NewVMID       int64    `json:"newid,omitempty"`
+	Name          string   `json:"name,omitempty"`
+	Storage       string   `json:"storage,omitempty"` // target storage of a new VM's disks
+	PreserveMACs  bool     `json:"preserve_macs,omitempty"`
+	LinkDown      bool     `json:"link_down,omitempty"`
+	Start         bool     `json:"start,omitempty"`
+	ForceHostCopy bool     `json:"force_host_copy,omitempty"`
+	Safety        bool     `json:"safety_snapshot"`
+}
+
+// Target is what the job locks: a VM in place, or the new VMID.
+func (s Spec) Target() string {
+	if s.Mode == NewVM {
+		return fmt.Sprintf("vm:%d", s.NewVMID)
+	}
+	return fmt.Sprintf("vm:%d", s.VMID)
+}
+
+var jobRe = regexp.MustCompile(`^[a-z0-9]{6,16}$`)
+
+// Restorer runs restores on this node.
+type Restorer struct {
+	Node      string
+	Inv       *inventory.Inventory
+	NodePaths arrays.NodePaths
+	LVM       *lvm.LVM
+	Host      Host
+	VMs       VMs
+	DB        *store.DB
+	Engine    engine.Options
+	Logger    *slog.Logger
+	// DeviceWait bounds the wait for a connected volume's device.
+	DeviceWait time.Duration
+}
+
+// names of what a job creates: all start with pvesnap, so cleanup can only touch them.
+func tempVolume(job string, i int) string { return fmt.Sprintf("pvesnap-%s-%d", job, i) }
+func tempVG(job string, i int) string     { return fmt.Sprintf("pvesnap_%s_%d", job, i) }
+func newLV(job, key string) string        { return fmt.Sprintf("pvesnap-%s-%s", job, key) }
+func oldLV(job, key string) string        { return fmt.Sprintf("pvesnap-%s-old-%s", job, key) }
+func jobTag(job string) string            { return "pvesnap-" + job }
+func marker(job string) string            { return "pvesnap restore job " + job + " in progress" }
+
+// staged is one source array volume imported on this node.
+type staged struct {
+	array, snapshot, volume string // volume: the temp copy
+	serial, device, vg      string
+	lvs                     map[string]lvm.LV // by name in the temp VG
+}
+
+// Run performs a journaled restore; on error everything it did is undone.
+func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error) {
+	if !jobRe.MatchString(spec.Job) {
+		return fmt.Errorf("invalid job id %q", spec.Job)
+	}
+	j := &Journal{DB: r.DB, Job: spec.Job}
+	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
+		j.FaultStep = n
+	}
+	j.SetUPID(ctx, t.ID)
+	defer func() {
+		if err != nil {
+			t.Logf("restore failed: %v", err)
+			t.Logf("undoing what the restore did")
+			if uerr := Unwind(context.WithoutCancel(ctx), r.DB, spec.Job, r.Exec, t.Logf); uerr != nil {
+				err = fmt.Errorf("%w; cleanup failed too (the daemon retries it): %v", err, uerr)
+			}
+		}
+	}()
+	detail, sources, err := r.Inv.Sources(ctx, spec.VMID, spec.CTime, spec.Point, spec.Disks)
+	if err != nil {
+		return err
+	}
+	t.Logf("restore %s of VM %d (%s, created %s) from %s: %d disk(s)", spec.Mode, spec.VMID, detail.Name,
+		time.Unix(detail.CTime, 0).UTC().Format(time.RFC3339), spec.Point, len(sources))
+	if spec.Mode == Overwrite && detail.State != inventory.Live {
+		return fmt.Errorf("VM %d does not exist any more: restore it as a new VM", spec.VMID)
+	}
+	arr, err := r.Inv.Arrays.Get(sources[0].Array)
+	if err != nil {
+		return err
+	}
+	client, err := r.Inv.Client(arr)
+	if err != nil {
+		return err
+	}
+
+	// New VM: reserve the VMID first, so a clash fails before any work.
+	if spec.Mode == NewVM {
+		if err := j.Step(ctx, "reserve VMID", Action{Kind: "vm-unreserve", Revert: true,
+			Args: map[string]string{"vmid": strconv.FormatInt(spec.NewVMID, 10), "marker": marker(spec.Job)}},
+			func() error { return r.VMs.Reserve(spec.NewVMID, marker(spec.Job)) }); err != nil {
+			return err
+		}
+		t.Logf("VMID %d reserved", spec.NewVMID)
+	}
+
+	// Safety snapshot of the volumes about to change (in place only).
+	if spec.Mode == Overwrite && spec.Safety {
+		vols := map[string]bool{}
+		for _, s := range sources {
+			vols[s.Volume] = true
+		}
+		names := sortedKeys(vols)
+		suffix := "pvesnap-safety-" + spec.Job
+		if err := j.Step(ctx, "safety snapshot", None, func() error {
+			snaps, err := client.CreateVolumeSnapshots(ctx, names, suffix)
+			for _, s := range snaps {
+				t.Logf("safety snapshot %s taken (kept: delete it on the array when no longer needed)", s.Name)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+
+	// Stage every source array volume: copy the snapshot into a temporary volume, connect it,
+	// find its device, import its VG under a new name.
+	stage := map[string]*staged{}
+	var order []string
+	for _, s := range sources {
+		if _, ok := stage[s.Volume]; !ok {
+			stage[s.Volume] = &staged{array: s.Array, snapshot: s.Snapshot}
+			order = append(order, s.Volume)
+		}
+	}
+	target, err := arrays.Target(ctx, client, arr, r.NodePaths)
+	if err != nil {
+		return err
+	}
+	for i, vol := range order {
+		st := stage[vol]
+		st.volume, st.vg = tempVolume(spec.Job, i), tempVG(spec.Job, i)
+		if err := r.stage(ctx, t, j, client, arr, target, st); err != nil {
+			return err
+		}
+	}
+
+	// Check the snapshot holds the very LVs (same UUID): not another disk of the same name.
+	plans := make([]plan, 0, len(sources))
+	for _, s := range sources {
+		st := stage[s.Volume]
+		_, lvName, _ := strings.Cut(s.Disk.Volid, ":")
+		src, ok := st.lvs[lvName]
+		if !ok {
+			return fmt.Errorf("snapshot %s does not contain %s (disk %s)", s.Snapshot, lvName, s.Disk.Key)
+		}
+		if src.UUID != s.Disk.LVUUID {
+			return fmt.Errorf("%w: in snapshot %s, %s has LV UUID %s, but disk %s of VM %d is LV %s: a different disk of the same name",
+				inventory.ErrPredatesDisk, s.Snapshot, lvName, src.UUID, s.Disk.Key, spec.VMID, s.Disk.LVUUID)
+		}
+		plans = append(plans, plan{src: s, srcLV: src, staged: st})
+	}
+	if err := r.activate(ctx, j, plans); err != nil {
+		return err
+	}
+	if spec.Mode == Overwrite {
+		return r.overwrite(ctx, t, j, spec, plans)
+	}
+	return r.newVM(ctx, t, j, spec, detail, plans)
+}
+
+type plan struct {
+	src    inventory.DiskSource
+	srcLV  lvm.LV
+	staged *staged
+	vg     string // target VG
+	dst    string // target LV name (new LV)
+}
+
+func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure.Client, arr arrays.Array, target pure.Target, st *staged) error {
+	if err := j.Step(ctx, "copy "+st.snapshot, Action{Kind: "array-destroy-volume", Args: map[string]string{"array": arr.ID, "volume": st.volume}},
+		func() error {
+			v, err := c.CopyVolume(ctx, st.volume, st.snapshot, false)
+			st.serial = v.Serial
+			return err
+		}); err != nil {
+		return err
+	}
+	t.Logf("array %s: %s copied to %s (serial %s)", arr.ID, st.snapshot, st.volume, st.serial)
+	var lun int
+	if err := j.Step(ctx, "connect "+st.volume, Action{Kind: "array-disconnect", Args: map[string]string{"array": arr.ID,
+		"volume": st.volume, "host": target.Host, "hostgroup": target.HostGroup}},
+		func() error {
+			conn, err := c.Connect(ctx, st.volume, target)
+			lun = conn.LUN
+			if conn.NSID > 0 {
+				lun = conn.NSID
+			}
+			return err
+		}); err != nil {
+		return err
+	}
+	t.Logf("connected %s to %s as LUN %d", st.volume, target, lun)
+	if err := j.Step(ctx, "find device "+st.serial, Action{Kind: "host-remove-devices", Args: map[string]string{"serial": st.serial}},
+		func() error {
+			r.Host.Rescan(st.serial, lun, t.Logf)
+			wait := r.DeviceWait
+			if wait == 0 {
+				wait = 2 * time.Minute
+			}
+			dev, err := r.Host.Wait(ctx, st.serial, wait)
+			st.device = dev
+			return err
+		}); err != nil {
+		return err
+	}
+	t.Logf("device %s has serial %s", st.device, st.serial)
+	if err := j.Step(ctx, "import VG as "+st.vg, Action{Kind: "lvm-deactivate-vg", Args: map[string]string{"vg": st.vg}},
+		func() error { return r.LVM.ImportClone(ctx, st.vg, st.device) }); err != nil {
+		return fmt.Errorf("vgimportclone %s: %w", st.device, err)
+	}
+	lvs, err := r.LVM.LVs(ctx, st.vg)
+	if err != nil {
+		return err
+	}
+	st.lvs = map[string]lvm.LV{}
+	for _, lv := range lvs {
+		st.lvs[lv.Name] = lv
+	}
+	t.Logf("imported the snapshot's volume group as %s (%d LVs)", st.vg, len(lvs))
+	return nil
+}
+
+// activate activates only the LVs the restore reads.
+func (r *Restorer) activate(ctx context.Context, j *Journal, plans []plan) error {
+	return j.Step(ctx, "activate source LVs", None, func() error {
+		for _, p := range plans {
+			if err := r.LVM.Activate(ctx, p.staged.vg, p.srcLV.Name, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// storageVG returns the VG of an LVM storage active on this node.
+func (r *Restorer) storageVG(sid string) (string, error) {
+	st, err := r.Inv.Storage.Get(sid)
+	if err != nil {
+		return "", err
+	}
+	if st.Type != "lvm" || !st.OnNode(r.Node) || st.Disabled {
+		return "", fmt.Errorf("storage '%s' is not an LVM storage available on node %s", sid, r.Node)
+	}
+	return st.VGName, nil
+}
+
+// lockStorage takes PVE's cluster-wide storage lock (as cfs_lock_storage does) around LVM
+// metadata changes on a shared VG.
+func (r *Restorer) lockStorage(sid string) (func(), error) {
+	dir := filepath.Join(r.VMs.PVE, "priv", "lock", "storage-"+sid)
+	os.MkdirAll(filepath.Dir(dir), 0o700)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := os.Mkdir(dir, 0o700)
+		if err == nil {
+			return func() { os.Remove(dir) }, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+		if st, serr := os.Stat(dir); serr == nil && time.Since(st.ModTime()) > 120*time.Second {
+			os.Remove(dir)
+			continue
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("cannot lock storage %s: got timeout", sid)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// createLV allocates a target LV tagged for the VM and for this job (the job tag is what
+// allows the undo to remove it).
+func (r *Restorer) createLV(ctx context.Context, j *Journal, sid, vg, name string, size int64, vmid int64) error {
+	return j.Step(ctx, "create "+vg+"/"+name, Action{Kind: "lvm-remove-lv", Revert: true,
+		Args: map[string]string{"storage": sid, "vg": vg, "lv": name, "tag": jobTag(j.Job)}},
+		func() error {
+			unlock, err := r.lockStorage(sid)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			vgs, err := r.LVM.VGs(ctx)
+			if err != nil {
+				return err
+			}
+			for _, g := range vgs {
+				if g.Name == vg && g.Free < size {
+					return fmt.Errorf("volume group %s has %s free; %s needs %s", vg, tasks.HumanBytes(g.Free), name, tasks.HumanBytes(size))
+				}
+			}
+			return r.LVM.Create(ctx, vg, name, size, lvm.CreateOptions{Tags: []string{fmt.Sprintf("pve-vm-%d", vmid), jobTag(j.Job)}})
+		})
+}
+
+// copyDisk copies one disk with the engine (offloaded when the array can).
+func (r *Restorer) copyDisk(ctx context.Context, t *tasks.Task, j *Journal, p plan, force bool) error {
+	src := "/dev/" + p.staged.vg + "/" + p.srcLV.Name
+	dst := "/dev/" + p.vg + "/" + p.dst
+	return j.Step(ctx, "copy "+p.src.Disk.Key, None, func() error {
+		o := r.Engine
+		o.ForceHost = force
+		o.Log = func(f string, a ...any) { t.Logf(f, a...) }
+		start := time.Now()
+		o.Progress = func(done, total int64) { t.Progress(done, total, start, 5*time.Second) }
+		res, err := engine.Copy(ctx, src, dst, o)
+		if err != nil {
+			return fmt.Errorf("copying disk %s: %w", p.src.Disk.Key, err)
+		}
+		t.Logf("disk %s: %s copied in %s: %s offloaded to the array, %s through the host (%s as zeroes)",
+			p.src.Disk.Key, tasks.HumanBytes(res.Bytes), res.Duration.Round(time.Millisecond),
+			tasks.HumanBytes(res.Offloaded), tasks.HumanBytes(res.HostCopied), tasks.HumanBytes(res.Zeroed))
+		return nil
+	})
+}
+
+func (r *Restorer) overwrite(ctx context.Context, t *tasks.Task, j *Journal, spec Spec, plans []plan) error {
+	vmid := strconv.FormatInt(spec.VMID, 10)
+	for i := range plans {
+		p := &plans[i]
+		vg, err := r.storageVG(p.src.Disk.Storage)
+		if err != nil {
+			return err
+		}
+		p.vg, p.dst = vg, newLV(spec.Job, p.src.Disk.Key)
+		if err := r.createLV(ctx, j, p.src.Disk.Storage, vg, p.dst, p.srcLV.Size, spec.VMID); err != nil {
+			return err
+		}
+		if err := r.copyDisk(ctx, t, j, *p, spec.ForceHostCopy); err != nil {
+			return err
+		}
+	}
+	// The data is ready beside the VM's disks: stop the VM, lock it and swap the LVs.
+	running, err := r.VMs.Running(ctx, spec.VMID)
+	if err != nil {
+		return err
+	}
+	if err := j.Step(ctx, "stop VM", Action{Kind: "vm-start", Revert: true, Args: map[string]string{"vmid": vmid, "was_running": strconv.FormatBool(running)}},
+		func() error {
+			if !running {
+				return nil
+			}
+			t.Logf("shutting VM %d down", spec.VMID)
+			return r.VMs.Shutdown(ctx, spec.VMID, 3*time.Minute)
+		}); err != nil {
+		return err
+	}
+	if err := j.Step(ctx, "lock VM", Action{Kind: "vm-unlock", Args: map[string]string{"vmid": vmid, "lock": "create"}},
+		func() error { return r.VMs.SetLock(ctx, spec.VMID, "create") }); err != nil {
+		return err
+	}
+	for _, p := range plans {
+		_, orig, _ := strings.Cut(p.src.Disk.Volid, ":")
+		old := oldLV(spec.Job, p.src.Disk.Key)
+		unlock, err := r.lockStorage(p.src.Disk.Storage)
+		if err != nil {
+			return err
+		}
+		err = j.Step(ctx, "set aside "+orig, Action{Kind: "lvm-rename-lv", Revert: true,
+			Args: map[string]string{"vg": p.vg, "from": old, "to": orig, "require_prefix": oldLV(spec.Job, "")}},
+			func() error { return r.LVM.Rename(ctx, p.vg, orig, old) })
+		if err == nil {
+			err = j.Step(ctx, "swap in "+orig, Action{Kind: "lvm-rename-lv", Revert: true,
+				Args: map[string]string{"vg": p.vg, "from": orig, "to": p.dst, "require_tag": jobTag(spec.Job)}},
+				func() error { return r.LVM.Rename(ctx, p.vg, p.dst, orig) })
+		}
+		unlock()
+		if err != nil {
+			return err
+		}
+		t.Logf("disk %s: %s/%s now holds the snapshot's data", p.src.Disk.Key, p.vg, orig)
+	}
+	if spec.LinkDown {
+		if err := j.Step(ctx, "link_down", None, func() error { return r.VMs.Update(spec.VMID, SetLinkDown) }); err != nil {
+			return err
+		}
+	}
+	if err := r.commit(ctx, j); err != nil {
+		return err
+	}
+	for _, p := range plans {
+		// The replaced disks go with the cleanup (the safety snapshot keeps their data).
+		j.Step(ctx, "replaced disk "+p.src.Disk.Key, Action{Kind: "lvm-remove-lv",
+			Args: map[string]string{"storage": p.src.Disk.Storage, "vg": p.vg, "lv": oldLV(spec.Job, p.src.Disk.Key), "require_prefix": oldLV(spec.Job, "")}},
+			func() error { return nil })
+	}
+	return r.finish(ctx, t, j, spec, spec.VMID)
+}
+
+func (r *Restorer) commit(ctx context.Context, j *Journal) error {
+	return j.Step(ctx, "commit", None, func() error { return j.Commit(ctx) })
+}
+
+// finish cleans up after a committed restore and starts the VM when asked.
+func (r *Restorer) finish(ctx context.Context, t *tasks.Task, j *Journal, spec Spec, vmid int64) error {
+	t.Logf("restore committed; cleaning up")
+	if err := Unwind(ctx, r.DB, spec.Job, r.Exec, t.Logf); err != nil {
+		t.Warnf("cleanup incomplete (the daemon retries it): %v", err)
+	}
+	if spec.Start {
+		t.Logf("starting VM %d", vmid)
+		if err := r.VMs.Start(ctx, vmid); err != nil {
+			t.Warnf("VM %d restored but did not start: %v", vmid, err)
+		}
+	}
+	return nil
+}
+
+func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Spec, detail *inventory.VMDetail, plans []plan) error {
+	incs, err := r.Inv.Incarnations(ctx, spec.VMID)
+	if err != nil {
+		return err
+	}
+	var srcCfg *pve.VMConfig
+	for _, in := range incs {
+		if in.CTime == detail.CTime {
+			srcCfg, err = pve.ParseVMConfig([]byte(in.Config))
+			if err != nil {
+				return fmt.Errorf("remembered config of VM %d: %w", spec.VMID, err)
+			}
+		}
+	}
+	if srcCfg == nil {
+		return fmt.Errorf("no config of VM %d (created %d) is remembered", spec.VMID, detail.CTime)
+	}
+	disks := map[string]string{}
+	sort.Slice(plans, func(a, b int) bool { return plans[a].src.Disk.Key < plans[b].src.Disk.Key })
+	for i := range plans {
+		p := &plans[i]
+		sid := spec.Storage
+		if sid == "" {
+			sid = p.src.Disk.Storage
+		}
+		vg, err := r.storageVG(sid)
+		if err != nil {
+			return err
+		}
+		p.vg, p.dst = vg, fmt.Sprintf("vm-%d-disk-%d", spec.NewVMID, i)
+		if err := r.createLV(ctx, j, sid, vg, p.dst, p.srcLV.Size, spec.NewVMID); err != nil {
+			return err
+		}
+		disks[p.src.Disk.Key] = sid + ":" + p.dst
+		if err := r.copyDisk(ctx, t, j, *p, spec.ForceHostCopy); err != nil {
+			return err
+		}
+	}
+	name := spec.Name
+	if name == "" {
+		name = srcCfg.Props["name"]
+	}
+	cfg, dropped := Replay(srcCfg, ReplayOptions{Name: name, Disks: disks, PreserveMACs: spec.PreserveMACs, LinkDown: spec.LinkDown,
+		MACPrefix: MACPrefix(r.VMs.PVE), Now: time.Now()})
+	for _, d := range dropped {
+		t.Warnf("disk %s of the source is not restored (not on the restored array volumes)", d)
+	}
+	// The config keeps the job's marker and lock until the commit, so a rollback removes it.
+	withMarker := append([]byte("#"+marker(spec.Job)+"\nlock: create\n"), cfg...)
+	if err := j.Step(ctx, "write config", None, func() error { return r.VMs.Write(spec.NewVMID, withMarker) }); err != nil {
+		return err
+	}
+	if err := r.commit(ctx, j); err != nil {
+		return err
+	}
+	j.Step(ctx, "finalize config", Action{Kind: "vm-finalize", Args: map[string]string{"vmid": strconv.FormatInt(spec.NewVMID, 10),
+		"marker": marker(spec.Job)}}, func() error { return nil })
+	t.Logf("VM %d created from VM %d at %s", spec.NewVMID, spec.VMID, spec.Point)
+	return r.finish(ctx, t, j, spec, spec.NewVMID)
+}
+
+// Exec runs one undo or cleanup action.
+func (r *Restorer) Exec(ctx context.Context, a Action) error {
+	arg := a.Args
+	switch a.Kind {
+	case "none":
+		return nil
+	case "array-destroy-volume":
+		if !strings.HasPrefix(arg["volume"], "pvesnap-") {
+			return fmt.Errorf("refusing to destroy %s: not a pvesnap volume", arg["volume"])
+		}
+		c, err := r.client(arg["array"])
+		if err != nil {
+			return err
+		}
+		if err := c.DestroyVolume(ctx, arg["volume"]); err != nil && !errors.Is(err, pure.ErrNotFound) && !errors.Is(err, pure.ErrDestroyed) {
+			return err
+		}
+		if err := c.EradicateVolume(ctx, arg["volume"]); err != nil && !errors.Is(err, pure.ErrNotFound) {
+			if errors.Is(err, pure.ErrEradicateDisabled) {
+				return nil // SafeMode: it stays destroyed until the array eradicates it
+			}
+			return err
+		}
+		return nil
+	case "array-disconnect":
+		c, err := r.client(arg["array"])
+		if err != nil {
+			return err
+		}
+		err = c.Disconnect(ctx, arg["volume"], pure.Target{Host: arg["host"], HostGroup: arg["hostgroup"]})
+		if errors.Is(err, pure.ErrDestroyed) {
+			return nil
+		}
+		return err
+	case "host-remove-devices":
+		if arg["serial"] == "" {
+			return nil // the copy never returned a serial: nothing can be connected
+		}
+		return r.Host.Remove(ctx, arg["serial"])
+	case "lvm-deactivate-vg":
+		if !strings.HasPrefix(arg["vg"], "pvesnap_") {
+			return fmt.Errorf("refusing to deactivate %s: not a pvesnap VG", arg["vg"])
+		}
+		if err := r.LVM.VGChange(ctx, arg["vg"], false); err != nil && !notFound(err) {
+			return err
+		}
+		return nil
+	case "lvm-remove-lv":
+		lv, err := r.findLV(ctx, arg["vg"], arg["lv"])
+		if err != nil || lv == nil {
+			return err
+		}
+		if !owned(*lv, arg) {
+			return fmt.Errorf("refusing to remove %s/%s: not created by this job", arg["vg"], arg["lv"])
+		}
+		unlock, err := r.lockStorage(arg["storage"])
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		return r.LVM.Remove(ctx, arg["vg"], arg["lv"])
+	case "lvm-rename-lv":
+		lv, err := r.findLV(ctx, arg["vg"], arg["from"])
+		if err != nil || lv == nil {
+			return err // already renamed back, or never renamed
+		}
+		if !owned(*lv, arg) {
+			return fmt.Errorf("refusing to rename %s/%s: not the job's LV", arg["vg"], arg["from"])
+		}
+		return r.LVM.Rename(ctx, arg["vg"], arg["from"], arg["to"])
+	case "vm-unlock":
+		vmid, _ := strconv.ParseInt(arg["vmid"], 10, 64)
+		return r.VMs.Unlock(ctx, vmid, arg["lock"])
+	case "vm-start":
+		vmid, _ := strconv.ParseInt(arg["vmid"], 10, 64)
+		if arg["was_running"] != "true" {
+			return nil
+		}
+		if running, err := r.VMs.Running(ctx, vmid); err != nil || running {
+			return err
+		}
+		return r.VMs.Start(ctx, vmid)
+	case "vm-unreserve":
+		vmid, _ := strconv.ParseInt(arg["vmid"], 10, 64)
+		return r.VMs.Unreserve(vmid, arg["marker"])
+	case "vm-finalize":
+		vmid, _ := strconv.ParseInt(arg["vmid"], 10, 64)
+		return r.VMs.Update(vmid, func(c *pve.VMConfig) {
+			if strings.Contains(c.Description, arg["marker"]) {
+				var keep []string
+				for _, l := range strings.Split(c.Description, "\n") {
+					if l != arg["marker"] {
+						keep = append(keep, l)
+					}
+				}
+				c.Description = strings.Join(keep, "\n")
+				if c.Props["lock"] == "create" {
+					delete(c.Props, "lock")
+				}
+			}
+		})
+	}
+	return fmt.Errorf("unknown action %q", a.Kind)
+}
+
+func (r *Restorer) client(id string) (*pure.Client, error) {
+	a, err := r.Inv.Arrays.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	return r.Inv.Client(a)
+}
+
+func (r *Restorer) findLV(ctx context.Context, vg, name string) (*lvm.LV, error) {
+	lvs, err := r.LVM.LVs(ctx, vg)
+	if err != nil {
+		if notFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	for _, lv := range lvs {
+		if lv.Name == name {
+			return &lv, nil
+		}
+	}
+	return nil, nil
+}
+
+// owned checks an action's guard: the LV carries the job's tag or a name of the job.
+func owned(lv lvm.LV, arg map[string]string) bool {
+	if t := arg["require_tag"]; t != "" {
+		return contains(lv.Tags, t)
+	}
+	if t := arg["tag"]; t != "" {
+		return contains(lv.Tags, t)
+	}
+	if p := arg["require_prefix"]; p != "" {
+		return strings.HasPrefix(lv.Name, p)
+	}
+	return false
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func notFound(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "not found") || strings.Contains(s, "Cannot process volume group")
+}
+
+// MarshalSpec is the task spec.
+func MarshalSpec(s Spec) json.RawMessage { b, _ := json.Marshal(s); return b }

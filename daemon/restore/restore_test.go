@@ -1,0 +1,212 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/lvm"
+)
+
+var ctx = context.Background()
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openDB(t *testing.T) *store.DB {
+	db, err := store.Open(filepath.Join(t.TempDir(), "pvesnap.db"))
+	must(t, err)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// The journal: undos run in reverse; after the commit only cleanups run; a failed undo leaves
+// the job for a retry, which runs only what is left.
+func TestJournalUnwind(t *testing.T) {
+	for _, committed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("committed=%v", committed), func(t *testing.T) {
+			db := openDB(t)
+			j, err := Begin(ctx, db, "job1", KindRestore, "vm:100", map[string]int{"vmid": 100})
+			must(t, err)
+			if _, err := Begin(ctx, db, "job2", KindRestore, "vm:100", nil); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "job job1") {
+				t.Fatalf("second restore of VM 100: %v", err)
+			}
+			must(t, j.Step(ctx, "copy", Action{Kind: "a"}, func() error { return nil }))
+			must(t, j.Step(ctx, "create", Action{Kind: "b", Revert: true}, func() error { return nil }))
+			must(t, j.Step(ctx, "noop", None, func() error { return nil }))
+			if committed {
+				must(t, j.Step(ctx, "commit", None, func() error { return j.Commit(ctx) }))
+				must(t, j.Step(ctx, "old", Action{Kind: "c"}, func() error { return nil }))
+			} else {
+				if err := j.Step(ctx, "swap", Action{Kind: "d", Revert: true}, func() error { return errors.New("boom") }); err == nil {
+					t.Fatal("step error lost")
+				}
+			}
+			var ran []string
+			fail := true
+			exec := func(ctx context.Context, a Action) error {
+				ran = append(ran, a.Kind)
+				if a.Kind == "a" && fail {
+					return errors.New("array unreachable")
+				}
+				return nil
+			}
+			err = Unwind(ctx, db, "job1", exec, t.Logf)
+			want := "d b a"
+			if committed {
+				want = "c a"
+			}
+			if strings.Join(ran, " ") != want || err == nil {
+				t.Fatalf("first unwind ran %v (%v), want %s and an error", ran, err, want)
+			}
+			jobs, _ := Unfinished(ctx, db)
+			if len(jobs) != 1 || jobs[0].State != StateStuck {
+				t.Fatalf("after a failed undo: %+v", jobs)
+			}
+			if _, err := Begin(ctx, db, "job3", KindRestore, "vm:100", nil); !errors.Is(err, ErrBusy) {
+				t.Fatal("a job whose cleanup failed must keep its target")
+			}
+			ran, fail = nil, false
+			must(t, Unwind(ctx, db, "job1", exec, t.Logf))
+			if strings.Join(ran, " ") != "a" {
+				t.Fatalf("retry ran %v, want only the failed one", ran)
+			}
+			var state string
+			db.QueryRow(`SELECT state FROM jobs WHERE id = 'job1'`).Scan(&state)
+			if (committed && state != StateDone) || (!committed && state != StateRolledBack) {
+				t.Fatalf("final state %s", state)
+			}
+			if _, err := Begin(ctx, db, "job4", KindRestore, "vm:100", nil); err != nil {
+				t.Fatalf("after the job ended: %v", err)
+			}
+		})
+	}
+}
+
+const srcConfig = `#web server
+agent: 1
+boot: order=scsi0;net0
+lock: backup
+memory: 2048
+meta: creation-qemu=9.2.0,ctime=1700000000
+name: web
+net0: virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1
+net1: e1000=BC:24:11:DD:EE:FF,bridge=vmbr1,link_down=0
+parent: pre-upgrade
+scsi0: san1:vm-100-disk-0,discard=on,size=32G
+scsi1: san1:vm-100-disk-1,size=8G
+ide2: local:iso/debian.iso,media=cdrom
+efidisk0: local-lvm:vm-100-disk-2,efitype=4m,size=4M
+unused0: san1:vm-100-disk-9
+smbios1: uuid=0b9d3fb0-7a0c-4a4e-8a4c-5b0c3b8f0e11
+vmgenid: 6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d
+
+[pre-upgrade]
+memory: 2048
+scsi0: san1:vm-100-disk-0,size=32G
+`
+
+func TestReplay(t *testing.T) {
+	src, err := pve.ParseVMConfig([]byte(srcConfig))
+	must(t, err)
+	now := time.Unix(1800000000, 0)
+	out, dropped := Replay(src, ReplayOptions{Name: "web-restored", Disks: map[string]string{"scsi0": "san2:vm-200-disk-0", "scsi1": "san2:vm-200-disk-1"},
+		LinkDown: true, MACPrefix: "02:AB:CD", Now: now})
+	cfg, err := pve.ParseVMConfig(out)
+	must(t, err)
+	p := cfg.Props
+	if p["scsi0"] != "san2:vm-200-disk-0,discard=on,size=32G" || p["scsi1"] != "san2:vm-200-disk-1,size=8G" || p["ide2"] != "local:iso/debian.iso,media=cdrom" {
+		t.Errorf("disks: %v", p)
+	}
+	if _, ok := p["efidisk0"]; ok || len(dropped) != 1 || dropped[0] != "efidisk0 (local-lvm:vm-100-disk-2)" {
+		t.Errorf("the disk not on the array: %v, dropped %v", p["efidisk0"], dropped)
+	}
+	for _, k := range []string{"lock", "parent", "unused0"} {
+		if _, ok := p[k]; ok {
+			t.Errorf("%s carried over", k)
+		}
+	}
+	if len(cfg.Snapshots) != 0 || p["name"] != "web-restored" || p["meta"] != "creation-qemu=9.2.0,ctime=1800000000" {
+		t.Errorf("snapshots %v name %s meta %s", cfg.Snapshots, p["name"], p["meta"])
+	}
+	mac := regexp.MustCompile(`^virtio=02:AB:CD:[0-9A-F]{2}:[0-9A-F]{2}:[0-9A-F]{2},bridge=vmbr0,firewall=1,link_down=1$`)
+	if !mac.MatchString(p["net0"]) || !strings.Contains(p["net1"], "link_down=1") || strings.Contains(p["net1"], "DD:EE:FF") {
+		t.Errorf("NICs: %s / %s", p["net0"], p["net1"])
+	}
+	if p["vmgenid"] == src.Props["vmgenid"] || !strings.HasPrefix(p["smbios1"], "uuid=") || p["smbios1"] == src.Props["smbios1"] {
+		t.Errorf("a restored copy must not share vmgenid/SMBIOS UUID: %s %s", p["vmgenid"], p["smbios1"])
+	}
+	if cfg.Description != "web server" || p["agent"] != "1" || p["boot"] != "order=scsi0;net0" {
+		t.Errorf("kept settings: %q %v", cfg.Description, p)
+	}
+	out, _ = Replay(src, ReplayOptions{Disks: map[string]string{"scsi0": "san1:vm-300-disk-0"}, PreserveMACs: true, Now: now})
+	cfg, _ = pve.ParseVMConfig(out)
+	if cfg.Props["net0"] != "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1" || cfg.Props["net1"] != "e1000=BC:24:11:DD:EE:FF,bridge=vmbr1,link_down=0" {
+		t.Errorf("preserved MACs: %s / %s", cfg.Props["net0"], cfg.Props["net1"])
+	}
+}
+
+// A new VM's VMID is reserved with a marker; only that marker lets the undo remove it.
+func TestReserve(t *testing.T) {
+	root := t.TempDir()
+	v := VMs{PVE: filepath.Join(root, "pve"), Lock: filepath.Join(root, "lock"), Node: "pve1"}
+	os.MkdirAll(filepath.Join(v.PVE, "nodes", "pve2", "qemu-server"), 0o755)
+	os.WriteFile(filepath.Join(v.PVE, "nodes", "pve2", "qemu-server", "100.conf"), []byte("name: x\n"), 0o640)
+	os.MkdirAll(filepath.Join(v.PVE, "nodes", "pve1", "lxc"), 0o755)
+	os.WriteFile(filepath.Join(v.PVE, "nodes", "pve1", "lxc", "101.conf"), []byte("hostname: c\n"), 0o640)
+	if id, err := v.NextID(); err != nil || id != 102 {
+		t.Fatalf("next id %d %v", id, err)
+	}
+	if err := v.Reserve(100, "m"); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("VMID of another node: %v", err)
+	}
+	must(t, v.Reserve(102, "pvesnap restore job abc in progress"))
+	if err := v.Reserve(102, "x"); err == nil {
+		t.Fatal("reserved twice")
+	}
+	must(t, v.Unreserve(102, "another job"))
+	if !v.Exists(102) {
+		t.Fatal("removed with a foreign marker")
+	}
+	must(t, v.Unreserve(102, "pvesnap restore job abc in progress"))
+	if v.Exists(102) {
+		t.Fatal("reservation left behind")
+	}
+	must(t, v.Unreserve(102, "pvesnap restore job abc in progress")) // idempotent
+}
+
+// The undo actions refuse what the job did not create.
+func TestExecGuards(t *testing.T) {
+	r := &Restorer{}
+	for _, a := range []Action{
+		{Kind: "array-destroy-volume", Args: map[string]string{"array": "fa1", "volume": "vm-100-disk-0"}},
+		{Kind: "lvm-deactivate-vg", Args: map[string]string{"vg": "pve"}},
+	} {
+		if err := r.Exec(ctx, a); err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Errorf("%v: %v", a, err)
+		}
+	}
+	if owned(lvmLV("vm-100-disk-0", "pve-vm-100"), map[string]string{"tag": "pvesnap-abc"}) {
+		t.Error("an LV without the job's tag counted as the job's")
+	}
+	if !owned(lvmLV("pvesnap-abc-scsi0", "pve-vm-100", "pvesnap-abc"), map[string]string{"tag": "pvesnap-abc"}) {
+		t.Error("the job's LV not recognised")
+	}
+	if owned(lvmLV("vm-100-disk-0"), map[string]string{}) {
+		t.Error("no guard must mean not owned")
+	}
+}
+
+func lvmLV(name string, tags ...string) lvm.LV { return lvm.LV{Name: name, Tags: tags} }
