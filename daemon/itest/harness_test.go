@@ -264,8 +264,25 @@ func (e *Env) StopNode(node string) {
 	}
 }
 
-// Stop shuts every daemon down.
+// Stop shuts every daemon down, after the task workers still running have ended (they write
+// into the test's directories).
 func (e *Env) Stop() {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, ts := range e.Tasks {
+		for time.Now().Before(deadline) {
+			active, _ := ts.Dir.Active()
+			running := false
+			for _, a := range active {
+				if u, err := tasks.ParseUPID(a.UPID); err == nil && a.EndTime == 0 && ts.Dir.IsRunning(u) {
+					running = true
+				}
+			}
+			if !running {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	for n := range e.stops {
 		e.StopNode(n)
 	}

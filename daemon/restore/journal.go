@@ -35,8 +35,8 @@ var None = Action{Kind: "none"}
 // Job states.
 const (
 	StateRunning    = "running"
-	StateCommitted  = "committed"  // the restore took effect; only cleanup remains
-	StateDone       = "done"       // committed and cleaned up
+	StateCommitted  = "committed"   // the restore took effect; only cleanup remains
+	StateDone       = "done"        // committed and cleaned up
 	StateRolledBack = "rolled-back" // failed and undone
 	StateStuck      = "cleanup-failed"
 )

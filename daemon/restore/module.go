@@ -82,7 +82,10 @@ func (m *Module) Recover(ctx context.Context) int {
 		if jr.UPID != "" && m.Tasks != nil {
 			if w := m.Tasks.Dir.AppendLog(jr.UPID); w != nil {
 				fmt.Fprintf(w, "pvesnap: the worker of this restore is gone; the daemon finishes its journal (%s)\n", jr.State)
-				logf = func(f string, a ...any) { fmt.Fprintf(w, f+"\n", a...); m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID) }
+				logf = func(f string, a ...any) {
+					fmt.Fprintf(w, f+"\n", a...)
+					m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID)
+				}
 				defer w.Close()
 			}
 		}
@@ -121,7 +124,7 @@ func (m *Module) Routes() []*api.Route {
 	return []*api.Route{{
 		Method: "POST", Path: "/nodes/{node}/pvesnap/restore", Name: "restore",
 		Description: "Restore a VM from an array snapshot, in place (mode=overwrite: the VM's disks are replaced; a safety snapshot is taken first) or as a new VM (mode=new). Runs as a task.",
-		Permission: api.Permission{User: "all", Description: "VM.Audit on /vms/<vmid>; overwrite: VM.Config.Disk and VM.PowerMgmt on /vms/<vmid> and Datastore.AllocateSpace on the disks' storages; new: VM.Allocate on /vms/<newid>, Datastore.AllocateSpace on the target storage, VM.PowerMgmt on /vms/<newid> to start it"},
+		Permission:  api.Permission{User: "all", Description: "VM.Audit on /vms/<vmid>; overwrite: VM.Config.Disk and VM.PowerMgmt on /vms/<vmid> and Datastore.AllocateSpace on the disks' storages; new: VM.Allocate on /vms/<newid>, Datastore.AllocateSpace on the target storage, VM.PowerMgmt on /vms/<newid> to start it"},
 		Params: []api.Param{nodeParam,
 			{Name: "vmid", Type: api.Integer, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "The source VM (existing or deleted)."},
 			{Name: "ctime", Type: api.Integer, Optional: true, Minimum: api.Min(1), Description: "Creation time of the source incarnation (a reused VMID). Default: the existing VM, else the newest deleted one."},
@@ -247,4 +250,3 @@ func inventoryError(err error) error {
 	}
 	return api.Errorf(http.StatusBadRequest, "%v", err)
 }
-
