@@ -44,7 +44,7 @@ write_script suite-nvme.sh "${RUN:-NVMe|Nvme|CDFE}"
 status=0
 boot() { # kernel script
   local t=$SECONDS
-  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -timeout 25m; then
+  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -vdisks 2 -timeout 25m; then
     echo "[lab] $2 on $1: passed in $((SECONDS - t)) s"
   else
     echo "[lab] $2 on $1: FAILED after $((SECONDS - t)) s"; status=1

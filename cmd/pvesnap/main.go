@@ -69,6 +69,7 @@ func app() *cli.App {
 			devicesCommand(),
 			arraysCommand(),
 			inventoryCommand(),
+			restoreCommand(),
 			simCommand(),
 			workerCommand(),
 		},

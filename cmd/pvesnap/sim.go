@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pvesnap/pvesnap/daemon/logging"
+	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/sim/flasharray"
 	"github.com/pvesnap/pvesnap/sim/lio"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
@@ -22,7 +25,7 @@ func simCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "sim",
 		Usage: "run the simulators (a Proxmox VE cluster, a FlashArray; used by tests and the demo)",
-		Subcommands: []*cli.Command{simFlashArrayCommand(), {
+		Subcommands: []*cli.Command{simFlashArrayCommand(), simQMCommand(), {
 			Name:  "pve",
 			Usage: "run a simulated Proxmox VE cluster until interrupted",
 			Flags: []cli.Flag{
@@ -133,6 +136,50 @@ this machine's SCSI bus with a FlashArray volume's identity (needs root and the 
 			defer stop()
 			<-ctx.Done()
 			return nil
+		},
+	}
+}
+
+// SimConn is how `pvesnap sim qm` reaches a simulated node (written by whoever starts the
+// simulator: the lab tests, the demo).
+type SimConn struct {
+	URL      string `json:"url"`
+	CA       string `json:"ca"`
+	Node     string `json:"node"`
+	Password string `json:"root_password"`
+}
+
+func simQMCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "qm",
+		Usage:     "answer a qm command against a simulated node (the lab's stand-in for qm)",
+		ArgsUsage: "--conn FILE -- COMMAND VMID [OPTIONS]",
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "conn", Required: true, Usage: "JSON file with url, ca, node, root_password"}},
+		Action: func(c *cli.Context) error {
+			b, err := os.ReadFile(c.String("conn"))
+			if err != nil {
+				return err
+			}
+			var sc SimConn
+			if err := json.Unmarshal(b, &sc); err != nil {
+				return fmt.Errorf("%s: %w", c.String("conn"), err)
+			}
+			cl, err := simpve.NewClient(sc.URL, sc.CA)
+			if err != nil {
+				return err
+			}
+			if err := cl.Login("root@pam", sc.Password); err != nil {
+				return err
+			}
+			cli := &simpve.CLI{Client: cl, Node: sc.Node}
+			out, err := cli.Run(c.Context, append([]string{"qm"}, c.Args().Slice()...))
+			os.Stdout.Write(out)
+			var ee *runner.ExecError
+			if errors.As(err, &ee) {
+				fmt.Fprint(os.Stderr, ee.Stderr)
+				os.Exit(ee.ExitCode)
+			}
+			return err
 		},
 	}
 }

@@ -57,7 +57,7 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 	}
 	e.tasks = &tasks.Service{Dir: e.taskDir, DB: db, Node: cfg.Node, StopGrace: 5 * time.Second, Logger: logger.With("component", "tasks"),
 		Spawner: &tasks.Spawner{Exe: exe, Args: []string{"--config", cfg.File(), "worker"}, Dir: e.taskDir,
-			Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}, Logger: logger.With("component", "worker")}}
+			Env: workerEnv(), Logger: logger.With("component", "worker")}}
 	roots := engine.Roots{Sys: cfg.Paths.Sys, Dev: cfg.Paths.Dev}
 	e.storage = &storage.Module{Node: cfg.Node, Storage: pve.NewStorageConfig(cfg.Paths.PVE), Run: e.runner, Tasks: e.tasks,
 		LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
@@ -73,6 +73,16 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 		VMs: restore.VMs{PVE: cfg.Paths.PVE, Lock: cfg.Paths.Lock, Node: cfg.Node, Run: e.runner}, DB: db,
 		Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}, Logger: logger.With("component", "restore")}}
 	return e, nil
+}
+
+// workerEnv is the environment of task workers: a fixed PATH and locale, plus the lab's
+// fault-injection hook (PVESNAP_FAULT_STEP kills a restore worker after that journaled step).
+func workerEnv() []string {
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+	if v := os.Getenv("PVESNAP_FAULT_STEP"); v != "" {
+		env = append(env, "PVESNAP_FAULT_STEP="+v)
+	}
+	return env
 }
 
 // modules are the daemon's route providers.

@@ -43,8 +43,24 @@ type DiskID struct {
 	Volid   string `json:"volid"`
 	Storage string `json:"storage"`
 	LVUUID  string `json:"lv_uuid,omitempty"`
-	LVTime  int64  `json:"lv_time,omitempty"` // seconds
+	LVTime  int64  `json:"lv_time,omitempty"` // seconds (the original's, for a disk restored in place)
 	Size    int64  `json:"size,omitempty"`
+	// Lineage are the UUIDs of the LVs this one replaced by in-place restores: a snapshot
+	// holding one of them holds this disk.
+	Lineage []string `json:"lineage,omitempty"`
+}
+
+// Holds reports whether an LV with uuid (found in a snapshot) is this disk.
+func (d DiskID) Holds(uuid string) bool {
+	if uuid == d.LVUUID {
+		return true
+	}
+	for _, u := range d.Lineage {
+		if u == uuid {
+			return true
+		}
+	}
+	return false
 }
 
 type fileStamp struct {
@@ -271,7 +287,7 @@ func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMa
 	}
 	type upd struct {
 		vmid, ctime, t, size int64
-		key, uuid            string
+		key, uuid, lineage   string
 	}
 	var ups []upd
 	for rows.Next() {
@@ -283,18 +299,25 @@ func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMa
 		}
 		_, vol, _ := strings.Cut(volid, ":")
 		if info, ok := lvs[sid][vol]; ok {
-			ups = append(ups, upd{vmid, ctime, info[0], info[1], key, uuids[sid][vol]})
+			ups = append(ups, upd{vmid: vmid, ctime: ctime, t: info[0], size: info[1], key: key, uuid: uuids[sid][vol]})
 		}
 	}
 	rows.Close()
+	for i := range ups {
+		var origin string
+		var ot int64
+		if err := inv.DB.QueryRowContext(ctx, `SELECT origin, origin_time FROM lineage WHERE lv_uuid = ?`, ups[i].uuid).Scan(&origin, &ot); err == nil {
+			ups[i].lineage, ups[i].t = origin, ot
+		}
+	}
 	tx, err := inv.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	for _, u := range ups {
-		if _, err := tx.ExecContext(ctx, `UPDATE incarnation_disks SET lv_uuid = ?, lv_time = ?, size = ? WHERE vmid = ? AND ctime = ? AND key = ?`,
-			u.uuid, u.t, u.size, u.vmid, u.ctime, u.key); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE incarnation_disks SET lv_uuid = ?, lv_time = ?, size = ?, lineage = ? WHERE vmid = ? AND ctime = ? AND key = ?`,
+			u.uuid, u.t, u.size, u.lineage, u.vmid, u.ctime, u.key); err != nil {
 			return err
 		}
 	}
@@ -334,7 +357,7 @@ func (inv *Inventory) load(ctx context.Context, vmid int64, withConfig bool) ([]
 		out = append(out, in)
 	}
 	rows.Close()
-	drows, err := inv.DB.QueryContext(ctx, `SELECT vmid, ctime, key, volid, storage, lv_uuid, lv_time, size
+	drows, err := inv.DB.QueryContext(ctx, `SELECT vmid, ctime, key, volid, storage, lv_uuid, lv_time, size, lineage
 		FROM incarnation_disks`+dwhere+` ORDER BY vmid, ctime, key`, args...)
 	if err != nil {
 		return nil, err
@@ -343,12 +366,26 @@ func (inv *Inventory) load(ctx context.Context, vmid int64, withConfig bool) ([]
 	for drows.Next() {
 		var vm, ct int64
 		var d DiskID
-		if err := drows.Scan(&vm, &ct, &d.Key, &d.Volid, &d.Storage, &d.LVUUID, &d.LVTime, &d.Size); err != nil {
+		var lineage string
+		if err := drows.Scan(&vm, &ct, &d.Key, &d.Volid, &d.Storage, &d.LVUUID, &d.LVTime, &d.Size, &lineage); err != nil {
 			return nil, err
+		}
+		if lineage != "" {
+			d.Lineage = strings.Split(lineage, ",")
 		}
 		if i, ok := idx[[2]int64{vm, ct}]; ok {
 			out[i].Disks = append(out[i].Disks, d)
 		}
 	}
 	return out, drows.Err()
+}
+
+// RecordLineage makes the LV newUUID, swapped in for disk by an in-place restore, the same
+// disk: it inherits the replaced LV's creation time and UUIDs.
+func (inv *Inventory) RecordLineage(ctx context.Context, newUUID string, disk DiskID) error {
+	origin := append([]string{disk.LVUUID}, disk.Lineage...)
+	_, err := inv.DB.ExecContext(ctx, `INSERT INTO lineage (lv_uuid, origin, origin_time, recorded) VALUES (?, ?, ?, ?)
+		ON CONFLICT (lv_uuid) DO UPDATE SET origin = excluded.origin, origin_time = excluded.origin_time`,
+		newUUID, strings.Join(origin, ","), disk.LVTime, inv.now().Unix())
+	return err
 }

@@ -89,6 +89,7 @@ func (m *Module) Recover(ctx context.Context) int {
 				defer w.Close()
 			}
 		}
+		m.R.ReleaseLocks(ctx, jr.ID)
 		err := Unwind(ctx, m.R.DB, jr.ID, m.R.Exec, logf)
 		if err != nil {
 			m.R.Logger.Warn("recovery incomplete; retried later", "job", jr.ID, "err", err)
@@ -150,43 +151,55 @@ func (m *Module) start(c *api.Call) (any, error) {
 	spec := Spec{Job: newJobID(), Mode: p.Str("mode"), VMID: p.Int("vmid"), CTime: p.Int("ctime"), Point: p.Str("point"),
 		NewVMID: p.Int("newid"), Name: p.Str("name"), Storage: p.Str("storage"), PreserveMACs: p.Bool("preserve-macs"),
 		LinkDown: p.Bool("link-down"), Start: p.Bool("start"), ForceHostCopy: p.Bool("force-host-copy"), Safety: !p.Has("safety-snapshot") || p.Bool("safety-snapshot")}
-	if spec.Mode == "" {
-		spec.Mode = NewVM
-	}
 	if d := p.Str("disks"); d != "" {
 		spec.Disks = strings.Split(d, ",")
 	}
+	return m.Launch(c.Ctx, spec, c.Auth.Name(), c.Check)
+}
+
+// Launch validates a restore, records its job and starts its task; check verifies the
+// caller's privileges (the CLI, run by root, passes nil).
+func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(path string, privs ...string) error) (string, error) {
+	if check == nil {
+		check = func(string, ...string) error { return nil }
+	}
+	if spec.Job == "" {
+		spec.Job = newJobID()
+	}
+	if spec.Mode == "" {
+		spec.Mode = NewVM
+	}
 	vmPath := fmt.Sprintf("/vms/%d", spec.VMID)
-	if err := c.Check(vmPath, "VM.Audit"); err != nil {
-		return nil, err
+	if err := check(vmPath, "VM.Audit"); err != nil {
+		return "", err
 	}
 	inv := m.R.Inv
-	if err := inv.ScanVMs(c.Ctx); err != nil {
-		return nil, err
+	if err := inv.ScanVMs(ctx); err != nil {
+		return "", err
 	}
-	detail, sources, err := inv.Sources(c.Ctx, spec.VMID, spec.CTime, spec.Point, spec.Disks)
+	detail, sources, err := inv.Sources(ctx, spec.VMID, spec.CTime, spec.Point, spec.Disks)
 	if errors.Is(err, inventory.ErrUnknown) {
 		// A snapshot taken on the array since the last refresh: look again once.
-		if _, rerr := inv.Refresh(c.Ctx); rerr == nil {
-			detail, sources, err = inv.Sources(c.Ctx, spec.VMID, spec.CTime, spec.Point, spec.Disks)
+		if _, rerr := inv.Refresh(ctx); rerr == nil {
+			detail, sources, err = inv.Sources(ctx, spec.VMID, spec.CTime, spec.Point, spec.Disks)
 		}
 	}
 	if err != nil {
-		return nil, inventoryError(err)
+		return "", inventoryError(err)
 	}
 	spec.CTime = detail.CTime
 	storages := map[string]bool{}
 	switch spec.Mode {
 	case Overwrite:
 		if detail.State != inventory.Live {
-			return nil, api.Errorf(http.StatusBadRequest, "VM %d (created %s) was deleted: restore it with mode=new",
+			return "", api.Errorf(http.StatusBadRequest, "VM %d (created %s) was deleted: restore it with mode=new",
 				spec.VMID, time.Unix(detail.CTime, 0).UTC().Format(time.RFC3339))
 		}
 		if spec.NewVMID != 0 || spec.Name != "" || spec.Storage != "" || spec.PreserveMACs {
-			return nil, api.ParamErr("mode", "newid, name, storage and preserve-macs apply to mode=new only")
+			return "", api.ParamErr("mode", "newid, name, storage and preserve-macs apply to mode=new only")
 		}
-		if err := c.Check(vmPath, "VM.Config.Disk", "VM.PowerMgmt"); err != nil {
-			return nil, err
+		if err := check(vmPath, "VM.Config.Disk", "VM.PowerMgmt"); err != nil {
+			return "", err
 		}
 		for _, s := range sources {
 			storages[s.Disk.Storage] = true
@@ -194,18 +207,18 @@ func (m *Module) start(c *api.Call) (any, error) {
 	case NewVM:
 		if spec.NewVMID == 0 {
 			if spec.NewVMID, err = m.R.VMs.NextID(); err != nil {
-				return nil, err
+				return "", err
 			}
 		} else if m.R.VMs.Exists(spec.NewVMID) {
-			return nil, api.Errorf(http.StatusBadRequest, "VM %d already exists", spec.NewVMID)
+			return "", api.Errorf(http.StatusBadRequest, "VM %d already exists", spec.NewVMID)
 		}
 		newPath := fmt.Sprintf("/vms/%d", spec.NewVMID)
-		if err := c.Check(newPath, "VM.Allocate"); err != nil {
-			return nil, err
+		if err := check(newPath, "VM.Allocate"); err != nil {
+			return "", err
 		}
 		if spec.Start {
-			if err := c.Check(newPath, "VM.PowerMgmt"); err != nil {
-				return nil, err
+			if err := check(newPath, "VM.PowerMgmt"); err != nil {
+				return "", err
 			}
 		}
 		for _, s := range sources {
@@ -215,29 +228,31 @@ func (m *Module) start(c *api.Call) (any, error) {
 				storages[s.Disk.Storage] = true
 			}
 		}
+	default:
+		return "", api.ParamErr("mode", "value '"+spec.Mode+"' does not have a value in the enumeration 'new, overwrite'")
 	}
 	for sid := range storages {
 		if _, err := m.R.storageVG(sid); err != nil {
-			return nil, api.Errorf(http.StatusBadRequest, "%v", err)
+			return "", api.Errorf(http.StatusBadRequest, "%v", err)
 		}
-		if err := c.Check("/storage/"+sid, "Datastore.AllocateSpace"); err != nil {
-			return nil, err
+		if err := check("/storage/"+sid, "Datastore.AllocateSpace"); err != nil {
+			return "", err
 		}
 	}
-	j, err := Begin(c.Ctx, m.R.DB, spec.Job, KindRestore, spec.Target(), spec)
+	j, err := Begin(ctx, m.R.DB, spec.Job, KindRestore, spec.Target(), spec)
 	if err != nil {
 		if errors.Is(err, ErrBusy) {
-			return nil, api.Errorf(http.StatusConflict, "%v", err)
+			return "", api.Errorf(http.StatusConflict, "%v", err)
 		}
-		return nil, err
+		return "", err
 	}
-	st, err := m.Tasks.Start(c.Ctx, tasks.Job{Type: "pvesnaprestore", ID: fmt.Sprint(spec.VMID), User: c.Auth.Name(), Kind: KindRestore,
+	st, err := m.Tasks.Start(ctx, tasks.Job{Type: "pvesnaprestore", ID: fmt.Sprint(spec.VMID), User: user, Kind: KindRestore,
 		JobID: spec.Job, Spec: MarshalSpec(spec)})
 	if err != nil {
-		setState(context.WithoutCancel(c.Ctx), m.R.DB, spec.Job, StateRolledBack, err.Error())
-		return nil, err
+		setState(context.WithoutCancel(ctx), m.R.DB, spec.Job, StateRolledBack, err.Error())
+		return "", err
 	}
-	j.SetUPID(c.Ctx, st.UPID)
+	j.SetUPID(ctx, st.UPID)
 	return st.UPID, nil
 }
 

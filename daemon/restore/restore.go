@@ -185,7 +185,7 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 		if !ok {
 			return fmt.Errorf("snapshot %s does not contain %s (disk %s)", s.Snapshot, lvName, s.Disk.Key)
 		}
-		if src.UUID != s.Disk.LVUUID {
+		if !s.Disk.Holds(src.UUID) {
 			return fmt.Errorf("%w: in snapshot %s, %s has LV UUID %s, but disk %s of VM %d is LV %s: a different disk of the same name",
 				inventory.ErrPredatesDisk, s.Snapshot, lvName, src.UUID, s.Disk.Key, spec.VMID, s.Disk.LVUUID)
 		}
@@ -286,16 +286,26 @@ func (r *Restorer) storageVG(sid string) (string, error) {
 	return st.VGName, nil
 }
 
-// lockStorage takes PVE's cluster-wide storage lock (as cfs_lock_storage does) around LVM
-// metadata changes on a shared VG.
-func (r *Restorer) lockStorage(sid string) (func(), error) {
+// lockStorage takes PVE's cluster-wide storage lock (as cfs_lock_storage does: a directory
+// in /etc/pve/priv/lock that pmxcfs expires after 120 s) around LVM metadata changes on a
+// shared VG. The job is recorded as its holder, so that recovery can release at once a lock
+// whose worker died instead of leaving the storage blocked for two minutes.
+func (r *Restorer) lockStorage(j *Journal, sid string) (func(), error) {
 	dir := filepath.Join(r.VMs.PVE, "priv", "lock", "storage-"+sid)
 	os.MkdirAll(filepath.Dir(dir), 0o700)
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(150 * time.Second)
 	for {
 		err := os.Mkdir(dir, 0o700)
 		if err == nil {
-			return func() { os.Remove(dir) }, nil
+			job := ""
+			if j != nil {
+				job = j.Job
+			}
+			r.DB.ExecContext(context.Background(), `INSERT OR REPLACE INTO held_locks (path, job, taken) VALUES (?, ?, ?)`, dir, job, time.Now().Unix())
+			return func() {
+				os.Remove(dir)
+				r.DB.ExecContext(context.Background(), `DELETE FROM held_locks WHERE path = ? AND job = ?`, dir, job)
+			}, nil
 		}
 		if !errors.Is(err, os.ErrExist) {
 			return nil, err
@@ -311,13 +321,33 @@ func (r *Restorer) lockStorage(sid string) (func(), error) {
 	}
 }
 
+// ReleaseLocks frees the cluster locks a dead job's worker held.
+func (r *Restorer) ReleaseLocks(ctx context.Context, job string) {
+	rows, err := r.DB.QueryContext(ctx, `SELECT path FROM held_locks WHERE job = ?`, job)
+	if err != nil {
+		return
+	}
+	var paths []string
+	for rows.Next() {
+		var p string
+		if rows.Scan(&p) == nil {
+			paths = append(paths, p)
+		}
+	}
+	rows.Close()
+	for _, p := range paths {
+		os.Remove(p)
+		r.DB.ExecContext(ctx, `DELETE FROM held_locks WHERE path = ? AND job = ?`, p, job)
+	}
+}
+
 // createLV allocates a target LV tagged for the VM and for this job (the job tag is what
 // allows the undo to remove it).
 func (r *Restorer) createLV(ctx context.Context, j *Journal, sid, vg, name string, size int64, vmid int64) error {
 	return j.Step(ctx, "create "+vg+"/"+name, Action{Kind: "lvm-remove-lv", Revert: true,
 		Args: map[string]string{"storage": sid, "vg": vg, "lv": name, "tag": jobTag(j.Job)}},
 		func() error {
-			unlock, err := r.lockStorage(sid)
+			unlock, err := r.lockStorage(j, sid)
 			if err != nil {
 				return err
 			}
@@ -394,7 +424,16 @@ func (r *Restorer) overwrite(ctx context.Context, t *tasks.Task, j *Journal, spe
 	for _, p := range plans {
 		_, orig, _ := strings.Cut(p.src.Disk.Volid, ":")
 		old := oldLV(spec.Job, p.src.Disk.Key)
-		unlock, err := r.lockStorage(p.src.Disk.Storage)
+		// The replaced disk goes with the cleanup once the restore commits (the safety
+		// snapshot keeps its data). Recorded before it is set aside, so a crash at any later
+		// point still removes it; in a rollback it has been renamed back first and this finds
+		// nothing to remove.
+		if err := j.Step(ctx, "replaced disk "+p.src.Disk.Key, Action{Kind: "lvm-remove-lv",
+			Args: map[string]string{"storage": p.src.Disk.Storage, "vg": p.vg, "lv": old, "require_prefix": oldLV(spec.Job, "")}},
+			func() error { return nil }); err != nil {
+			return err
+		}
+		unlock, err := r.lockStorage(j, p.src.Disk.Storage)
 		if err != nil {
 			return err
 		}
@@ -417,14 +456,25 @@ func (r *Restorer) overwrite(ctx context.Context, t *tasks.Task, j *Journal, spe
 			return err
 		}
 	}
-	if err := r.commit(ctx, j); err != nil {
+	// The swapped-in LVs are the same disks: they keep the replaced ones' identity, so the
+	// snapshots taken before this restore still restore them.
+	if err := j.Step(ctx, "record disk identities", None, func() error {
+		for _, p := range plans {
+			_, orig, _ := strings.Cut(p.src.Disk.Volid, ":")
+			lv, err := r.findLV(ctx, p.vg, orig)
+			if err != nil || lv == nil {
+				return fmt.Errorf("%s/%s after the swap: %v", p.vg, orig, err)
+			}
+			if err := r.Inv.RecordLineage(ctx, lv.UUID, p.src.Disk.DiskID); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
-	for _, p := range plans {
-		// The replaced disks go with the cleanup (the safety snapshot keeps their data).
-		j.Step(ctx, "replaced disk "+p.src.Disk.Key, Action{Kind: "lvm-remove-lv",
-			Args: map[string]string{"storage": p.src.Disk.Storage, "vg": p.vg, "lv": oldLV(spec.Job, p.src.Disk.Key), "require_prefix": oldLV(spec.Job, "")}},
-			func() error { return nil })
+	if err := r.commit(ctx, j); err != nil {
+		return err
 	}
 	return r.finish(ctx, t, j, spec, spec.VMID)
 }
@@ -564,7 +614,7 @@ func (r *Restorer) Exec(ctx context.Context, a Action) error {
 		if !owned(*lv, arg) {
 			return fmt.Errorf("refusing to remove %s/%s: not created by this job", arg["vg"], arg["lv"])
 		}
-		unlock, err := r.lockStorage(arg["storage"])
+		unlock, err := r.lockStorage(nil, arg["storage"])
 		if err != nil {
 			return err
 		}

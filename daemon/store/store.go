@@ -101,8 +101,23 @@ var migrations = []string{
 		lv_uuid  TEXT NOT NULL DEFAULT '',
 		lv_time  INTEGER NOT NULL DEFAULT 0,
 		size     INTEGER NOT NULL DEFAULT 0,
+		lineage  TEXT NOT NULL DEFAULT '',
 		PRIMARY KEY (vmid, ctime, key),
 		FOREIGN KEY (vmid, ctime) REFERENCES incarnations(vmid, ctime) ON DELETE CASCADE
+	);
+	-- An LV swapped in by an in-place restore is the same disk as the one it replaced: its
+	-- identity is the original's (creation time, and every earlier LV UUID it descends from).
+	-- Cluster locks (directories under /etc/pve/priv/lock) held by restore workers.
+	CREATE TABLE held_locks (
+		path  TEXT PRIMARY KEY,
+		job   TEXT NOT NULL,
+		taken INTEGER NOT NULL
+	);
+	CREATE TABLE lineage (
+		lv_uuid     TEXT PRIMARY KEY,
+		origin      TEXT NOT NULL,
+		origin_time INTEGER NOT NULL,
+		recorded    INTEGER NOT NULL
 	);`,
 }
 

@@ -1,0 +1,480 @@
+//go:build lab
+
+// In-guest end-to-end tests of restores: the real pvesnap daemon in front of a simulated PVE
+// node, a simulated FlashArray whose volumes are LIO LUNs, real LVM on them. A VM with two
+// disks is restored in place and as a new VM, offloaded and by host copy, verified by
+// content; then every journaled step is interrupted in turn by killing the worker, and after
+// a daemon restart nothing the restore created may remain.
+package restore_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pvesnap/pvesnap/daemon/arrays"
+	"github.com/pvesnap/pvesnap/daemon/pure"
+	"github.com/pvesnap/pvesnap/daemon/restore"
+	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/lab/guest"
+	"github.com/pvesnap/pvesnap/lvm"
+	"github.com/pvesnap/pvesnap/sim/flasharray"
+	"github.com/pvesnap/pvesnap/sim/lio"
+	simpve "github.com/pvesnap/pvesnap/sim/pve"
+)
+
+var ctx = context.Background()
+
+const (
+	mib      = int64(1) << 20
+	diskSize = 128 * mib
+	work     = "/tmp/lab-restore"
+)
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var lv = &lvm.LVM{Run: &runner.Exec{Timeout: 2 * time.Minute}}
+
+// lab is one node with its simulators, a VG on an array volume and a VM with two disks on it.
+type lab struct {
+	t      *testing.T
+	sim    *simpve.Cluster
+	fa     *flasharray.Array
+	faSrv  *flasharray.Server
+	faCli  *pure.Client
+	serial string // of pve-san1
+	dev    string
+	cfg    string
+	url    string
+	daemon *exec.Cmd
+	api    *simpve.Client
+	hashA  [2]string // the disks at the snapshot
+	hashB  [2]string // the disks now (changed after the snapshot)
+}
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	guest.Run("umount", filepath.Join(work, "fa-data"))
+	os.RemoveAll(work)
+	must(t, os.MkdirAll(filepath.Join(work, "bin"), 0o755))
+	l := &lab{t: t}
+	// Volume data lives on a disk of its own (/dev/vdb): the array's copies are full-size
+	// files once XCOPY has written them, too big for the guest's tmpfs.
+	os.MkdirAll(filepath.Join(work, "fa-data"), 0o755)
+	if out, err := guest.Run("mkfs.ext4", "-F", "-q", "/dev/vdb"); err != nil {
+		t.Fatalf("mkfs.ext4 /dev/vdb (run the lab with two virtio disks): %v %s", err, out)
+	}
+	if out, err := guest.Run("mount", "/dev/vdb", filepath.Join(work, "fa-data")); err != nil {
+		t.Fatalf("mount: %v %s", err, out)
+	}
+	li, err := lio.Setup()
+	must(t, err)
+	tg, err := li.CreateTarget(51)
+	must(t, err)
+	data := &flasharray.LIO{Files: &flasharray.Files{Dir: filepath.Join(work, "fa-data")}, L: li, Targets: map[string]*lio.Target{"lab": tg}}
+	l.fa = flasharray.New("fa-lab", data)
+	const iqn = "iqn.2026-11.org.pvesnap:lab"
+	must(t, l.fa.CreateHost("lab", []string{iqn}, nil, nil))
+	os.MkdirAll(filepath.Join(work, "iscsi"), 0o755)
+	os.WriteFile(filepath.Join(work, "iscsi", "initiatorname.iscsi"), []byte("InitiatorName="+iqn+"\n"), 0o644)
+	l.faSrv, err = flasharray.Listen(l.fa, "127.0.0.1:0", filepath.Join(work, "fa"))
+	must(t, err)
+	tok, _ := os.ReadFile(l.faSrv.TokenFile)
+	l.faCli, err = pure.New(l.faSrv.URL, strings.TrimSpace(string(tok)), pure.Options{CAFile: l.faSrv.CAFile})
+	must(t, err)
+
+	// The shared LVM storage: VG vgsan1 on array volume pve-san1, connected to this node.
+	vol, err := l.faCli.CreateVolume(ctx, "pve-san1", 1<<30)
+	must(t, err)
+	l.serial = vol.Serial
+	_, err = l.faCli.Connect(ctx, vol.Name, pure.Target{Host: "lab"})
+	must(t, err)
+	l.dev, err = lio.WaitForNAA(pure.NAA(vol.Serial), 10*time.Second)
+	must(t, err)
+	if out, err := guest.Run("pvcreate", "-ff", "-y", l.dev); err != nil {
+		t.Fatalf("pvcreate: %v %s", err, out)
+	}
+	if out, err := guest.Run("vgcreate", "vgsan1", l.dev); err != nil {
+		t.Fatalf("vgcreate: %v %s", err, out)
+	}
+	for i := 0; i < 2; i++ {
+		must(t, lv.Create(ctx, "vgsan1", fmt.Sprintf("vm-100-disk-%d", i), diskSize, lvm.CreateOptions{Tags: []string{"pve-vm-100"}}))
+	}
+	l.fill(1)
+	l.hashA = l.hashes(100)
+
+	// The simulated PVE node, with san1 and the array configured.
+	l.sim, err = simpve.Start(simpve.Options{Dir: filepath.Join(work, "sim"), AuthFailDelay: time.Millisecond, PvestatdInterval: time.Second})
+	must(t, err)
+	must(t, l.sim.SetStorageConfig(simpve.DefaultStorageConfig+"\nlvm: san1\n\tvgname vgsan1\n\tcontent images\n\tshared 1\n"))
+	p := l.sim.NodePaths("pve1")
+	must(t, (&arrays.Config{PVE: p.PVE}).Add(arrays.Array{ID: "fa1", Type: arrays.TypeFlashArray, Endpoint: l.faSrv.URL, CA: l.faSrv.CAFile}, strings.TrimSpace(string(tok))))
+	must(t, l.sim.WriteVMConfig("pve1", 100, fmt.Sprintf("name: web\nmemory: 1024\nmeta: creation-qemu=9.2.0,ctime=%d\n"+
+		"net0: virtio=BC:24:11:12:34:56,bridge=vmbr0\nscsi0: san1:vm-100-disk-0,size=128M\nscsi1: san1:vm-100-disk-1,size=128M\n",
+		time.Now().Add(-time.Minute).Unix())))
+	time.Sleep(1100 * time.Millisecond) // the snapshot must be later than the LVs' creation second
+	_, err = l.faCli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "before")
+	must(t, err)
+	l.fill(2) // the VM changes after the snapshot
+	l.hashB = l.hashes(100)
+	if l.hashA == l.hashB {
+		t.Fatal("fixture: the disks did not change")
+	}
+
+	// qm for the workers: the simulator's stand-in.
+	conn, _ := json.Marshal(map[string]string{"url": l.sim.URL("pve1"), "ca": l.sim.CAFile(), "node": "pve1", "root_password": "pvesnap"})
+	os.WriteFile(filepath.Join(work, "sim.json"), conn, 0o600)
+	os.WriteFile(filepath.Join(work, "bin", "qm"), []byte("#!/bin/sh\nexec /mnt/host/bin/pvesnap sim qm --conn "+work+"/sim.json -- \"$@\"\n"), 0o755)
+	port := freePort(t)
+	l.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	l.cfg = filepath.Join(work, "pvesnap.yaml")
+	os.WriteFile(l.cfg, []byte(fmt.Sprintf(`node: pve1
+listen: 127.0.0.1:%d
+upstream: %s
+refresh_interval: 0s
+timeouts:
+  auth_fail_delay: 0s
+paths:
+  pve: %s
+  tasks: %s
+  state: %s
+  run: %s
+  lock: %s
+  iscsi: %s
+  bin: %s/bin:/usr/sbin:/usr/bin:/sbin:/bin
+`, port, l.sim.URL("pve1"), p.PVE, p.Tasks, p.State, p.Run, p.Lock, filepath.Join(work, "iscsi"), work)), 0o644)
+	l.start("")
+	t.Cleanup(func() {
+		l.stop()
+		l.sim.Close()
+		guest.Run("vgchange", "-an", "vgsan1")
+		l.faCli.Disconnect(ctx, "pve-san1", pure.Target{Host: "lab"})
+		l.faSrv.Close()
+		if out, err := guest.Run("umount", filepath.Join(work, "fa-data")); err != nil {
+			t.Logf("umount: %v %s", err, out)
+		}
+	})
+	return l
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// fill writes pattern seed over both disks of VM 100 (start, middle, end of each).
+func (l *lab) fill(seed uint64) {
+	for i := 0; i < 2; i++ {
+		p := fmt.Sprintf("/dev/vgsan1/vm-100-disk-%d", i)
+		for _, off := range []int64{0, diskSize / 2, diskSize - 8*mib} {
+			must(l.t, guest.WritePattern(p, seed+uint64(i), off, 8*mib))
+		}
+	}
+}
+
+func (l *lab) hashes(vmid int) [2]string {
+	var out [2]string
+	for i := range out {
+		h, err := guest.Hash(fmt.Sprintf("/dev/vgsan1/vm-%d-disk-%d", vmid, i), 0, diskSize)
+		must(l.t, err)
+		out[i] = h
+	}
+	return out
+}
+
+// start runs the daemon (with the fault hook when fault is set) and logs in through it.
+func (l *lab) start(fault string) {
+	cmd := exec.Command("/mnt/host/bin/pvesnap", "--config", l.cfg, "serve")
+	cmd.Env = append(os.Environ(), "PVESNAP_FAULT_STEP="+fault)
+	logf, _ := os.OpenFile(filepath.Join(work, "daemon.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	must(l.t, cmd.Start())
+	l.daemon = cmd
+	c, err := simpve.NewClient(l.url, l.sim.CAFile())
+	must(l.t, err)
+	for i := 0; ; i++ {
+		if err = c.Login("root@pam", "pvesnap"); err == nil {
+			break
+		}
+		if i > 100 {
+			l.t.Fatalf("daemon did not come up: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	l.api = c
+}
+
+func (l *lab) stop() {
+	if l.daemon != nil {
+		l.daemon.Process.Signal(syscall.SIGTERM)
+		l.daemon.Wait()
+		l.daemon = nil
+	}
+}
+
+// restore posts a restore and returns the task's UPID.
+func (l *lab) restore(params url.Values) (string, *simpve.Response) {
+	r, err := l.api.Do("POST", "/nodes/pve1/pvesnap/restore", params)
+	must(l.t, err)
+	var upid string
+	json.Unmarshal(r.Data, &upid)
+	return upid, r
+}
+
+func (l *lab) wait(upid string) (string, string) {
+	st, err := l.api.WaitTask(upid, 10*time.Minute)
+	must(l.t, err)
+	r, _ := l.api.Do("GET", "/nodes/pve1/tasks/"+url.PathEscape(upid)+"/log", url.Values{"limit": {"1000"}})
+	var lines []struct {
+		T string `json:"t"`
+	}
+	json.Unmarshal(r.Data, &lines)
+	var b strings.Builder
+	for _, x := range lines {
+		b.WriteString(x.T + "\n")
+	}
+	return st, b.String()
+}
+
+// deviceIO is bytes read and written on a device.
+func deviceIO(dev string) (read, written int64) {
+	s, err := guest.Stats(filepath.Base(dev))
+	if err != nil {
+		return 0, 0
+	}
+	return int64(s.ReadSectors) * 512, int64(s.WriteSectors) * 512
+}
+
+var offloadRe = regexp.MustCompile(`disk (\w+): .* copied in .*: (\S+ \S+) offloaded to the array, (\S+ \S+) through the host`)
+
+func TestRestore(t *testing.T) {
+	l := newLab(t)
+	base := url.Values{"vmid": {"100"}, "point": {"fa1:before"}}
+
+	// In place, offloaded.
+	r0, w0 := deviceIO(l.dev)
+	p := cloneValues(base, "mode", "overwrite")
+	upid, r := l.restore(p)
+	if r.Code != 200 {
+		t.Fatalf("restore: %d %s", r.Code, r.Status)
+	}
+	// A second restore of the same VM while the first runs is refused.
+	if _, r2 := l.restore(p); r2.Code != 409 || !strings.Contains(r2.Status, "is being restored") {
+		t.Errorf("concurrent restore: %d %s", r2.Code, r2.Status)
+	}
+	st, log := l.wait(upid)
+	r1, w1 := deviceIO(l.dev)
+	read, written := r1-r0, w1-w0
+	if st != "OK" {
+		t.Fatalf("in-place restore: %s\n%s", st, log)
+	}
+	if got := l.hashes(100); got != l.hashA {
+		t.Fatalf("in place: disks hold %v, the snapshot had %v\n%s", got, l.hashA, log)
+	}
+	ms := offloadRe.FindAllStringSubmatch(log, -1)
+	if len(ms) != 2 || !strings.Contains(log, "EXTENDED COPY") {
+		t.Fatalf("copy lines %v\n%s", ms, log)
+	}
+	for _, m := range ms {
+		if !strings.HasPrefix(m[3], "0 B") {
+			t.Errorf("disk %s went through the host: %s", m[1], m[3])
+		}
+	}
+	// Writes on the storage's device are the LVM metadata updates (the data moved inside the
+	// array); reads are LVM's label scans by every lvm command, independent of the disk size.
+	fmt.Printf("RESULT restore_in_place disks=2x%dMiB engine_host_bytes=0 device_written=%d (%.2f%%) device_read=%d (%.2f%%, LVM scans)\n",
+		diskSize/mib, written, 100*float64(written)/float64(2*diskSize), read, 100*float64(read)/float64(2*diskSize))
+	if written > 2*diskSize/100 {
+		t.Errorf("host wrote %d bytes on the array device: > 1%% of the disks", written)
+	}
+	safety := regexp.MustCompile(`safety snapshot (pve-san1\.pvesnap-safety-\w+) taken`).FindStringSubmatch(log)
+	if safety == nil {
+		t.Errorf("no safety snapshot in the log")
+	} else if snaps, err := l.faCli.VolumeSnapshots(ctx, []string{"pve-san1"}, ""); err != nil || !hasSnapshot(snaps, safety[1]) {
+		t.Errorf("safety snapshot %s not on the array: %v", safety[1], err)
+	}
+	l.noLeftovers(false)
+
+	// As a new VM: new disks with the snapshot's data, a config with fresh MACs, links down.
+	upid, r = l.restore(cloneValues(base, "mode", "new", "newid", "200", "name", "web-copy", "link-down", "1"))
+	if r.Code != 200 {
+		t.Fatalf("new-VM restore: %d %s", r.Code, r.Status)
+	}
+	if st, log = l.wait(upid); st != "OK" {
+		t.Fatalf("new-VM restore: %s\n%s", st, log)
+	}
+	if got := l.hashes(200); got != l.hashA {
+		t.Fatalf("new VM: disks hold %v, the snapshot had %v", got, l.hashA)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(l.sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "200.conf"))
+	for _, want := range []string{"name: web-copy", "scsi0: san1:vm-200-disk-0,size=128M", "scsi1: san1:vm-200-disk-1,size=128M", "link_down=1"} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("200.conf lacks %q:\n%s", want, cfg)
+		}
+	}
+	if strings.Contains(string(cfg), "BC:24:11:12:34:56") || strings.Contains(string(cfg), "lock:") || strings.Contains(string(cfg), "pvesnap restore job") {
+		t.Errorf("200.conf kept the MAC, a lock or the job marker:\n%s", cfg)
+	}
+	l.noLeftovers(false)
+
+	// In place again by host copy.
+	l.fill(2)
+	upid, _ = l.restore(cloneValues(base, "mode", "overwrite", "force-host-copy", "1", "safety-snapshot", "0"))
+	if st, log = l.wait(upid); st != "OK" {
+		t.Fatalf("host-copy restore: %s\n%s", st, log)
+	}
+	if got := l.hashes(100); got != l.hashA {
+		t.Fatalf("host copy: disks hold %v", got)
+	}
+	if !strings.Contains(log, "host copy") {
+		t.Errorf("no host copy in the log:\n%s", log)
+	}
+	l.noLeftovers(false)
+
+	// A snapshot from before the disks existed: 409.
+	l.fa.Now = func() time.Time { return time.Now().Add(-24 * time.Hour) }
+	_, err := l.faCli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "yesterday")
+	l.fa.Now = time.Now
+	must(t, err)
+	if _, r := l.restore(url.Values{"vmid": {"100"}, "point": {"fa1:yesterday"}, "mode": {"overwrite"}}); r.Code != 409 || !strings.Contains(r.Status, "cannot contain this disk") {
+		t.Errorf("predating snapshot: %d %s", r.Code, r.Status)
+	}
+}
+
+func hasSnapshot(l []pure.VolumeSnapshot, name string) bool {
+	for _, s := range l {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func cloneValues(v url.Values, kv ...string) url.Values {
+	out := url.Values{}
+	for k, x := range v {
+		out[k] = append([]string(nil), x...)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out.Set(kv[i], kv[i+1])
+	}
+	return out
+}
+
+// noLeftovers: no temporary volume on the array, no pvesnap VG, LV or dm device, no SCSI
+// device of the array except the storage's own, VM 100 unlocked.
+func (l *lab) noLeftovers(allowUnfinished bool) {
+	t := l.t
+	t.Helper()
+	for _, v := range l.fa.VolumeNames() {
+		if strings.HasPrefix(v, "pvesnap-") {
+			t.Errorf("array volume %s left behind", v)
+		}
+	}
+	if out, _ := guest.Output("vgs", "--noheadings", "-o", "vg_name"); strings.Contains(out, "pvesnap") {
+		t.Errorf("VG left behind: %s", out)
+	}
+	if out, _ := guest.Output("lvs", "--noheadings", "-o", "lv_name", "vgsan1"); strings.Contains(out, "pvesnap") {
+		t.Errorf("LV left behind: %s", out)
+	}
+	if out, _ := guest.Output("dmsetup", "ls"); strings.Contains(out, "pvesnap") {
+		t.Errorf("dm device left behind: %s", out)
+	}
+	prefix := "naa.624a9370" + strings.ToLower(l.serial[:16])
+	ms, _ := filepath.Glob("/sys/block/sd*/device/wwid")
+	for _, m := range ms {
+		b, _ := os.ReadFile(m)
+		w := strings.TrimSpace(string(b))
+		if strings.HasPrefix(w, prefix) && w != "naa."+pure.NAA(l.serial) {
+			t.Errorf("device %s (%s) left behind", m, w)
+		}
+	}
+	cfg, _ := os.ReadFile(filepath.Join(l.sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
+	if strings.Contains(string(cfg), "lock:") {
+		t.Errorf("VM 100 left locked:\n%s", cfg)
+	}
+	if !allowUnfinished {
+		db, err := store.Open(filepath.Join(l.sim.NodePaths("pve1").State, "pvesnap.db"))
+		must(t, err)
+		defer db.Close()
+		if jobs, _ := restore.Unfinished(ctx, db); len(jobs) != 0 {
+			t.Errorf("unfinished jobs: %+v", jobs)
+		}
+	}
+}
+
+// TestRestoreFaultInjection kills the worker right after each journaled step in turn; the
+// daemon, restarted, must leave nothing behind and the VM either unchanged or restored.
+func TestRestoreFaultInjection(t *testing.T) {
+	l := newLab(t)
+	params := url.Values{"vmid": {"100"}, "point": {"fa1:before"}, "mode": {"overwrite"}, "safety-snapshot": {"0"}}
+	covered := 0
+	for step := 1; step < 60; step++ {
+		pre := l.hashes(100)
+		if pre == l.hashA { // restored last time: change the VM again so both outcomes differ
+			l.fill(2)
+			pre = l.hashes(100)
+		}
+		l.stop()
+		l.start(strconv.Itoa(step))
+		upid, r := l.restore(params)
+		if r.Code != 200 {
+			t.Fatalf("step %d: restore: %d %s", step, r.Code, r.Status)
+		}
+		st, log := l.wait(upid)
+		if st == "OK" {
+			t.Logf("step %d: the restore ran to the end: every one of its %d steps was interrupted once", step, covered)
+			break
+		}
+		l.stop()
+		l.start("") // the restart: recovery runs at start
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			db, err := store.Open(filepath.Join(l.sim.NodePaths("pve1").State, "pvesnap.db"))
+			must(t, err)
+			jobs, _ := restore.Unfinished(ctx, db)
+			db.Close()
+			if len(jobs) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("step %d: recovery did not finish: %+v\n%s", step, jobs, log)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		l.noLeftovers(false)
+		got := l.hashes(100)
+		switch got {
+		case pre:
+			t.Logf("step %d: killed; recovery rolled back, VM unchanged", step)
+		case l.hashA:
+			t.Logf("step %d: killed; recovery completed the committed restore", step)
+		default:
+			t.Fatalf("step %d: VM 100's disks are neither unchanged nor restored: %v\n%s", step, got, log)
+		}
+		covered++
+	}
+	if covered < 10 {
+		t.Fatalf("only %d steps covered", covered)
+	}
+	fmt.Printf("RESULT restore_fault_injection steps_covered=%d\n", covered)
+}
