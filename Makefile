@@ -32,6 +32,7 @@ lab:
 	lab/setup.sh
 
 # Unit, simulator and integration tests that run on the host.
+unit: export PVESNAP_REQUIRE_BROWSER=1
 unit:
 	$(GOTEST) -timeout 15m ./...
 

@@ -12,3 +12,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# Ext JS GPL for the panel's browser tests (npm; not committed: GPL code, 567 MB).
+npm_dir=${PVESNAP_NPM_DIR:-/var/tmp/pvesnap-npm}
+if [ ! -f "$npm_dir/node_modules/extjs-gpl/build/ext-all.js" ]; then
+  command -v npm >/dev/null || { apt-get install -y -q --no-install-recommends nodejs npm; }
+  echo "[deps] npm install extjs-gpl@6.2.0 into $npm_dir"
+  mkdir -p "$npm_dir"
+  [ -f "$npm_dir/package.json" ] || echo '{"name":"pvesnap-test-deps","private":true}' > "$npm_dir/package.json"
+  (cd "$npm_dir" && npm install --no-audit --no-fund --loglevel=error extjs-gpl@6.2.0)
+fi

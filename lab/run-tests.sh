@@ -25,7 +25,7 @@ echo "[lab] test binaries built in $((SECONDS - t0)) s: $(ls "$W/run/bin" | tr '
 # The guest script: each suite in turn, from /tmp, output kept in the work directory.
 write_script() { # name run-regexp
   cat > "$W/run/$1" <<EOS
-export PATH=/mnt/host/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root PVESNAP_LAB=1
+export PATH=/mnt/host/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root PVESNAP_LAB=1 ${FAULT_FROM:+FAULT_FROM=$FAULT_FROM}
 rc=0
 for t in /mnt/host/bin/*.test; do
   name=\$(basename \$t .test)

@@ -21,6 +21,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/tasks"
 	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/lvm/engine"
+	"github.com/pvesnap/pvesnap/www"
 )
 
 // env holds what the daemon's modules and the task workers share.
@@ -91,10 +92,10 @@ func (e *env) modules() []server.Module {
 }
 
 // statics serve the panel's assets.
-func (e *env) statics() []server.Static { return nil }
+func (e *env) statics() []server.Static { return []server.Static{www.Static{}} }
 
 // injectGUI adds the panel's loader to the GUI page.
-func (e *env) injectGUI(page []byte) []byte { return page }
+func (e *env) injectGUI(page []byte) []byte { return www.Inject(page) }
 
 // handlers are the job kinds a worker can run.
 func (e *env) handlers() map[string]tasks.Handler {

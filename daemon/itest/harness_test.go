@@ -32,6 +32,7 @@ import (
 	"github.com/pvesnap/pvesnap/sim/flasharray"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 	"github.com/pvesnap/pvesnap/sim/volstore"
+	"github.com/pvesnap/pvesnap/www"
 )
 
 // sanStorage is shared LVM on a simulated FlashArray volume (see withArray).
@@ -171,13 +172,16 @@ func freePort(t *testing.T) int {
 }
 
 // Start runs a cluster of nodes (default one, "pve1") with pvesnap on each.
-func Start(t *testing.T, nodes ...string) *Env {
+func Start(t *testing.T, nodes ...string) *Env { return StartWith(t, simpve.Options{}, nodes...) }
+
+// StartWith is Start with simulator options (the GUI page and static files).
+func StartWith(t *testing.T, o simpve.Options, nodes ...string) *Env {
 	t.Helper()
 	if len(nodes) == 0 {
 		nodes = []string{"pve1"}
 	}
-	sim, err := simpve.Start(simpve.Options{Dir: t.TempDir(), Nodes: nodes, ClusterName: "lab", AuthFailDelay: time.Millisecond,
-		PvestatdInterval: time.Hour})
+	o.Dir, o.Nodes, o.ClusterName, o.AuthFailDelay, o.PvestatdInterval = t.TempDir(), nodes, "lab", time.Millisecond, time.Hour
+	sim, err := simpve.Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +245,7 @@ func (e *Env) StartNode(node string) {
 	if e.Extra != nil {
 		mods = append(mods, e.Extra(node, ts)...)
 	}
-	d, err := server.New(cfg, logger, mods, nil, nil)
+	d, err := server.New(cfg, logger, mods, []server.Static{www.Static{}}, www.Inject)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pvesnap/pvesnap/daemon/api"
+	"github.com/pvesnap/pvesnap/daemon/auth"
 	"github.com/pvesnap/pvesnap/daemon/httpd"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
@@ -273,7 +275,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/" && n.c.o.IndexHTML != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(n.c.o.IndexHTML)
+		w.Write(n.indexPage(r))
 		return
 	case strings.HasPrefix(r.URL.Path, "/api2/"):
 		if !knownMethod(r.Method) {
@@ -287,6 +289,23 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpd.WriteHeader(w, http.StatusNotImplemented, "no such file '"+r.URL.Path+"'")
+}
+
+// indexPage renders the GUI page the way pveproxy renders index.html.tpl: with a valid
+// ticket cookie the page carries the user's name and a CSRF token ([% UserName %],
+// [% CSRFPreventionToken %]); [% NodeName %] is the node.
+func (n *Node) indexPage(r *http.Request) []byte {
+	user, token := "", ""
+	if ck, err := r.Cookie("PVEAuthCookie"); err == nil {
+		t, _ := url.PathUnescape(ck.Value)
+		if u, ok := n.c.access.verifyTicket(t, time.Now()); ok {
+			if key, err := os.ReadFile(filepath.Join(n.c.shared, "pve-www.key")); err == nil {
+				user, token = u, auth.MakeCSRF(key, u, time.Now())
+			}
+		}
+	}
+	return []byte(strings.NewReplacer("[% UserName %]", user, "[% CSRFPreventionToken %]", token, "[% NodeName %]", n.Name).
+		Replace(string(n.c.o.IndexHTML)))
 }
 
 func knownMethod(m string) bool {

@@ -205,7 +205,11 @@ func (l *lab) hashes(vmid int) [2]string {
 func (l *lab) start(fault string) {
 	cmd := exec.Command("/mnt/host/bin/pvesnap", "--config", l.cfg, "serve")
 	cmd.Env = append(os.Environ(), "PVESNAP_FAULT_STEP="+fault)
-	logf, _ := os.OpenFile(filepath.Join(work, "daemon.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	logPath := filepath.Join(work, "daemon.log")
+	if _, err := os.Stat("/mnt/host"); err == nil {
+		logPath = "/mnt/host/restore-daemon.log" // readable on the host while the guest runs
+	}
+	logf, _ := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	must(l.t, cmd.Start())
 	l.daemon = cmd
@@ -428,7 +432,12 @@ func TestRestoreFaultInjection(t *testing.T) {
 	l := newLab(t)
 	params := url.Values{"vmid": {"100"}, "point": {"fa1:before"}, "mode": {"overwrite"}, "safety-snapshot": {"0"}}
 	covered := 0
-	for step := 1; step < 60; step++ {
+	first := 1
+	if n, err := strconv.Atoi(os.Getenv("FAULT_FROM")); err == nil {
+		first = n // while debugging one step
+	}
+	for step := first; step < 60; step++ {
+		t.Logf("step %d: %s", step, time.Now().Format("15:04:05"))
 		pre := l.hashes(100)
 		if pre == l.hashA { // restored last time: change the VM again so both outcomes differ
 			l.fill(2)
