@@ -129,9 +129,6 @@ func (e *Env) withArray() *flasharray.Array {
 	srv := e.flashArray()
 	serial, err := srv.Array.CreateVolume("pve-san1", 1<<40)
 	must(e.T, err)
-	tok, _ := os.ReadFile(srv.TokenFile)
-	c := &arrays.Config{PVE: e.Sim.NodePaths(e.Sim.Nodes()[0]).PVE}
-	must(e.T, c.Add(arrays.Array{ID: "fa1", Type: arrays.TypeFlashArray, Endpoint: srv.URL, CA: srv.CAFile}, strings.TrimSpace(string(tok))))
 	for _, n := range e.Sim.Nodes() {
 		must(e.T, srv.Array.CreateHost(n, []string{"iqn.1993-08.org.debian:01:" + n}, nil, nil))
 		hw := e.setup(n).HW
@@ -141,6 +138,11 @@ func (e *Env) withArray() *flasharray.Array {
 		os.MkdirAll(dev, 0o755)
 		os.WriteFile(filepath.Join(dev, "wwid"), []byte("naa."+pure.NAA(serial)+"\n"), 0o644)
 	}
+	// The array last: configuring it makes the daemons map their storages again, and the
+	// devices must be there by then.
+	tok, _ := os.ReadFile(srv.TokenFile)
+	c := &arrays.Config{PVE: e.Sim.NodePaths(e.Sim.Nodes()[0]).PVE}
+	must(e.T, c.Add(arrays.Array{ID: "fa1", Type: arrays.TypeFlashArray, Endpoint: srv.URL, CA: srv.CAFile}, strings.TrimSpace(string(tok))))
 	return srv.Array
 }
 
