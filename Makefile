@@ -45,7 +45,7 @@ lint:
 lab-test: lab build
 	lab/run-tests.sh
 
-test: deps lab lint unit lab-test
+test: deps lab lint docs-check unit lab-test
 
 bench: deps lab build
 	lab/bench.sh

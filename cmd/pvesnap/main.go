@@ -70,6 +70,8 @@ func app() *cli.App {
 			arraysCommand(),
 			inventoryCommand(),
 			restoreCommand(),
+			guiCommand(),
+			docsCommand(),
 			simCommand(),
 			workerCommand(),
 		},

@@ -189,6 +189,9 @@ func (d *Daemon) corsAllowed(origin string) bool {
 	return false
 }
 
+// OwnRoutes are the routes of the daemon itself (for docs; handlers need a running daemon).
+func (d *Daemon) OwnRoutes() []*api.Route { return d.ownRoutes() }
+
 func (d *Daemon) ownRoutes() []*api.Route {
 	return []*api.Route{{
 		Method: "GET", Path: "/nodes/{node}/pvesnap", Name: "status",
