@@ -248,4 +248,3 @@ func manPage(app *cli.App) []byte {
 	b.WriteString(".SH FILES\n.TP\n/etc/pvesnap/pvesnap.yaml\nnode-local settings\n.TP\n/etc/pve/pvesnap/arrays.cfg\nthe cluster's arrays (tokens in /etc/pve/priv/pvesnap/)\n.TP\n/var/lib/pvesnap/pvesnap.db\njobs, journal and inventory cache\n")
 	return b.Bytes()
 }
-
