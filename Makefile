@@ -45,7 +45,11 @@ lint:
 lab-test: lab build
 	lab/run-tests.sh
 
-test: deps lab lint docs-check unit lab-test
+# The Debian package: build, lintian, install/upgrade-while-a-task-runs/remove/purge in a chroot.
+package-test: deps
+	lab/package-test.sh
+
+test: deps lab lint docs-check unit package-test lab-test
 
 bench: deps lab build
 	lab/bench.sh

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -83,6 +84,7 @@ this machine's SCSI bus with a FlashArray volume's identity (needs root and the 
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "HTTPS address"},
 			&cli.StringFlag{Name: "max-version", Usage: "highest REST version to offer (default 2.44)"},
 			&cli.StringSliceFlag{Name: "host", Usage: "array host to create: NAME=IQN|NQN|WWPN (repeatable)"},
+			&cli.StringSliceFlag{Name: "volume", Usage: "volume to create: NAME=SIZE in GiB (repeatable; its serial is printed)"},
 			&cli.StringFlag{Name: "lio-host", Usage: "array host whose connections are mapped into a local LIO target"},
 			&cli.IntFlag{Name: "lio-target", Value: 1, Usage: "id of that loopback target (one per simulated array)"},
 		},
@@ -125,6 +127,18 @@ this machine's SCSI bus with a FlashArray volume's identity (needs root and the 
 				if err := a.CreateHost(name, iqns, nqns, wwns); err != nil {
 					return err
 				}
+			}
+			for _, spec := range c.StringSlice("volume") {
+				name, size, ok := strings.Cut(spec, "=")
+				gib, err := strconv.ParseInt(size, 10, 64)
+				if !ok || err != nil || gib <= 0 {
+					return usageErr("--volume %q: want NAME=SIZE (GiB)", spec)
+				}
+				serial, err := a.CreateVolume(name, gib<<30)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("volume %s serial %s\n", name, serial)
 			}
 			srv, err := flasharray.Listen(a, c.String("listen"), c.String("dir"))
 			if err != nil {

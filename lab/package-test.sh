@@ -1,0 +1,192 @@
+#!/bin/bash
+# The Debian package, tested as an administrator would meet it: build, lintian (no errors),
+# install into a Debian 12 chroot, start the service as systemd would (Type=notify: READY=1 on
+# NOTIFY_SOCKET), start a task, upgrade to a rebuilt package while the task's worker runs
+# (restart = TERM to the main process only, as KillMode=process does: the task must finish
+# OK), remove, purge; each state is checked. This machine has no systemd as PID 1, so
+# systemd's part (start, notify, restart) is played by this script from the unit file itself;
+# the unit is checked with systemd-analyze verify.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+L=${LAB_DIR:-/var/tmp/pvesnap-lab}
+R=$L/pkgroot
+W=$root/lab/work/package
+mirror=${LAB_MIRROR:-$(awk '/^deb / && /bookworm/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)}
+[ -n "$mirror" ] || mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
+[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+pass=0
+ok() { echo "[package] ok: $*"; pass=$((pass + 1)); }
+die() { echo "[package] FAIL: $*" >&2; exit 1; }
+rm -rf "$W"; mkdir -p "$W"
+
+# --- build and lint --------------------------------------------------------------------------
+cd "$root"
+echo "[package] building"
+dpkg-buildpackage -us -uc -b -d > "$W/build.log" 2>&1 || { tail -30 "$W/build.log"; die "dpkg-buildpackage"; }
+ver=$(dpkg-parsechangelog -S Version)
+mv "../pvesnap_${ver}_amd64.deb" "$W/pvesnap_1.deb"
+rm -f ../pvesnap_"${ver}"_amd64.buildinfo ../pvesnap_"${ver}"_amd64.changes
+lintian --tag-display-limit 0 "$W/pvesnap_1.deb" > "$W/lintian.log" 2>&1 || true
+grep -v 'running with root privileges' "$W/lintian.log" || true
+if grep -q '^E:' "$W/lintian.log"; then die "lintian errors"; fi
+ok "built $ver; lintian: no errors ($(grep -c '^W:' "$W/lintian.log" || true) warnings)"
+# The "rebuilt" package of the upgrade: same contents, a higher version.
+dpkg-deb -R "$W/pvesnap_1.deb" "$W/re"
+sed -i "s/^Version: .*/Version: ${ver}+rebuild1/" "$W/re/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$W/re" "$W/pvesnap_2.deb" > /dev/null
+rm -rf "$W/re"
+
+# --- a Debian 12 chroot (cached) ---------------------------------------------------------------
+stamp="$mirror v1"
+if [ ! -f "$R/.stamp" ] || [ "$(cat "$R/.stamp")" != "$stamp" ]; then
+  echo "[package] building the chroot from $mirror"
+  rm -rf "$R"
+  mmdebstrap --variant=minbase --mode=root --include=systemd,lvm2,init-system-helpers,procps,curl,ca-certificates \
+    bookworm "$R" "deb $mirror bookworm main" > "$W/chroot.log" 2>&1 || { tail -20 "$W/chroot.log"; die "mmdebstrap"; }
+  echo "$stamp" > "$R/.stamp"
+fi
+mounted=()
+cleanup() {
+  for p in $(cat "$W"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  for m in "${mounted[@]}"; do umount -l "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+for m in proc sys dev; do mount --bind /$m "$R/$m"; mounted+=("$R/$m"); done
+inroot() { chroot "$R" "$@"; }
+inroot dpkg --purge pvesnap > /dev/null 2>&1 || true
+rm -rf "$R/srv/t" "$R/etc/pvesnap" "$R/var/lib/pvesnap"
+mkdir -p "$R/srv/t"
+cp "$W"/pvesnap_*.deb "$R/srv/t/"
+
+# --- install ---------------------------------------------------------------------------------
+inroot dpkg -i /srv/t/pvesnap_1.deb > "$W/install.log" 2>&1 || { cat "$W/install.log"; die "dpkg -i"; }
+[ -x "$R/usr/bin/pvesnap" ] && [ -f "$R/lib/systemd/system/pvesnap.service" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] \
+  && [ -f "$R/usr/share/man/man1/pvesnap.1.gz" ] && [ -f "$R/usr/share/bash-completion/completions/pvesnap" ] || die "files missing after install"
+[ -L "$R/etc/systemd/system/multi-user.target.wants/pvesnap.service" ] || die "service not enabled"
+[ "$(stat -c %a "$R/var/lib/pvesnap")" = 700 ] || die "/var/lib/pvesnap mode"
+inroot pvesnap config check > /dev/null || die "the shipped config does not check"
+inroot systemd-analyze verify /lib/systemd/system/pvesnap.service > "$W/verify.log" 2>&1 || true
+if grep -v -e 'pve-cluster.service' -e 'pveproxy.service' -e "Command 'man " -e '^$' "$W/verify.log" | grep -q .; then cat "$W/verify.log"; die "systemd-analyze verify"; fi
+ok "installed: binary, unit (enabled, verified), conffile, man page, completion, state dir"
+
+# --- a node for it to serve: simulated PVE and FlashArray, shims for pvs/lvs/qm -----------------
+chroot "$R" sh -c 'exec pvesnap sim pve --dir /srv/t/sim --listen pve1=127.0.0.1:18006 --auth-fail-delay 0s' > "$W/simpve.log" 2>&1 &
+echo $! > "$W/simpve.pid"
+chroot "$R" sh -c 'exec pvesnap sim flasharray --dir /srv/t/fa --listen 127.0.0.1:18443 --host pve1=iqn.1993-08.org.debian:01:pve1 --volume pve-san1=1024' > "$W/fa.log" 2>&1 &
+echo $! > "$W/fa.pid"
+for i in $(seq 100); do grep -q '^login:' "$W/simpve.log" && grep -q '^flasharray' "$W/fa.log" && break; sleep 0.2; done
+pvedir=$(sed -n 's/^node pve1: .*\/etc\/pve \([^ ]*\) .*/\1/p' "$W/simpve.log")
+tasksdir=$(sed -n 's/^node pve1: .* tasks \([^ ]*\)$/\1/p' "$W/simpve.log")
+serial=$(sed -n 's/^volume pve-san1 serial //p' "$W/fa.log")
+[ -n "$pvedir" ] && [ -n "$serial" ] || { cat "$W/simpve.log" "$W/fa.log"; die "simulators did not start"; }
+naa=624a9370$(echo "$serial" | tr A-F a-f)
+mkdir -p "$R/srv/t/hw/dev" "$R/srv/t/hw/sys/class/block/sdb/device" "$R/srv/t/iscsi" "$R/srv/t/shims"
+: > "$R/srv/t/hw/dev/sdb"
+echo "naa.$naa" > "$R/srv/t/hw/sys/class/block/sdb/device/wwid"
+echo "InitiatorName=iqn.1993-08.org.debian:01:pve1" > "$R/srv/t/iscsi/initiatorname.iscsi"
+lvtime=$(date -u -d '-2 hours' '+%Y-%m-%d %H:%M:%S +0000')
+cat > "$R/srv/t/shims/pvs" <<EOF
+#!/bin/sh
+echo '{"report":[{"pv":[{"pv_name":"/dev/sdb","vg_name":"vgsan1","pv_uuid":"p","pv_size":"1099511627776","pe_start":"1048576","dev_size":"1099511627776"}]}]}'
+EOF
+cat > "$R/srv/t/shims/lvs" <<EOF
+#!/bin/sh
+echo '{"report":[{"lv":[{"vg_name":"vgsan1","lv_name":"vm-100-disk-0","lv_uuid":"uuid-disk-0","lv_size":"4294967296","lv_attr":"-wi-a-----","lv_time":"$lvtime","lv_tags":"pve-vm-100"}]}]}'
+EOF
+# qm: the guest agent answers slowly, so the snapshot task is still running during the upgrade.
+cat > "$R/srv/t/shims/qm" <<'EOF'
+#!/bin/sh
+[ "$1 $2" = "guest cmd" ] || exit 2
+case "$4" in
+  ping) sleep 12 ;;
+  fsfreeze-freeze|fsfreeze-thaw) echo 1 ;;
+  *) exit 2 ;;
+esac
+EOF
+chmod +x "$R"/srv/t/shims/*
+printf 'lvm: san1\n\tvgname vgsan1\n\tcontent images\n\tshared 1\n' > "$R/srv/t/sim/pve/storage.cfg"
+printf 'name: web\nagent: 1\nmeta: ctime=%s\nscsi0: san1:vm-100-disk-0,size=4G\n' "$(date -d '-3 hours' +%s)" > "$R/srv/t/sim/pve/nodes/pve1/qemu-server/100.conf"
+cat > "$R/etc/pvesnap/pvesnap.yaml" <<EOF
+# changed by the package test (a conffile an upgrade must keep)
+listen: 127.0.0.1:18009
+upstream: https://127.0.0.1:18006
+node: pve1
+refresh_interval: 0s
+timeouts:
+  auth_fail_delay: 0s
+paths:
+  pve: $pvedir
+  tasks: $tasksdir
+  sys: /srv/t/hw/sys
+  dev: /srv/t/hw/dev
+  iscsi: /srv/t/iscsi
+  bin: /srv/t/shims:/usr/sbin:/usr/bin:/sbin:/bin
+EOF
+cp "$R/etc/pvesnap/pvesnap.yaml" "$W/conffile.expected"
+inroot pvesnap arrays add --endpoint https://127.0.0.1:18443 --ca /srv/t/fa/ca.pem --token-file /srv/t/fa/api-token fa1 > "$W/arrays.log" 2>&1 \
+  || { cat "$W/arrays.log"; die "arrays add"; }
+
+# --- start the service as systemd would -------------------------------------------------------
+exec_start=$(sed -n 's/^ExecStart=//p' "$R/lib/systemd/system/pvesnap.service")
+start_service() { # NAME: run ExecStart with a notify socket; wait for READY=1
+  rm -f "$R/run/pvesnap-notify.sock" "$W/notify-$1.log"
+  python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); s.settimeout(60)
+out = open(sys.argv[2], "a")
+while True:
+    try: m = s.recv(4096).decode()
+    except socket.timeout: break
+    out.write(m + "\n"); out.flush()
+' "$R/run/pvesnap-notify.sock" "$W/notify-$1.log" &
+  echo $! > "$W/notify-$1.pid"
+  for i in $(seq 50); do [ -S "$R/run/pvesnap-notify.sock" ] && break; sleep 0.1; done
+  chroot "$R" env NOTIFY_SOCKET=/run/pvesnap-notify.sock $exec_start > "$W/daemon-$1.log" 2>&1 &
+  echo $! > "$W/daemon-$1.pid"
+  for i in $(seq 150); do grep -q '^READY=1' "$W/notify-$1.log" 2>/dev/null && return 0; sleep 0.2; done
+  cat "$W/daemon-$1.log"; die "no READY=1 from $exec_start"
+}
+start_service 1
+ok "service started: READY=1 on NOTIFY_SOCKET ($(grep -c WATCHDOG=1 "$W/notify-1.log" || true) watchdog pings so far)"
+
+api() { # METHOD PATH [curl args…]
+  local m=$1 p=$2; shift 2
+  curl -sk -X "$m" -b "PVEAuthCookie=$ticket" -H "CSRFPreventionToken: $csrf" "https://127.0.0.1:18009/api2/json$p" "$@"
+}
+login=$(curl -sk -d username=root@pam -d password=pvesnap https://127.0.0.1:18009/api2/json/access/ticket)
+ticket=$(echo "$login" | python3 -c 'import json,sys,urllib.parse; print(urllib.parse.quote(json.load(sys.stdin)["data"]["ticket"]))')
+csrf=$(echo "$login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["CSRFPreventionToken"])')
+upid=$(api POST /nodes/pve1/pvesnap/vms/100/snapshot -d suffix=upgrade-test | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"])')
+case $upid in UPID:pve1:*) ;; *) die "snapshot task did not start: $upid";; esac
+sleep 2
+status() { api GET "/nodes/pve1/tasks/$upid/status" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d["status"], d.get("exitstatus",""))'; }
+[ "$(status)" = "running " ] || die "task not running before the upgrade: $(status)"
+ok "task $upid running"
+
+# --- upgrade while the worker runs --------------------------------------------------------------
+inroot dpkg -i --force-confold /srv/t/pvesnap_2.deb > "$W/upgrade.log" 2>&1 || { cat "$W/upgrade.log"; die "upgrade"; }
+[ "$(inroot dpkg-query -W -f '${Version}' pvesnap)" = "${ver}+rebuild1" ] || die "version after upgrade"
+cmp -s "$R/etc/pvesnap/pvesnap.yaml" "$W/conffile.expected" || die "the changed conffile was not kept"
+# systemd's restart with KillMode=process: TERM to the main process only.
+kill -TERM "$(cat "$W/daemon-1.pid")"
+for i in $(seq 100); do kill -0 "$(cat "$W/daemon-1.pid")" 2>/dev/null || break; sleep 0.2; done
+! kill -0 "$(cat "$W/daemon-1.pid")" 2>/dev/null || die "daemon did not stop on TERM"
+start_service 2
+ok "upgraded to ${ver}+rebuild1 (conffile kept) and restarted while the task ran: READY=1"
+for i in $(seq 150); do s=$(status); [ "${s%% *}" = stopped ] && break; sleep 0.2; done
+[ "$(status)" = "stopped OK" ] || { api GET "/nodes/pve1/tasks/$upid/log"; die "task after the upgrade: $(status)"; }
+log=$(api GET "/nodes/pve1/tasks/$upid/log?limit=100")
+echo "$log" | grep -q 'guest filesystems frozen' && echo "$log" | grep -q 'created pve-san1.upgrade-test' || { echo "$log"; die "task log"; }
+ok "the task started before the upgrade finished OK"
+kill -TERM "$(cat "$W/daemon-2.pid")"; sleep 1
+
+# --- remove, purge ---------------------------------------------------------------------------
+inroot dpkg -r pvesnap > "$W/remove.log" 2>&1 || { cat "$W/remove.log"; die "dpkg -r"; }
+[ ! -e "$R/usr/bin/pvesnap" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] && [ -d "$R/var/lib/pvesnap" ] || die "state after remove"
+ok "removed: binary gone, config and state kept"
+inroot dpkg -P pvesnap > "$W/purge.log" 2>&1 || { cat "$W/purge.log"; die "dpkg -P"; }
+[ ! -e "$R/etc/pvesnap" ] && [ ! -e "$R/var/lib/pvesnap" ] && [ ! -e "$R/etc/systemd/system/multi-user.target.wants/pvesnap.service" ] \
+  && [ -f "$R/srv/t/sim/pve/pvesnap/arrays.cfg" ] || die "state after purge"
+ok "purged: config, state and enablement gone; the cluster-wide arrays.cfg kept"
+echo "[package] $pass checks passed"
