@@ -360,6 +360,9 @@ func decodeError(method, path string, status int, raw []byte) *Error {
 	if e.Message == "" {
 		e.Message = http.StatusText(status)
 	}
+	if e.Message == "" { // a status without a standard text (found by fuzzing)
+		e.Message = fmt.Sprintf("HTTP status %d", status)
+	}
 	return e
 }
 

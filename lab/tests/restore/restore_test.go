@@ -11,27 +11,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/restore"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/lab/cluster"
 	"github.com/pvesnap/pvesnap/lab/guest"
 	"github.com/pvesnap/pvesnap/lvm"
-	"github.com/pvesnap/pvesnap/sim/flasharray"
-	"github.com/pvesnap/pvesnap/sim/lio"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
@@ -52,133 +47,40 @@ func must(t *testing.T, err error) {
 
 var lv = &lvm.LVM{Run: &runner.Exec{Timeout: 2 * time.Minute}}
 
-// lab is one node with its simulators, a VG on an array volume and a VM with two disks on it.
+// lab is one node (lab/cluster) with VM 100: two disks on the array-backed storage, a
+// snapshot "before" of them, and changes made after it.
 type lab struct {
-	t      *testing.T
-	sim    *simpve.Cluster
-	fa     *flasharray.Array
-	faSrv  *flasharray.Server
-	faCli  *pure.Client
-	serial string // of pve-san1
-	dev    string
-	cfg    string
-	url    string
-	daemon *exec.Cmd
-	api    *simpve.Client
-	hashA  [2]string // the disks at the snapshot
-	hashB  [2]string // the disks now (changed after the snapshot)
+	*cluster.Node
+	t     *testing.T
+	hashA [2]string // the disks at the snapshot
+	hashB [2]string // the disks now (changed after the snapshot)
 }
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	guest.Run("umount", filepath.Join(work, "fa-data"))
-	os.RemoveAll(work)
-	must(t, os.MkdirAll(filepath.Join(work, "bin"), 0o755))
-	l := &lab{t: t}
-	// Volume data lives on a disk of its own (/dev/vdb): the array's copies are full-size
-	// files once XCOPY has written them, too big for the guest's tmpfs.
-	os.MkdirAll(filepath.Join(work, "fa-data"), 0o755)
-	if out, err := guest.Run("mkfs.ext4", "-F", "-q", "/dev/vdb"); err != nil {
-		t.Fatalf("mkfs.ext4 /dev/vdb (run the lab with two virtio disks): %v %s", err, out)
+	logPath := ""
+	if _, err := os.Stat("/mnt/host"); err == nil {
+		logPath = "/mnt/host/restore-daemon.log" // readable on the host while the guest runs
 	}
-	if out, err := guest.Run("mount", "/dev/vdb", filepath.Join(work, "fa-data")); err != nil {
-		t.Fatalf("mount: %v %s", err, out)
+	n, err := cluster.Start(cluster.Options{Work: work, DataDisk: "/dev/vdb", LogPath: logPath})
+	if n != nil {
+		t.Cleanup(n.Close)
 	}
-	li, err := lio.Setup()
 	must(t, err)
-	tg, err := li.CreateTarget(51)
+	l := &lab{Node: n, t: t}
+	_, err = n.AddVM(100, "web", 2, diskSize, time.Now().Add(-time.Minute))
 	must(t, err)
-	data := &flasharray.LIO{Files: &flasharray.Files{Dir: filepath.Join(work, "fa-data")}, L: li, Targets: map[string]*lio.Target{"lab": tg}}
-	l.fa = flasharray.New("fa-lab", data)
-	const iqn = "iqn.2026-11.org.pvesnap:lab"
-	must(t, l.fa.CreateHost("lab", []string{iqn}, nil, nil))
-	os.MkdirAll(filepath.Join(work, "iscsi"), 0o755)
-	os.WriteFile(filepath.Join(work, "iscsi", "initiatorname.iscsi"), []byte("InitiatorName="+iqn+"\n"), 0o644)
-	l.faSrv, err = flasharray.Listen(l.fa, "127.0.0.1:0", filepath.Join(work, "fa"))
-	must(t, err)
-	tok, _ := os.ReadFile(l.faSrv.TokenFile)
-	l.faCli, err = pure.New(l.faSrv.URL, strings.TrimSpace(string(tok)), pure.Options{CAFile: l.faSrv.CAFile})
-	must(t, err)
-
-	// The shared LVM storage: VG vgsan1 on array volume pve-san1, connected to this node.
-	vol, err := l.faCli.CreateVolume(ctx, "pve-san1", 1<<30)
-	must(t, err)
-	l.serial = vol.Serial
-	_, err = l.faCli.Connect(ctx, vol.Name, pure.Target{Host: "lab"})
-	must(t, err)
-	l.dev, err = lio.WaitForNAA(pure.NAA(vol.Serial), 10*time.Second)
-	must(t, err)
-	if out, err := guest.Run("pvcreate", "-ff", "-y", l.dev); err != nil {
-		t.Fatalf("pvcreate: %v %s", err, out)
-	}
-	if out, err := guest.Run("vgcreate", "vgsan1", l.dev); err != nil {
-		t.Fatalf("vgcreate: %v %s", err, out)
-	}
-	for i := 0; i < 2; i++ {
-		must(t, lv.Create(ctx, "vgsan1", fmt.Sprintf("vm-100-disk-%d", i), diskSize, lvm.CreateOptions{Tags: []string{"pve-vm-100"}}))
-	}
 	l.fill(1)
 	l.hashA = l.hashes(100)
-
-	// The simulated PVE node, with san1 and the array configured.
-	l.sim, err = simpve.Start(simpve.Options{Dir: filepath.Join(work, "sim"), AuthFailDelay: time.Millisecond, PvestatdInterval: time.Second})
-	must(t, err)
-	must(t, l.sim.SetStorageConfig(simpve.DefaultStorageConfig+"\nlvm: san1\n\tvgname vgsan1\n\tcontent images\n\tshared 1\n"))
-	p := l.sim.NodePaths("pve1")
-	must(t, (&arrays.Config{PVE: p.PVE}).Add(arrays.Array{ID: "fa1", Type: arrays.TypeFlashArray, Endpoint: l.faSrv.URL, CA: l.faSrv.CAFile}, strings.TrimSpace(string(tok))))
-	must(t, l.sim.WriteVMConfig("pve1", 100, fmt.Sprintf("name: web\nmemory: 1024\nmeta: creation-qemu=9.2.0,ctime=%d\n"+
-		"net0: virtio=BC:24:11:12:34:56,bridge=vmbr0\nscsi0: san1:vm-100-disk-0,size=128M\nscsi1: san1:vm-100-disk-1,size=128M\n",
-		time.Now().Add(-time.Minute).Unix())))
 	time.Sleep(1100 * time.Millisecond) // the snapshot must be later than the LVs' creation second
-	_, err = l.faCli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "before")
+	_, err = n.FACli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "before")
 	must(t, err)
 	l.fill(2) // the VM changes after the snapshot
 	l.hashB = l.hashes(100)
 	if l.hashA == l.hashB {
 		t.Fatal("fixture: the disks did not change")
 	}
-
-	// qm for the workers: the simulator's stand-in.
-	conn, _ := json.Marshal(map[string]string{"url": l.sim.URL("pve1"), "ca": l.sim.CAFile(), "node": "pve1", "root_password": "pvesnap"})
-	os.WriteFile(filepath.Join(work, "sim.json"), conn, 0o600)
-	os.WriteFile(filepath.Join(work, "bin", "qm"), []byte("#!/bin/sh\nexec /mnt/host/bin/pvesnap sim qm --conn "+work+"/sim.json -- \"$@\"\n"), 0o755)
-	port := freePort(t)
-	l.url = fmt.Sprintf("https://127.0.0.1:%d", port)
-	l.cfg = filepath.Join(work, "pvesnap.yaml")
-	os.WriteFile(l.cfg, []byte(fmt.Sprintf(`node: pve1
-listen: 127.0.0.1:%d
-upstream: %s
-refresh_interval: 0s
-timeouts:
-  auth_fail_delay: 0s
-paths:
-  pve: %s
-  tasks: %s
-  state: %s
-  run: %s
-  lock: %s
-  iscsi: %s
-  bin: %s/bin:/usr/sbin:/usr/bin:/sbin:/bin
-`, port, l.sim.URL("pve1"), p.PVE, p.Tasks, p.State, p.Run, p.Lock, filepath.Join(work, "iscsi"), work)), 0o644)
-	l.start("")
-	t.Cleanup(func() {
-		l.stop()
-		l.sim.Close()
-		guest.Run("vgchange", "-an", "vgsan1")
-		l.faCli.Disconnect(ctx, "pve-san1", pure.Target{Host: "lab"})
-		l.faSrv.Close()
-		if out, err := guest.Run("umount", filepath.Join(work, "fa-data")); err != nil {
-			t.Logf("umount: %v %s", err, out)
-		}
-	})
 	return l
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // fill writes pattern seed over both disks of VM 100 (start, middle, end of each).
@@ -201,43 +103,9 @@ func (l *lab) hashes(vmid int) [2]string {
 	return out
 }
 
-// start runs the daemon (with the fault hook when fault is set) and logs in through it.
-func (l *lab) start(fault string) {
-	cmd := exec.Command("/mnt/host/bin/pvesnap", "--config", l.cfg, "serve")
-	cmd.Env = append(os.Environ(), "PVESNAP_FAULT_STEP="+fault)
-	logPath := filepath.Join(work, "daemon.log")
-	if _, err := os.Stat("/mnt/host"); err == nil {
-		logPath = "/mnt/host/restore-daemon.log" // readable on the host while the guest runs
-	}
-	logf, _ := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	must(l.t, cmd.Start())
-	l.daemon = cmd
-	c, err := simpve.NewClient(l.url, l.sim.CAFile())
-	must(l.t, err)
-	for i := 0; ; i++ {
-		if err = c.Login("root@pam", "pvesnap"); err == nil {
-			break
-		}
-		if i > 100 {
-			l.t.Fatalf("daemon did not come up: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	l.api = c
-}
-
-func (l *lab) stop() {
-	if l.daemon != nil {
-		l.daemon.Process.Signal(syscall.SIGTERM)
-		l.daemon.Wait()
-		l.daemon = nil
-	}
-}
-
 // restore posts a restore and returns the task's UPID.
 func (l *lab) restore(params url.Values) (string, *simpve.Response) {
-	r, err := l.api.Do("POST", "/nodes/pve1/pvesnap/restore", params)
+	r, err := l.API.Do("POST", "/nodes/pve1/pvesnap/restore", params)
 	must(l.t, err)
 	var upid string
 	json.Unmarshal(r.Data, &upid)
@@ -245,9 +113,9 @@ func (l *lab) restore(params url.Values) (string, *simpve.Response) {
 }
 
 func (l *lab) wait(upid string) (string, string) {
-	st, err := l.api.WaitTask(upid, 10*time.Minute)
+	st, err := l.API.WaitTask(upid, 10*time.Minute)
 	must(l.t, err)
-	r, _ := l.api.Do("GET", "/nodes/pve1/tasks/"+url.PathEscape(upid)+"/log", url.Values{"limit": {"1000"}})
+	r, _ := l.API.Do("GET", "/nodes/pve1/tasks/"+url.PathEscape(upid)+"/log", url.Values{"limit": {"1000"}})
 	var lines []struct {
 		T string `json:"t"`
 	}
@@ -275,7 +143,7 @@ func TestRestore(t *testing.T) {
 	base := url.Values{"vmid": {"100"}, "point": {"fa1:before"}}
 
 	// In place, offloaded.
-	r0, w0 := deviceIO(l.dev)
+	r0, w0 := deviceIO(l.Dev)
 	p := cloneValues(base, "mode", "overwrite")
 	upid, r := l.restore(p)
 	if r.Code != 200 {
@@ -286,7 +154,7 @@ func TestRestore(t *testing.T) {
 		t.Errorf("concurrent restore: %d %s", r2.Code, r2.Status)
 	}
 	st, log := l.wait(upid)
-	r1, w1 := deviceIO(l.dev)
+	r1, w1 := deviceIO(l.Dev)
 	read, written := r1-r0, w1-w0
 	if st != "OK" {
 		t.Fatalf("in-place restore: %s\n%s", st, log)
@@ -313,7 +181,7 @@ func TestRestore(t *testing.T) {
 	safety := regexp.MustCompile(`safety snapshot (pve-san1\.pvesnap-safety-\w+) taken`).FindStringSubmatch(log)
 	if safety == nil {
 		t.Errorf("no safety snapshot in the log")
-	} else if snaps, err := l.faCli.VolumeSnapshots(ctx, []string{"pve-san1"}, ""); err != nil || !hasSnapshot(snaps, safety[1]) {
+	} else if snaps, err := l.FACli.VolumeSnapshots(ctx, []string{"pve-san1"}, ""); err != nil || !hasSnapshot(snaps, safety[1]) {
 		t.Errorf("safety snapshot %s not on the array: %v", safety[1], err)
 	}
 	l.noLeftovers(false)
@@ -329,7 +197,7 @@ func TestRestore(t *testing.T) {
 	if got := l.hashes(200); got != l.hashA {
 		t.Fatalf("new VM: disks hold %v, the snapshot had %v", got, l.hashA)
 	}
-	cfg, _ := os.ReadFile(filepath.Join(l.sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "200.conf"))
+	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "200.conf"))
 	for _, want := range []string{"name: web-copy", "scsi0: san1:vm-200-disk-0,size=128M", "scsi1: san1:vm-200-disk-1,size=128M", "link_down=1"} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("200.conf lacks %q:\n%s", want, cfg)
@@ -355,9 +223,9 @@ func TestRestore(t *testing.T) {
 	l.noLeftovers(false)
 
 	// A snapshot from before the disks existed: 409.
-	l.fa.Now = func() time.Time { return time.Now().Add(-24 * time.Hour) }
-	_, err := l.faCli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "yesterday")
-	l.fa.Now = time.Now
+	l.FA.Now = func() time.Time { return time.Now().Add(-24 * time.Hour) }
+	_, err := l.FACli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "yesterday")
+	l.FA.Now = time.Now
 	must(t, err)
 	if _, r := l.restore(url.Values{"vmid": {"100"}, "point": {"fa1:yesterday"}, "mode": {"overwrite"}}); r.Code != 409 || !strings.Contains(r.Status, "cannot contain this disk") {
 		t.Errorf("predating snapshot: %d %s", r.Code, r.Status)
@@ -389,7 +257,7 @@ func cloneValues(v url.Values, kv ...string) url.Values {
 func (l *lab) noLeftovers(allowUnfinished bool) {
 	t := l.t
 	t.Helper()
-	for _, v := range l.fa.VolumeNames() {
+	for _, v := range l.FA.VolumeNames() {
 		if strings.HasPrefix(v, "pvesnap-") {
 			t.Errorf("array volume %s left behind", v)
 		}
@@ -403,21 +271,21 @@ func (l *lab) noLeftovers(allowUnfinished bool) {
 	if out, _ := guest.Output("dmsetup", "ls"); strings.Contains(out, "pvesnap") {
 		t.Errorf("dm device left behind: %s", out)
 	}
-	prefix := "naa.624a9370" + strings.ToLower(l.serial[:16])
+	prefix := "naa.624a9370" + strings.ToLower(l.Serial[:16])
 	ms, _ := filepath.Glob("/sys/block/sd*/device/wwid")
 	for _, m := range ms {
 		b, _ := os.ReadFile(m)
 		w := strings.TrimSpace(string(b))
-		if strings.HasPrefix(w, prefix) && w != "naa."+pure.NAA(l.serial) {
+		if strings.HasPrefix(w, prefix) && w != "naa."+pure.NAA(l.Serial) {
 			t.Errorf("device %s (%s) left behind", m, w)
 		}
 	}
-	cfg, _ := os.ReadFile(filepath.Join(l.sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
+	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
 	if strings.Contains(string(cfg), "lock:") {
 		t.Errorf("VM 100 left locked:\n%s", cfg)
 	}
 	if !allowUnfinished {
-		db, err := store.Open(filepath.Join(l.sim.NodePaths("pve1").State, "pvesnap.db"))
+		db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
 		must(t, err)
 		defer db.Close()
 		if jobs, _ := restore.Unfinished(ctx, db); len(jobs) != 0 {
@@ -443,8 +311,8 @@ func TestRestoreFaultInjection(t *testing.T) {
 			l.fill(2)
 			pre = l.hashes(100)
 		}
-		l.stop()
-		l.start(strconv.Itoa(step))
+		l.StopDaemon()
+		must(t, l.StartDaemon(strconv.Itoa(step)))
 		upid, r := l.restore(params)
 		if r.Code != 200 {
 			t.Fatalf("step %d: restore: %d %s", step, r.Code, r.Status)
@@ -454,11 +322,11 @@ func TestRestoreFaultInjection(t *testing.T) {
 			t.Logf("step %d: the restore ran to the end: every one of its %d steps was interrupted once", step, covered)
 			break
 		}
-		l.stop()
-		l.start("") // the restart: recovery runs at start
+		l.StopDaemon()
+		must(t, l.StartDaemon("")) // the restart: recovery runs at start
 		deadline := time.Now().Add(3 * time.Minute)
 		for {
-			db, err := store.Open(filepath.Join(l.sim.NodePaths("pve1").State, "pvesnap.db"))
+			db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
 			must(t, err)
 			jobs, _ := restore.Unfinished(ctx, db)
 			db.Close()
