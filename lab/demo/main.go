@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -156,7 +157,10 @@ func run(extjs string) error {
 	// VM 102 is deleted after the snapshots: it stays restorable as a new VM.
 	os.Remove(filepath.Join(n.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "102.conf"))
 	guest.Run("lvremove", "-f", "vgsan1/vm-102-disk-0")
-	n.API.Do("GET", "/nodes/pve1/pvesnap/vms", nil)
+	// Read the arrays' snapshots now (the daemon's periodic refresh is off in the demo).
+	if r, err := n.API.Do("GET", "/nodes/pve1/pvesnap/vms", url.Values{"refresh": {"1"}}); err != nil || r.Code != 200 {
+		return fmt.Errorf("inventory refresh: %v %v", err, r)
+	}
 	go http.ListenAndServe("0.0.0.0:8010", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := map[string][]string{}
 		for vmid := 100; vmid < 300; vmid++ {
