@@ -33,6 +33,8 @@ type Options struct {
 	Peer        Peer
 	LocalNode   string
 	Logger      *slog.Logger
+	// Mark sets AnsweredHeader to this value on the answers of owned routes ("" = none).
+	Mark string
 }
 
 // Mux dispatches /api2/{json,extjs} calls to owned routes and everything else to PassThrough.
@@ -61,6 +63,16 @@ func NewMux(routes []*Route, o Options) (*Mux, error) {
 	r.MethodNotAllowed(o.PassThrough.ServeHTTP)
 	m.router = r
 	return m, nil
+}
+
+// AnsweredHeader marks answers pvesnap gave itself (the rest come from pveproxy): operators
+// and tests can tell who refused a call.
+const AnsweredHeader = "X-Pvesnap"
+
+func (m *Mux) mark(w http.ResponseWriter) {
+	if m.Mark != "" {
+		w.Header().Set(AnsweredHeader, m.Mark)
+	}
 }
 
 // Routes returns the table (for docs and tests).
@@ -123,6 +135,7 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 		fail := func(err error) {
 			e := AsError(err)
 			status = e.Code
+			m.mark(w)
 			WriteError(w, f, e)
 		}
 		rc := chi.RouteContext(r.Context())
@@ -216,6 +229,7 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			return
 		}
 		status = http.StatusOK
+		m.mark(w)
 		WriteData(w, f, data)
 	}
 }

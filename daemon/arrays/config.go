@@ -59,6 +59,7 @@ var (
 	idRe        = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,38}[a-z0-9]$`)
 	hostGroupRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	tokenRe     = regexp.MustCompile(`^[\x21-\x7e]{8,256}$`)
+	caRe        = regexp.MustCompile(`^/[A-Za-z0-9._/-]{1,250}\.(pem|crt)$`)
 )
 
 // CheckID validates an array id (it names a file, so the rules are strict).
@@ -89,8 +90,9 @@ func (a *Array) Validate() error {
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return fmt.Errorf("array %s: endpoint '%s' must be https://<host>[:port] (the management address)", a.ID, a.Endpoint)
 	}
-	if a.CA != "" && !filepath.IsAbs(a.CA) {
-		return fmt.Errorf("array %s: ca '%s' must be an absolute path", a.ID, a.CA)
+	if a.CA != "" && (!filepath.IsAbs(a.CA) || !caRe.MatchString(a.CA) || strings.Contains(a.CA, "/../") ||
+		strings.HasPrefix(a.CA, "/proc/") || strings.HasPrefix(a.CA, "/sys/") || strings.HasPrefix(a.CA, "/dev/")) {
+		return fmt.Errorf("array %s: ca '%s' must be the absolute path of a .pem or .crt file", a.ID, a.CA)
 	}
 	if a.HostGroup != "" && !hostGroupRe.MatchString(a.HostGroup) {
 		return fmt.Errorf("array %s: host group '%s' is not a valid FlashArray name", a.ID, a.HostGroup)

@@ -87,6 +87,9 @@ func TestValidation(t *testing.T) {
 		"credentials":      func(a *Array) { a.Endpoint = "https://user:pw@fa1" },
 		"path":             func(a *Array) { a.Endpoint = "https://fa1/api" },
 		"relative ca":      func(a *Array) { a.CA = "ca.pem" },
+		"ca not a cert":    func(a *Array) { a.CA = "/etc/shadow" },
+		"ca traversal":     func(a *Array) { a.CA = "/etc/pve/../shadow.pem" },
+		"ca in /proc":      func(a *Array) { a.CA = "/proc/self/environ.pem" },
 		"host group name":  func(a *Array) { a.HostGroup = "bad name" },
 		"two-line comment": func(a *Array) { a.Comment = "a\nb" },
 	} {

@@ -96,7 +96,7 @@ func New(cfg *config.Config, logger *slog.Logger, modules []Module, statics []St
 	for _, m := range modules {
 		routes = append(routes, m.Routes()...)
 	}
-	d.Mux, err = api.NewMux(routes, api.Options{Authz: d.Auth, PassThrough: d.Proxy, Peer: d,
+	d.Mux, err = api.NewMux(routes, api.Options{Authz: d.Auth, PassThrough: d.Proxy, Peer: d, Mark: "pvesnap",
 		LocalNode: cfg.Node, Logger: logger.With("component", "api")})
 	if err != nil {
 		return nil, err

@@ -45,6 +45,7 @@ type Response struct {
 	Total  int
 	Raw    []byte
 	Errors map[string]string
+	Header http.Header
 }
 
 // Login obtains a ticket with a password.
@@ -112,7 +113,7 @@ func (c *Client) Do(method, path string, params url.Values) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Response{Code: resp.StatusCode, Status: strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode))), Raw: raw}
+	r := &Response{Code: resp.StatusCode, Status: strings.TrimSpace(strings.TrimPrefix(resp.Status, fmt.Sprint(resp.StatusCode))), Raw: raw, Header: resp.Header}
 	if len(raw) > 0 {
 		var env struct {
 			Data   json.RawMessage   `json:"data"`
