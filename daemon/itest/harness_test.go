@@ -153,6 +153,7 @@ type Env struct {
 	Port    int
 	Daemons map[string]*server.Daemon
 	Tasks   map[string]*tasks.Service
+	Restore map[string]*restore.Module
 	stops   map[string]func()
 	// Extra modules for every daemon (test-only routes).
 	Extra func(node string, ts *tasks.Service) []server.Module
@@ -241,7 +242,7 @@ func (e *Env) StartNode(node string) {
 	mods := []server.Module{ts, e.setup(node).storageModule(ts),
 		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")},
 		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour},
-		&restore.Module{R: e.setup(node).restorer(db, inv), Tasks: ts, RecoverEvery: time.Hour}}
+		e.restoreModule(node, &restore.Module{R: e.setup(node).restorer(db, inv), Tasks: ts, RecoverEvery: time.Hour})}
 	if e.Extra != nil {
 		mods = append(mods, e.Extra(node, ts)...)
 	}
@@ -258,6 +259,14 @@ func (e *Env) StartNode(node string) {
 	e.Daemons[node] = d
 	e.Tasks[node] = ts
 	e.stops[node] = func() { cancel(); <-done }
+}
+
+func (e *Env) restoreModule(node string, m *restore.Module) *restore.Module {
+	if e.Restore == nil {
+		e.Restore = map[string]*restore.Module{}
+	}
+	e.Restore[node] = m
+	return m
 }
 
 // StopNode stops pvesnap on node (its task workers keep running).

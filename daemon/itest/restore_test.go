@@ -12,6 +12,7 @@ import (
 
 	"github.com/pvesnap/pvesnap/daemon/restore"
 	"github.com/pvesnap/pvesnap/daemon/store"
+	"github.com/pvesnap/pvesnap/sim/flasharray"
 )
 
 // The restore route's refusals, and a restore that fails in its worker leaving nothing behind.
@@ -84,4 +85,72 @@ func TestRestoreAPI(t *testing.T) {
 	if len(jobs) != 0 {
 		t.Errorf("unfinished jobs: %+v", jobs)
 	}
+}
+
+// The array goes away during a restore: the task fails, its cleanup cannot reach the array
+// and the job waits in cleanup-failed; once the array is back, recovery removes the temporary
+// volume and nothing is left.
+func TestRestoreArrayUnreachable(t *testing.T) {
+	e := Start(t)
+	e.inventoryVM()
+	fa := e.fa.Array
+	_, err := fa.SnapshotVolumes("good", "pve-san1")
+	must(t, err)
+	root := e.Root("pve1")
+	addr := strings.TrimPrefix(e.fa.URL, "https://")
+	r, err := root.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"160"}})
+	must(t, err)
+	var upid string
+	json.Unmarshal(r.Data, &upid)
+	if r.Code != 200 {
+		t.Fatalf("restore: %d %s", r.Code, r.Status)
+	}
+	// The temporary volume exists: take the array away.
+	for i := 0; ; i++ {
+		if hasTemp(fa) {
+			break
+		}
+		if i > 100 {
+			t.Fatal("the restore never made its temporary volume")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.fa.Close()
+	st, err := root.WaitTask(upid, 60*time.Second)
+	must(t, err)
+	if !strings.Contains(st, "cleanup failed too") {
+		t.Fatalf("task status %q", st)
+	}
+	db, err := store.Open(filepath.Join(e.Sim.NodePaths("pve1").State, "pvesnap.db"))
+	must(t, err)
+	defer db.Close()
+	jobs, _ := restore.Unfinished(t0ctx(), db)
+	if len(jobs) != 1 || jobs[0].State != restore.StateStuck || !hasTemp(fa) {
+		t.Fatalf("with the array down: jobs %+v, temporary volume present %v", jobs, hasTemp(fa))
+	}
+	if _, err := os.Stat(filepath.Join(e.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "160.conf")); !os.IsNotExist(err) {
+		t.Errorf("reserved VM 160 left behind: %v", err)
+	}
+	// The array is back: the daemon's recovery finishes the cleanup.
+	srv, err := flasharray.Listen(fa, addr, filepath.Dir(e.fa.CAFile))
+	must(t, err)
+	defer srv.Close()
+	if n := e.Restore["pve1"].Recover(t0ctx()); n != 1 {
+		t.Fatalf("recovered %d jobs", n)
+	}
+	if hasTemp(fa) {
+		t.Fatalf("temporary volume left: %v", fa.VolumeNames())
+	}
+	if jobs, _ := restore.Unfinished(t0ctx(), db); len(jobs) != 0 {
+		t.Fatalf("jobs after recovery: %+v", jobs)
+	}
+}
+
+func hasTemp(fa *flasharray.Array) bool {
+	for _, v := range fa.VolumeNames() {
+		if strings.HasPrefix(v, "pvesnap-") {
+			return true
+		}
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -210,3 +211,36 @@ func TestExecGuards(t *testing.T) {
 }
 
 func lvmLV(name string, tags ...string) lvm.LV { return lvm.LV{Name: name, Tags: tags} }
+
+// The state disk fills up: journaling refuses with SQLite's own reason, and what was
+// recorded before stays readable (the daemon can still unwind it).
+func TestJournalDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("SKIP: a small tmpfs for a full disk needs mount privileges: %v %s", err, out)
+	}
+	defer exec.Command("umount", "-l", dir).Run()
+	db, err := store.Open(filepath.Join(dir, "pvesnap.db"))
+	must(t, err)
+	defer db.Close()
+	j, err := Begin(ctx, db, "first", KindRestore, "vm:100", map[string]string{})
+	must(t, err)
+	must(t, j.Step(ctx, "copy", Action{Kind: "array-destroy-volume", Args: map[string]string{"volume": "pvesnap-first-0"}}, func() error { return nil }))
+	big := strings.Repeat("x", 16<<10)
+	var full error
+	for i := 0; i < 200 && full == nil; i++ {
+		_, full = Begin(ctx, db, fmt.Sprintf("filler%03d", i), KindRestore, fmt.Sprintf("vm:%d", 1000+i), map[string]string{"pad": big})
+	}
+	if full == nil || !strings.Contains(full.Error(), "full") {
+		t.Fatalf("filling the disk: %v", full)
+	}
+	jobs, err := Unfinished(ctx, db)
+	if err != nil || len(jobs) == 0 || jobs[0].ID != "first" {
+		t.Fatalf("after the disk filled: %v %+v", err, jobs)
+	}
+	var ran []string
+	Unwind(ctx, db, "first", func(ctx context.Context, a Action) error { ran = append(ran, a.Args["volume"]); return nil }, t.Logf)
+	if len(ran) != 1 || ran[0] != "pvesnap-first-0" {
+		t.Fatalf("the recorded undo did not run on a full disk: %v", ran)
+	}
+}
