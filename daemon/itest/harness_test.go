@@ -377,9 +377,15 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
+// Write keeps the last 4 MiB: load tests log hundreds of thousands of calls.
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.b.Len() > 4<<20 {
+		keep := append([]byte(nil), s.b.Bytes()[s.b.Len()-2<<20:]...)
+		s.b.Reset()
+		s.b.Write(keep)
+	}
 	return s.b.Write(p)
 }
 
