@@ -2,13 +2,14 @@
 # pvesnap's benchmarks. Each figure is measured against a peer in the same run and reported
 # as a ratio; absolute targets are printed with the figures, never asserted in tests.
 # Results go to docs/benchmarks.md (and stdout).
-#   usage: lab/bench.sh [section…]   sections: inventory (host)
+#   usage: lab/bench.sh [section…]   sections: proxy inventory (host), copy (lab guest)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 cd "$root"
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(inventory)
+[ ${#sections[@]} -gt 0 ] || sections=(proxy inventory copy)
+mkdir -p docs/img
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 {
@@ -25,6 +26,32 @@ for s in "${sections[@]}"; do
     echo "$res"
     { echo; echo "## Inventory tree"; echo; echo "Target: the tree for 2,000 VMs x 4 disks with 200 snapshots per array volume in <= 200 ms warm and <= 200 MiB RSS."
       echo "Peer: the simulated pveproxy's \`GET /cluster/resources?type=vm\` for the same VMs."; echo; echo '```'; echo "$res"; echo '```'; } >> "$out"
+    ;;
+  proxy)
+    echo "[bench] pass-through and owned-route cost against pveproxy"
+    res=$(go run ./lab/bench/proxy -out docs/img)
+    echo "$res"
+    { echo; echo "## pvesnap in front of pveproxy"; echo
+      echo "Peer: the same calls to the simulated pveproxy directly, in the same run. The simulated pveproxy is Go and"
+      echo "answers far faster than the real (Perl) one, so the ratios here overstate pvesnap's share of a real call."; echo
+      echo "$res"; echo; echo "![latency histogram](img/bench-proxy-latency.png)"; } >> "$out"
+    ;;
+  copy)
+    echo "[bench] copies in the lab guest (LIO array, real LVM, ZFS)"
+    W=${LAB_WORK:-$root/lab/work}/bench
+    mkdir -p "$W/bin"
+    CGO_ENABLED=0 go build -o "$W/bin/copybench" ./lab/bench/copy
+    printf 'export PATH=/mnt/host/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root
+/mnt/host/bin/copybench -out /mnt/host/bench-copy.json
+' > "$W/bench.sh"
+    rm -f "$W/bench-copy.json"
+    go run ./lab/labrun -work "$W" -kernel "${LAB_KV:-6.12.117+deb12-amd64}" -script bench.sh -vdisks 2 -timeout 30m
+    res=$(go run ./lab/bench/report -in "$W/bench-copy.json" -img docs/img)
+    echo "$res"
+    { echo; echo "## Copies"; echo
+      echo "In the lab guest under TCG (software emulation: absolute times are slow, ratios hold): a LIO array with"
+      echo "two LUNs on virtio disks; host I/O is what /proc/diskstats counts on the initiator's devices."; echo
+      echo "$res"; echo; echo "![copy rate](img/bench-copy-rate.png)"; } >> "$out"
     ;;
   *) echo "unknown section $s" >&2; exit 2 ;;
   esac
