@@ -49,8 +49,10 @@ for s in "${sections[@]}"; do
     res=$(go run ./lab/bench/report -in "$W/bench-copy.json" -img docs/img)
     echo "$res"
     { echo; echo "## Copies"; echo
-      echo "In the lab guest under TCG (software emulation: absolute times are slow, ratios hold): a LIO array with"
-      echo "two LUNs on virtio disks; host I/O is what /proc/diskstats counts on the initiator's devices."; echo
+      echo "In the lab guest under TCG (software emulation): a LIO \"array\" with two LUNs on virtio disks; host I/O is"
+      echo "what /proc/diskstats counts on the initiator's SCSI devices. Read the EXTENDED COPY row for its host I/O, not"
+      echo "its time: here the array is LIO inside the same emulated CPU, so the copy's time is LIO's copy loop under"
+      echo "TCG. On a real array that work happens in the array; what carries over is that the host moves 0 bytes."; echo
       echo "$res"; echo; echo "![copy rate](img/bench-copy-rate.png)"; } >> "$out"
     ;;
   *) echo "unknown section $s" >&2; exit 2 ;;

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -166,15 +167,30 @@ func zfsCases() ([]Case, error) {
 	if err := run("modprobe", "zfs"); err != nil {
 		return nil, err
 	}
-	if err := run("zpool", "create", "-f", "benchpool", "/dev/vdb"); err != nil {
+	// No udev in the guest: partition first (zpool waits for udev when it labels a whole
+	// disk), and use the zvol's /dev/zd* node (the /dev/zvol links are udev's).
+	vparts, err := guest.Partition("/dev/vdb", 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := run("zpool", "create", "-f", "benchpool", vparts[0]); err != nil {
 		return nil, err
 	}
 	defer run("zpool", "destroy", "-f", "benchpool")
 	if err := run("zfs", "create", "-V", "1G", "-s", "benchpool/vm-100-disk-0"); err != nil {
 		return nil, err
 	}
-	time.Sleep(time.Second)
-	if err := guest.WritePattern("/dev/zvol/benchpool/vm-100-disk-0", 9, 0, 512*mib); err != nil {
+	zd := ""
+	for i := 0; i < 50 && zd == ""; i++ {
+		if ms, _ := filepath.Glob("/sys/block/zd*"); len(ms) > 0 {
+			zd = "/dev/" + filepath.Base(ms[0])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if zd == "" {
+		return nil, fmt.Errorf("zvol device did not appear")
+	}
+	if err := guest.WritePattern(zd, 9, 0, 512*mib); err != nil {
 		return nil, err
 	}
 	run("sync")

@@ -93,8 +93,8 @@ func (c Chart) Save(path string) error {
 				line(img, px(s.X[i-1]), py(s.Y[i-1]), px(s.X[i]), py(s.Y[i]), col)
 			}
 		}
-		fill(img, left+pw-180, top+8+si*16, left+pw-168, top+18+si*16, col)
-		text(img, left+pw-160, top+18+si*16, s.Name, black)
+		fill(img, left+20, top+8+si*16, left+32, top+18+si*16, col)
+		text(img, left+40, top+18+si*16, s.Name, black)
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/pvesnap/pvesnap/lab/bench/plot"
 )
@@ -65,7 +66,8 @@ func main() {
 	if clone.Seconds > 0 && send.Seconds > 0 {
 		fmt.Println("| CSI copy of a zvol (512 MiB of data) | Time | vs zfs send \\| recv |")
 		fmt.Println("|---|---|---|")
-		fmt.Printf("| %s | %.3f s | %.3f |\n| %s | %.3f s | 1.00 |\n", clone.Name, clone.Seconds, clone.Seconds/send.Seconds, send.Name, send.Seconds)
+		esc := func(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+		fmt.Printf("| %s | %.3f s | %.3f |\n| %s | %.3f s | 1.00 |\n", esc(clone.Name), clone.Seconds, clone.Seconds/send.Seconds, esc(send.Name), send.Seconds)
 	} else if z, ok := byName["zfs"]; ok {
 		fmt.Printf("ZFS cases: %s\n", z.Note)
 	}
