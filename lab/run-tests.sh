@@ -12,6 +12,14 @@ W=${LAB_WORK:-$root/lab/work}
 KV_NEW=${LAB_KV:-6.12.117+deb12-amd64}
 KV_OLD=${LAB_KV_OLD:-6.12.107+deb12-amd64}
 RUN=${1:-}
+mkdir -p "$W"
+# One run at a time per work directory: a second one would delete the first one's binaries
+# and console logs under its running guest.
+exec 9>"$W/.run-tests.lock"
+if ! flock -n 9; then
+  echo "[lab] another lab/run-tests.sh is using $W; wait for it or set LAB_WORK" >&2
+  exit 1
+fi
 rm -rf "$W/run"
 mkdir -p "$W/run/bin"
 cd "$root"

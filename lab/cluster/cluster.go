@@ -58,8 +58,10 @@ type Node struct {
 	URL    string // pvesnap
 	API    *simpve.Client
 	daemon *exec.Cmd
+	exited chan error // the daemon's exit status, once
 	lv     *lvm.LVM
 	mounts []string
+	target *lio.Target
 }
 
 // Start builds the node (without VMs) and starts pvesnap.
@@ -94,6 +96,7 @@ func Start(o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.target = tg
 	n.FA = flasharray.New("fa-lab", &flasharray.LIO{Files: &flasharray.Files{Dir: data}, L: li, Targets: map[string]*lio.Target{"lab": tg}})
 	const iqn = "iqn.2026-11.org.pvesnap:lab"
 	if err := n.FA.CreateHost("lab", []string{iqn}, nil, nil); err != nil {
@@ -211,16 +214,28 @@ func (n *Node) StartDaemon(fault string) error {
 		return err
 	}
 	n.daemon = cmd
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logf.Close(); close(exited) }()
+	n.exited = exited
 	c, err := simpve.NewClient(n.URL, n.Sim.CAFile())
 	if err != nil {
 		return err
 	}
-	for i := 0; ; i++ {
+	// Generous: under TCG, with the host busy, reading the binary over 9p and starting can
+	// take many seconds. A daemon that exits is reported at once, with its log.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		if err = c.Login("root@pam", "pvesnap"); err == nil {
 			break
 		}
-		if i > 100 {
-			return fmt.Errorf("pvesnap did not come up: %v", err)
+		select {
+		case werr := <-exited:
+			n.daemon = nil
+			return fmt.Errorf("pvesnap exited at start (%v); its log %s ends:\n%s", werr, logPath, tail(logPath, 2000))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pvesnap did not come up in 90 s: %v; its log %s ends:\n%s", err, logPath, tail(logPath, 2000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -232,7 +247,17 @@ func (n *Node) StartDaemon(fault string) error {
 func (n *Node) StopDaemon() {
 	if n.daemon != nil {
 		n.daemon.Process.Signal(syscall.SIGTERM)
-		n.daemon.Wait()
+		<-n.exited
+		n.daemon = nil
+	}
+}
+
+// KillDaemon kills pvesnap with SIGKILL, as the OOM killer or a crash would: no draining,
+// nothing written on the way out. Task workers run on (they are their own sessions).
+func (n *Node) KillDaemon() {
+	if n.daemon != nil {
+		n.daemon.Process.Signal(syscall.SIGKILL)
+		<-n.exited
 		n.daemon = nil
 	}
 }
@@ -242,7 +267,19 @@ func (n *Node) Wait() error {
 	if n.daemon == nil {
 		return errors.New("pvesnap is not running")
 	}
-	return n.daemon.Wait()
+	return <-n.exited
+}
+
+// tail is the last n bytes of a file, for error messages.
+func tail(path string, n int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if int64(len(b)) > n {
+		b = b[int64(len(b))-n:]
+	}
+	return string(b)
 }
 
 // Close takes everything down: daemon, simulators, the VG's activation, the array's LUN.
@@ -257,6 +294,9 @@ func (n *Node) Close() {
 	}
 	if n.FASrv != nil {
 		n.FASrv.Close()
+	}
+	if n.target != nil {
+		n.target.Delete() // the next node in this guest makes the same target again
 	}
 	for _, m := range n.mounts {
 		guest.Run("umount", m)

@@ -168,6 +168,22 @@ func (t *Target) Unmap(lun *LUN) error {
 	return os.Remove(d)
 }
 
+// Delete removes the target: its remaining LUN mappings, its portal group (which drops the
+// nexus and the SCSI host) and the target itself.
+func (t *Target) Delete() error {
+	luns, _ := filepath.Glob(filepath.Join(t.path, "lun", "lun_*"))
+	for _, d := range luns {
+		os.Remove(filepath.Join(d, "port"))
+		if err := os.Remove(d); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(t.path); err != nil {
+		return fmt.Errorf("removing %s: %w", t.path, err)
+	}
+	return os.Remove(filepath.Dir(t.path))
+}
+
 // Delete removes the backstore (it must be unmapped everywhere).
 func (l *LIO) Delete(lun *LUN) error { return os.Remove(lun.path) }
 
