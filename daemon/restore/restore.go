@@ -365,6 +365,18 @@ func (r *Restorer) createLV(ctx context.Context, j *Journal, sid, vg, name strin
 		})
 }
 
+// freeDiskName is the first vm-<vmid>-disk-<n> not taken, as PVE's find_free_diskname picks
+// it: a VMID that is free in the cluster can still have orphaned volumes on a storage (a
+// destroy that failed half-way), and those are not ours to reuse or remove.
+func freeDiskName(taken map[string]bool, vmid int64) (string, error) {
+	for n := 0; n < 100; n++ { // PVE's limit too
+		if name := fmt.Sprintf("vm-%d-disk-%d", vmid, n); !taken[name] {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("unable to allocate an image name for VM %d: vm-%d-disk-0 to -99 all exist", vmid, vmid)
+}
+
 // copyDisk copies one disk with the engine (offloaded when the array can).
 func (r *Restorer) copyDisk(ctx context.Context, t *tasks.Task, j *Journal, p plan, force bool) error {
 	src := "/dev/" + p.staged.vg + "/" + p.srcLV.Name
@@ -516,6 +528,7 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 		return fmt.Errorf("no config of VM %d (created %d) is remembered", spec.VMID, detail.CTime)
 	}
 	disks := map[string]string{}
+	taken := map[string]map[string]bool{} // per VG: LV names that exist or this restore chose
 	sort.Slice(plans, func(a, b int) bool { return plans[a].src.Disk.Key < plans[b].src.Disk.Key })
 	for i := range plans {
 		p := &plans[i]
@@ -527,7 +540,22 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 		if err != nil {
 			return err
 		}
-		p.vg, p.dst = vg, fmt.Sprintf("vm-%d-disk-%d", spec.NewVMID, i)
+		if taken[vg] == nil {
+			lvs, err := r.LVM.LVs(ctx, vg)
+			if err != nil {
+				return err
+			}
+			taken[vg] = map[string]bool{}
+			for _, lv := range lvs {
+				taken[vg][lv.Name] = true
+			}
+		}
+		name, err := freeDiskName(taken[vg], spec.NewVMID)
+		if err != nil {
+			return fmt.Errorf("storage '%s': %w", sid, err)
+		}
+		taken[vg][name] = true
+		p.vg, p.dst = vg, name
 		if err := r.createLV(ctx, j, sid, vg, p.dst, p.srcLV.Size, spec.NewVMID); err != nil {
 			return err
 		}
@@ -612,6 +640,12 @@ func (r *Restorer) Exec(ctx context.Context, a Action) error {
 			return err
 		}
 		if !owned(*lv, arg) {
+			if arg["tag"] != "" {
+				// The job's lvcreate sets its tag in the same metadata commit, so an LV of that
+				// name without it was there first (the lvcreate failed on it): the job made
+				// nothing to undo, and what is there belongs to someone else.
+				return nil
+			}
 			return fmt.Errorf("refusing to remove %s/%s: not created by this job", arg["vg"], arg["lv"])
 		}
 		unlock, err := r.lockStorage(nil, arg["storage"])

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/lvm"
 )
@@ -210,6 +211,34 @@ func TestExecGuards(t *testing.T) {
 	}
 }
 
+// The undo of "create LV" when the create failed because the name was taken: the LV there is
+// another's, it is left alone, and the undo is done (a refusal here would leave the job stuck
+// in cleanup-failed, blocking the VMID for good).
+func TestUndoCreateOfForeignLV(t *testing.T) {
+	var removed [][]string
+	run := runner.Func(func(_ context.Context, argv []string) ([]byte, error) {
+		switch argv[0] {
+		case "lvs":
+			return []byte(`{"report":[{"lv":[{"vg_name":"vgsan1","lv_name":"vm-200-disk-2","lv_size":"8388608","lv_attr":"-wi-------","lv_tags":"pve-vm-200"}]}]}`), nil
+		case "lvremove":
+			removed = append(removed, argv)
+		}
+		return nil, nil
+	})
+	r := &Restorer{LVM: &lvm.LVM{Run: run}}
+	undo := Action{Kind: "lvm-remove-lv", Revert: true, Args: map[string]string{"storage": "san1", "vg": "vgsan1", "lv": "vm-200-disk-2", "tag": "pvesnap-abc"}}
+	if err := r.Exec(ctx, undo); err != nil {
+		t.Errorf("undo of a create that never happened: %v", err)
+	}
+	guarded := Action{Kind: "lvm-remove-lv", Args: map[string]string{"storage": "san1", "vg": "vgsan1", "lv": "vm-200-disk-2", "require_tag": "pvesnap-abc"}}
+	if err := r.Exec(ctx, guarded); err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Errorf("removal of an LV that must be the job's: %v", err)
+	}
+	if len(removed) != 0 {
+		t.Errorf("the other's LV was removed: %v", removed)
+	}
+}
+
 func lvmLV(name string, tags ...string) lvm.LV { return lvm.LV{Name: name, Tags: tags} }
 
 // The state disk fills up: journaling refuses with SQLite's own reason, and what was
@@ -242,5 +271,22 @@ func TestJournalDiskFull(t *testing.T) {
 	Unwind(ctx, db, "first", func(ctx context.Context, a Action) error { ran = append(ran, a.Args["volume"]); return nil }, t.Logf)
 	if len(ran) != 1 || ran[0] != "pvesnap-first-0" {
 		t.Fatalf("the recorded undo did not run on a full disk: %v", ran)
+	}
+}
+
+func TestFreeDiskName(t *testing.T) {
+	taken := map[string]bool{"vm-200-disk-0": true, "vm-200-disk-2": true, "vm-20-disk-1": true, "vm-2000-disk-1": true}
+	if got, err := freeDiskName(taken, 200); err != nil || got != "vm-200-disk-1" {
+		t.Errorf("freeDiskName = %q, %v; want vm-200-disk-1 (the orphaned disk-0 and disk-2 kept)", got, err)
+	}
+	if got, _ := freeDiskName(taken, 20); got != "vm-20-disk-0" {
+		t.Errorf("freeDiskName(20) = %q: names of other VMs must not count", got)
+	}
+	full := map[string]bool{}
+	for n := 0; n < 100; n++ {
+		full[fmt.Sprintf("vm-201-disk-%d", n)] = true
+	}
+	if _, err := freeDiskName(full, 201); err == nil || !strings.Contains(err.Error(), "unable to allocate") {
+		t.Errorf("100 disks taken: %v", err)
 	}
 }

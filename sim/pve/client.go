@@ -141,7 +141,11 @@ func (c *Client) Must(method, path string, params url.Values) (json.RawMessage, 
 
 // WaitTask polls a task until it stops and returns its exit status.
 func (c *Client) WaitTask(upid string, timeout time.Duration) (string, error) {
-	node := strings.Split(upid, ":")[1]
+	f := strings.Split(upid, ":")
+	if len(f) < 3 || f[0] != "UPID" {
+		return "", fmt.Errorf("not a UPID: %q", upid)
+	}
+	node := f[1]
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		d, err := c.Must("GET", "/nodes/"+node+"/tasks/"+upid+"/status", nil)
