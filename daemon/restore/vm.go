@@ -201,14 +201,25 @@ func (v VMs) Unreserve(vmid int64, marker string) error {
 
 // Write replaces a VM's config atomically (temporary file and rename, as pmxcfs expects).
 func (v VMs) Write(vmid int64, b []byte) error {
-	return v.withConfigLock(vmid, func() error {
-		p := v.confPath(v.Node, vmid)
-		tmp := p + ".tmp." + strconv.Itoa(os.Getpid())
-		if err := os.WriteFile(tmp, b, 0o640); err != nil {
-			return err
-		}
-		return os.Rename(tmp, p)
-	})
+	return v.withConfigLock(vmid, func() error { return v.replace(vmid, b) })
+}
+
+// replace writes a config through a temporary file renamed into place, so a reader (or a
+// crash) sees the old config or the new one, never part of one. The caller holds the
+// config lock; a temporary file of ours still there is from a writer that died (every writer
+// of ours holds the same lock), so it is removed. PVE's own ".tmp.<pid>" files are left alone.
+func (v VMs) replace(vmid int64, b []byte) error {
+	p := v.confPath(v.Node, vmid)
+	stale, _ := filepath.Glob(p + ".pvesnap-tmp.*")
+	for _, f := range stale {
+		os.Remove(f)
+	}
+	tmp := p + ".pvesnap-tmp." + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, p)
 }
 
 // Update rewrites the VM's config with change applied (under the config lock).
@@ -219,12 +230,7 @@ func (v VMs) Update(vmid int64, change func(*pve.VMConfig)) error {
 			return err
 		}
 		change(cfg)
-		p := v.confPath(v.Node, vmid)
-		tmp := p + ".tmp." + strconv.Itoa(os.Getpid())
-		if err := os.WriteFile(tmp, formatWithSections(cfg), 0o640); err != nil {
-			return err
-		}
-		return os.Rename(tmp, p)
+		return v.replace(vmid, formatWithSections(cfg))
 	})
 }
 
