@@ -115,7 +115,15 @@ func (l *lab) restore(params url.Values) (string, *simpve.Response) {
 func (l *lab) wait(upid string) (string, string) {
 	st, err := l.API.WaitTask(upid, 10*time.Minute)
 	must(l.t, err)
-	r, _ := l.API.Do("GET", "/nodes/pve1/tasks/"+url.PathEscape(upid)+"/log", url.Values{"limit": {"1000"}})
+	return st, l.taskLog(upid)
+}
+
+// taskLog is the task's log so far.
+func (l *lab) taskLog(upid string) string {
+	r, err := l.API.Do("GET", "/nodes/pve1/tasks/"+url.PathEscape(upid)+"/log", url.Values{"limit": {"1000"}})
+	if err != nil {
+		return ""
+	}
 	var lines []struct {
 		T string `json:"t"`
 	}
@@ -124,7 +132,7 @@ func (l *lab) wait(upid string) (string, string) {
 	for _, x := range lines {
 		b.WriteString(x.T + "\n")
 	}
-	return st, b.String()
+	return b.String()
 }
 
 // deviceIO is bytes read and written on a device.
@@ -208,11 +216,24 @@ func TestRestore(t *testing.T) {
 	}
 	l.noLeftovers(false)
 
-	// In place again by host copy.
+	// In place again by host copy; the daemon is killed (SIGKILL) while the worker copies and
+	// started again: the task runs on and its recovery pass leaves the live job alone.
 	l.fill(2)
 	upid, _ = l.restore(cloneValues(base, "mode", "overwrite", "force-host-copy", "1", "safety-snapshot", "0"))
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if strings.Contains(l.taskLog(upid), "host copy") || time.Now().After(deadline) {
+			break
+		}
+	}
+	d, err := l.API.Must("GET", "/nodes/pve1/tasks/"+url.PathEscape(upid)+"/status", nil)
+	must(t, err)
+	if !strings.Contains(string(d), `"status":"running"`) {
+		t.Fatalf("the task was not running when the daemon was to be killed: %s", d)
+	}
+	l.KillDaemon()
+	must(t, l.StartDaemon(""))
 	if st, log = l.wait(upid); st != "OK" {
-		t.Fatalf("host-copy restore: %s\n%s", st, log)
+		t.Fatalf("host-copy restore, daemon killed during it: %s\n%s", st, log)
 	}
 	if got := l.hashes(100); got != l.hashA {
 		t.Fatalf("host copy: disks hold %v", got)
@@ -224,7 +245,7 @@ func TestRestore(t *testing.T) {
 
 	// A snapshot from before the disks existed: 409.
 	l.FA.Now = func() time.Time { return time.Now().Add(-24 * time.Hour) }
-	_, err := l.FACli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "yesterday")
+	_, err = l.FACli.CreateVolumeSnapshots(ctx, []string{"pve-san1"}, "yesterday")
 	l.FA.Now = time.Now
 	must(t, err)
 	if _, r := l.restore(url.Values{"vmid": {"100"}, "point": {"fa1:yesterday"}, "mode": {"overwrite"}}); r.Code != 409 || !strings.Contains(r.Status, "cannot contain this disk") {
@@ -354,4 +375,86 @@ func TestRestoreFaultInjection(t *testing.T) {
 		t.Fatalf("only %d steps covered", covered)
 	}
 	fmt.Printf("RESULT restore_fault_injection steps_covered=%d\n", covered)
+}
+
+// lvcreateRace is an lvcreate that, asked for vm-200-disk-2, lets another tool take that
+// name first and then runs the real command, which fails as LVM fails: a real LVM error in
+// the middle of a restore (one disk created and copied, the next one not).
+const lvcreateRace = `#!/bin/sh
+case " $* " in
+*" vm-200-disk-2 "*) /usr/sbin/lvcreate --yes -an -Zn -L 8m -n vm-200-disk-2 vgsan1 >/dev/null 2>&1 ;;
+esac
+exec /usr/sbin/lvcreate "$@"
+`
+
+// TestRestoreLVMFailure: an LVM command fails half-way through a new-VM restore. The task
+// ends with LVM's own message, the disk the restore made is gone, and the volumes it did not
+// make (an orphaned disk of the same VMID, the other tool's LV) are untouched. Without the
+// fault, the same restore takes the next free disk names, as PVE would.
+func TestRestoreLVMFailure(t *testing.T) {
+	l := newLab(t)
+	// An orphan of an earlier VM 200 (PVE leaves these behind when a destroy fails).
+	must(t, lv.Create(ctx, "vgsan1", "vm-200-disk-0", 8*mib, lvm.CreateOptions{}))
+	must(t, guest.WritePattern("/dev/vgsan1/vm-200-disk-0", 7, 0, 8*mib))
+	orphan, err := guest.Hash("/dev/vgsan1/vm-200-disk-0", 0, 8*mib)
+	must(t, err)
+	wrapper := filepath.Join(l.O.Work, "bin", "lvcreate")
+	must(t, os.WriteFile(wrapper, []byte(lvcreateRace), 0o755))
+
+	params := url.Values{"vmid": {"100"}, "point": {"fa1:before"}, "mode": {"new"}, "newid": {"200"}}
+	upid, r := l.restore(params)
+	if r.Code != 200 {
+		t.Fatalf("restore: %d %s", r.Code, r.Status)
+	}
+	st, log := l.wait(upid)
+	if st == "OK" || !strings.Contains(st, `"vm-200-disk-2" already exists in volume group "vgsan1"`) {
+		t.Fatalf("task status %q: want LVM's error about vm-200-disk-2\n%s", st, log)
+	}
+	t.Logf("the operator sees: %s", st)
+	lvs, err := lv.LVs(ctx, "vgsan1")
+	must(t, err)
+	names := map[string]lvm.LV{}
+	for _, x := range lvs {
+		names[x.Name] = x
+	}
+	if _, ok := names["vm-200-disk-1"]; ok {
+		t.Errorf("the restore's own disk vm-200-disk-1 was left behind")
+	}
+	for _, keep := range []string{"vm-200-disk-0", "vm-200-disk-2"} {
+		if _, ok := names[keep]; !ok {
+			t.Errorf("%s, not made by the restore, was removed", keep)
+		}
+	}
+	if h, err := guest.Hash("/dev/vgsan1/vm-200-disk-0", 0, 8*mib); err != nil || h != orphan {
+		t.Errorf("orphaned vm-200-disk-0 changed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "200.conf")); err == nil {
+		t.Errorf("200.conf exists after the failed restore")
+	}
+	l.noLeftovers(false)
+
+	// The other tool's volume goes, the fault with it; the orphan stays.
+	must(t, os.Remove(wrapper))
+	must(t, lv.Remove(ctx, "vgsan1", "vm-200-disk-2"))
+	if upid, r = l.restore(params); r.Code != 200 {
+		t.Fatalf("restore without the fault: %d %s", r.Code, r.Status)
+	}
+	if st, log = l.wait(upid); st != "OK" {
+		t.Fatalf("restore without the fault: %s\n%s", st, log)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "200.conf"))
+	for i, want := range []string{"scsi0: san1:vm-200-disk-1,size=128M", "scsi1: san1:vm-200-disk-2,size=128M"} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("200.conf lacks %q:\n%s", want, cfg)
+		}
+		h, err := guest.Hash(fmt.Sprintf("/dev/vgsan1/vm-200-disk-%d", i+1), 0, diskSize)
+		if err != nil || h != l.hashA[i] {
+			t.Errorf("vm-200-disk-%d does not hold disk %d of the snapshot: %v", i+1, i, err)
+		}
+	}
+	if h, err := guest.Hash("/dev/vgsan1/vm-200-disk-0", 0, 8*mib); err != nil || h != orphan {
+		t.Errorf("orphaned vm-200-disk-0 changed by the second restore: %v", err)
+	}
+	l.noLeftovers(false)
+	fmt.Printf("RESULT restore_lvm_failure rolled_back=1 foreign_lvs_kept=2\n")
 }
