@@ -38,7 +38,7 @@ rc=0
 for t in /mnt/host/bin/*.test; do
   name=\$(basename \$t .test)
   echo "=== SUITE \$name"
-  (cd /tmp && \$t -test.v -test.timeout 20m ${2:+-test.run '$2'}) > /mnt/host/\$name.\$(uname -r).out 2>&1
+  (cd /tmp && \$t -test.v -test.timeout 40m ${2:+-test.run '$2'}) > /mnt/host/\$name.\$(uname -r).out 2>&1
   r=\$?
   cat /mnt/host/\$name.\$(uname -r).out
   echo "=== SUITE \$name rc=\$r"
@@ -52,7 +52,7 @@ write_script suite-nvme.sh "${RUN:-NVMe|Nvme|CDFE}"
 status=0
 boot() { # kernel script
   local t=$SECONDS
-  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -vdisks 2 -timeout 25m; then
+  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -vdisks 2 -timeout 45m; then
     echo "[lab] $2 on $1: passed in $((SECONDS - t)) s"
   else
     echo "[lab] $2 on $1: FAILED after $((SECONDS - t)) s"; status=1
