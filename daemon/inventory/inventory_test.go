@@ -368,6 +368,40 @@ func TestDiskAddedLater(t *testing.T) {
 	}
 }
 
+// While an in-place restore runs, the LV it swapped in (tagged with its job, no lineage yet)
+// must not become the disk's identity: if the restore is then rolled back, the snapshots the
+// disk had would otherwise be refused as older than the disk. A finished restore's new LV
+// (a new VM's disk) is recorded as usual.
+func TestDiskIdentityDuringRestore(t *testing.T) {
+	f := newFixture(t)
+	f.clock = at(0)
+	f.lv("vgsan1", "vm-100-disk-0", at(0))
+	f.vm(100, "web", at(0), map[string]string{"scsi0": "san1:vm-100-disk-0"})
+	f.clock = at(1)
+	f.snapshot("before", san1)
+	f.refresh()
+	f.clock = at(2)
+	if _, err := f.inv.DB.ExecContext(ctx, `INSERT INTO jobs (id, kind, state, spec, target, created, updated) VALUES ('abc', 'restore', ?, '{}', 'vm:100', 0, 0)`, store.JobRunning); err != nil {
+		t.Fatal(err)
+	}
+	// The restore's LV takes the disk's name (the original is set aside).
+	f.rmLV("vgsan1", "vm-100-disk-0")
+	s := volstore.Store{Dir: f.vgDir["vgsan1"]}
+	must(t, s.Create("vm-100-disk-0", 4<<30, volstore.Meta{Created: at(2).Unix(), UUID: "uuid-restore-abc", Tags: []string{"pve-vm-100", "pvesnap-abc"}}))
+	f.refresh()
+	if d := f.detail(100, time.Time{}); strings.Join(pointIDs(d), " ") != "before" {
+		t.Fatalf("during the restore, points %v: the in-flight LV was taken as the disk", pointIDs(d))
+	}
+	// Once the job is over without a lineage (as for a new VM's disk), the LV is the disk.
+	if _, err := f.inv.DB.ExecContext(ctx, `UPDATE jobs SET state = 'done' WHERE id = 'abc'`); err != nil {
+		t.Fatal(err)
+	}
+	f.refresh()
+	if d := f.detail(100, time.Time{}); strings.Join(pointIDs(d), " ") != "before(predates scsi0)" {
+		t.Fatalf("after the job, points %v", pointIDs(d))
+	}
+}
+
 // Disks on a two-PV VG are listed with the reason; the VM's other disks still restore.
 func TestVGWithTwoPVs(t *testing.T) {
 	f := newFixture(t)

@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/lvm"
 )
 
 // How an incarnation's creation time was learnt.
@@ -259,7 +262,9 @@ func (inv *Inventory) record(ctx context.Context, seen map[string]fileStamp, cha
 }
 
 // UpdateDiskIdentities reads the LVs of the mapped storages (one lvs per VG) and records each
-// live disk's LV UUID, creation time and size.
+// live disk's LV UUID, creation time and size. An LV a restore swapped in keeps the identity
+// of the disk it replaced (its lineage); one that a restore still in progress put there is not
+// recorded at all, because the restore may yet be rolled back and the replaced disk return.
 func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMap) error {
 	vgOf := map[string]string{}
 	for _, m := range maps {
@@ -267,17 +272,15 @@ func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMa
 			vgOf[m.Storage] = m.VG
 		}
 	}
-	lvs := map[string]map[string][3]int64{} // storage -> lv -> (time, size, _)
-	uuids := map[string]map[string]string{}
+	lvs := map[string]map[string]lvm.LV{} // storage -> LV name -> LV
 	for sid, vg := range vgOf {
 		list, err := inv.LVM.LVs(ctx, vg)
 		if err != nil {
 			return fmt.Errorf("storage %s: %w", sid, err)
 		}
-		lvs[sid], uuids[sid] = map[string][3]int64{}, map[string]string{}
+		lvs[sid] = map[string]lvm.LV{}
 		for _, lv := range list {
-			lvs[sid][lv.Name] = [3]int64{lv.Time.Unix(), lv.Size}
-			uuids[sid][lv.Name] = lv.UUID
+			lvs[sid][lv.Name] = lv
 		}
 	}
 	rows, err := inv.DB.QueryContext(ctx, `SELECT d.vmid, d.ctime, d.key, d.volid, d.storage FROM incarnation_disks d
@@ -288,6 +291,7 @@ func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMa
 	type upd struct {
 		vmid, ctime, t, size int64
 		key, uuid, lineage   string
+		tags                 []string
 	}
 	var ups []upd
 	for rows.Next() {
@@ -298,18 +302,33 @@ func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMa
 			return err
 		}
 		_, vol, _ := strings.Cut(volid, ":")
-		if info, ok := lvs[sid][vol]; ok {
-			ups = append(ups, upd{vmid: vmid, ctime: ctime, t: info[0], size: info[1], key: key, uuid: uuids[sid][vol]})
+		if lv, ok := lvs[sid][vol]; ok {
+			ups = append(ups, upd{vmid: vmid, ctime: ctime, t: lv.Time.Unix(), size: lv.Size, key: key, uuid: lv.UUID, tags: lv.Tags})
 		}
 	}
 	rows.Close()
-	for i := range ups {
+	kept := ups[:0]
+	for _, u := range ups {
 		var origin string
 		var ot int64
-		if err := inv.DB.QueryRowContext(ctx, `SELECT origin, origin_time FROM lineage WHERE lv_uuid = ?`, ups[i].uuid).Scan(&origin, &ot); err == nil {
-			ups[i].lineage, ups[i].t = origin, ot
+		err := inv.DB.QueryRowContext(ctx, `SELECT origin, origin_time FROM lineage WHERE lv_uuid = ?`, u.uuid).Scan(&origin, &ot)
+		switch {
+		case err == nil:
+			u.lineage, u.t = origin, ot
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		default:
+			busy, err := inv.restoreInProgress(ctx, u.tags)
+			if err != nil {
+				return err
+			}
+			if busy {
+				continue // the previous record stands until the restore commits or rolls back
+			}
 		}
+		kept = append(kept, u)
 	}
+	ups = kept
 	tx, err := inv.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -322,6 +341,25 @@ func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMa
 		}
 	}
 	return tx.Commit()
+}
+
+// restoreInProgress tells whether an LV's tags name a restore job (the tag "pvesnap-<job>" its
+// lvcreate set) that has not committed: running, or failed with its undo not yet complete.
+func (inv *Inventory) restoreInProgress(ctx context.Context, tags []string) (bool, error) {
+	for _, tag := range tags {
+		job, ok := strings.CutPrefix(tag, "pvesnap-")
+		if !ok {
+			continue
+		}
+		var n int
+		if err := inv.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE id = ? AND state IN (?, ?)`, job, store.JobRunning, store.JobStuck).Scan(&n); err != nil {
+			return false, err
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Incarnations returns the remembered incarnations (live and deleted) with their disks and

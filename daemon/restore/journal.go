@@ -34,11 +34,11 @@ var None = Action{Kind: "none"}
 
 // Job states.
 const (
-	StateRunning    = "running"
+	StateRunning    = store.JobRunning
 	StateCommitted  = "committed"   // the restore took effect; only cleanup remains
 	StateDone       = "done"        // committed and cleaned up
 	StateRolledBack = "rolled-back" // failed and undone
-	StateStuck      = "cleanup-failed"
+	StateStuck      = store.JobStuck
 )
 
 // Entry states.

@@ -16,6 +16,13 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
+// States of a row in jobs that other packages than the job's own read: a job in one of these
+// has not committed and may still change or undo what it made.
+const (
+	JobRunning = "running"
+	JobStuck   = "cleanup-failed" // failed, and its undo did not complete yet
+)
+
 // DB is the opened state database.
 type DB struct {
 	*sql.DB
