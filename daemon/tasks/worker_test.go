@@ -203,6 +203,7 @@ func TestStop(t *testing.T) {
 	if !strings.Contains(text, "stop requested by root@pam") || !strings.Contains(text, "received interrupt") {
 		t.Fatalf("log does not say who stopped it: %s", text)
 	}
+	<-st.Done() // the spawner archives the task after the worker exits, in the test's directory
 }
 
 func TestStopEscalatesToSIGKILL(t *testing.T) {
@@ -223,6 +224,7 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(lines), "sent SIGKILL") {
 		t.Fatalf("log %v", lines)
 	}
+	<-st.Done() // as in TestStop: the archiving writes into the test's directory
 }
 
 // TestWorkerSurvivesDaemonKill starts a worker from a separate "daemon" process, kills that
