@@ -11,7 +11,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pvesnap/pvesnap/daemon/inventory"
-	"github.com/pvesnap/pvesnap/daemon/logging"
 )
 
 func inventoryCommand() *cli.Command {
@@ -28,11 +27,7 @@ marked "predates" for that disk: it cannot contain it and pvesnap refuses to res
 			&cli.BoolFlag{Name: "cached", Usage: "do not ask the arrays; use the last refresh"},
 		},
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			e, err := newEnv(cfg, logging.New(cfg.SlogLevel(), os.Stderr))
+			e, err := commandEnv(c)
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pvesnap/pvesnap/daemon/logging"
 	"github.com/pvesnap/pvesnap/daemon/restore"
 )
 
@@ -40,11 +39,7 @@ restore points with 'pvesnap inventory --vmid N'. Exit status 0 when the task en
 			if m := c.String("mode"); m != restore.NewVM && m != restore.Overwrite {
 				return usageErr("--mode %q: new or overwrite", m)
 			}
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			e, err := newEnv(cfg, logging.New(cfg.SlogLevel(), os.Stderr))
+			e, err := commandEnv(c)
 			if err != nil {
 				return err
 			}

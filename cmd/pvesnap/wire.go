@@ -8,9 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
+	"github.com/pvesnap/pvesnap/daemon/logging"
 	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/restore"
@@ -74,6 +77,16 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 		VMs: restore.VMs{PVE: cfg.Paths.PVE, Lock: cfg.Paths.Lock, Node: cfg.Node, Run: e.runner}, DB: db,
 		Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}, Logger: logger.With("component", "restore")}}
 	return e, nil
+}
+
+// commandEnv is the environment of a one-shot command (inventory, restore) run from a shell:
+// the configured modules, logging to stderr. The caller closes e.db.
+func commandEnv(c *cli.Context) (*env, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return newEnv(cfg, logging.New(cfg.SlogLevel(), os.Stderr))
 }
 
 // workerEnv is the environment of task workers: a fixed PATH and locale, plus the lab's

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,7 +128,7 @@ func (f *fixture) vm(vmid int64, name string, ctime time.Time, disks map[string]
 	f.t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "name: %s\nmemory: 2048\nmeta: creation-qemu=9.2.0,ctime=%d\n", name, ctime.Unix())
-	for _, k := range sortedKeys(disks) {
+	for _, k := range slices.Sorted(maps.Keys(disks)) {
 		fmt.Fprintf(&b, "%s: %s,size=4G\n", k, disks[k])
 	}
 	dir := filepath.Join(f.pve, "nodes", "pve1", "qemu-server")

@@ -9,9 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -134,7 +135,7 @@ func (inv *Inventory) Map(ctx context.Context) ([]StorageMap, error) {
 	var out []StorageMap
 	var pvs []lvm.PV
 	pvsLoaded := false
-	for _, id := range sortedKeys(all) {
+	for _, id := range slices.Sorted(maps.Keys(all)) {
 		st := all[id]
 		if st.Type != "lvm" || !st.OnNode(inv.Node) || st.Disabled || !st.HasContent("images") {
 			continue
@@ -253,15 +254,6 @@ func (inv *Inventory) Maps(ctx context.Context, maxAge time.Duration) ([]Storage
 		return maps, nil
 	}
 	return inv.Map(ctx)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ErrPredatesDisk marks a snapshot taken before a disk existed (HTTP 409 at the API).

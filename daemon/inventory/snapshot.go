@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -67,7 +69,7 @@ func (inv *Inventory) SnapshotVM(ctx context.Context, t *tasks.Task, spec Snapsh
 	for _, dk := range d.DiskList {
 		switch {
 		case dk.Mapping == Mapped:
-			if !contains(byArray[dk.Array], dk.Volume) {
+			if !slices.Contains(byArray[dk.Array], dk.Volume) {
 				byArray[dk.Array] = append(byArray[dk.Array], dk.Volume)
 			}
 		case dk.Mapping != "not-on-array":
@@ -90,7 +92,7 @@ func (inv *Inventory) SnapshotVM(ctx context.Context, t *tasks.Task, spec Snapsh
 	if err != nil {
 		return err
 	}
-	ids := sortedKeys(byArray)
+	ids := slices.Sorted(maps.Keys(byArray))
 	for _, id := range ids {
 		var a *pure.Client
 		for _, x := range arrs {
@@ -155,15 +157,6 @@ func trimJSON(b []byte) string {
 		return string(c)
 	}
 	return string(b)
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // AgentEnabled reads "agent: 1" / "agent: enabled=1,…" from a VM config.

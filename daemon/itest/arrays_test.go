@@ -33,7 +33,7 @@ func TestArraysAPI(t *testing.T) {
 
 	add := url.Values{"array": {"fa1"}, "type": {"flasharray"}, "endpoint": {srv.URL}, "token": {token}, "ca": {srv.CAFile},
 		"comment": {"lab array"}}
-	if r, _ := admin.Do("POST", "/cluster/pvesnap/arrays", add); r.Code != 403 || !contains(r.Status, "Permission check failed (/, Sys.Modify)") {
+	if r, _ := admin.Do("POST", "/cluster/pvesnap/arrays", add); r.Code != 403 || !strings.Contains(r.Status, "Permission check failed (/, Sys.Modify)") {
 		t.Fatalf("PVEAdmin adding an array: %d %s", r.Code, r.Status)
 	}
 	bad := url.Values{}
@@ -41,18 +41,18 @@ func TestArraysAPI(t *testing.T) {
 		bad[k] = v
 	}
 	bad.Set("token", "wrong-token-123")
-	if r, _ := root.Do("POST", "/cluster/pvesnap/arrays", bad); r.Code != 400 || !contains(r.Status, "refused the API token") {
+	if r, _ := root.Do("POST", "/cluster/pvesnap/arrays", bad); r.Code != 400 || !strings.Contains(r.Status, "refused the API token") {
 		t.Fatalf("wrong token: %d %s", r.Code, r.Status)
 	}
 	bad.Set("token", token)
 	bad.Set("endpoint", "http://"+strings.TrimPrefix(srv.URL, "https://"))
-	if r, _ := root.Do("POST", "/cluster/pvesnap/arrays", bad); r.Code != 400 || !contains(r.Status, "must be https") {
+	if r, _ := root.Do("POST", "/cluster/pvesnap/arrays", bad); r.Code != 400 || !strings.Contains(r.Status, "must be https") {
 		t.Fatalf("http endpoint: %d %s", r.Code, r.Status)
 	}
 	if r, _ := root.Do("POST", "/cluster/pvesnap/arrays", add); r.Code != 200 {
 		t.Fatalf("root adding: %d %s", r.Code, r.Status)
 	}
-	if r, _ := root.Do("POST", "/cluster/pvesnap/arrays", add); r.Code != 400 || !contains(r.Status, "already defined") {
+	if r, _ := root.Do("POST", "/cluster/pvesnap/arrays", add); r.Code != 400 || !strings.Contains(r.Status, "already defined") {
 		t.Fatalf("adding twice: %d %s", r.Code, r.Status)
 	}
 	r, err := auditor.Do("GET", "/cluster/pvesnap/arrays", nil)
@@ -88,7 +88,7 @@ func TestArraysAPI(t *testing.T) {
 		t.Fatalf("after update: %s", r.Raw)
 	}
 	r, _ = root.Do("GET", "/cluster/pvesnap/arrays/fa1/status", nil)
-	if !contains(string(r.Raw), `"target":"host group pve-hg"`) {
+	if !strings.Contains(string(r.Raw), `"target":"host group pve-hg"`) {
 		t.Fatalf("status with a host group: %s", r.Raw)
 	}
 	if r, _ := root.Do("GET", "/cluster/pvesnap/arrays/nope", nil); r.Code != 404 {

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -359,8 +358,6 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func volMeta() volstore.Meta { return volstore.Meta{} }
 

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,7 +143,7 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 		for _, s := range sources {
 			vols[s.Volume] = true
 		}
-		names := sortedKeys(vols)
+		names := slices.Sorted(maps.Keys(vols))
 		suffix := "pvesnap-safety-" + spec.Job
 		if err := j.Step(ctx, "safety snapshot", None, func() error {
 			snaps, err := client.CreateVolumeSnapshots(ctx, names, suffix)
@@ -725,22 +727,13 @@ func (r *Restorer) findLV(ctx context.Context, vg, name string) (*lvm.LV, error)
 // owned checks an action's guard: the LV carries the job's tag or a name of the job.
 func owned(lv lvm.LV, arg map[string]string) bool {
 	if t := arg["require_tag"]; t != "" {
-		return contains(lv.Tags, t)
+		return slices.Contains(lv.Tags, t)
 	}
 	if t := arg["tag"]; t != "" {
-		return contains(lv.Tags, t)
+		return slices.Contains(lv.Tags, t)
 	}
 	if p := arg["require_prefix"]; p != "" {
 		return strings.HasPrefix(lv.Name, p)
-	}
-	return false
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
 	}
 	return false
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -241,20 +243,11 @@ func formatWithSections(cfg *pve.VMConfig) []byte {
 		b = append(b, "\n[PENDING]\n"...)
 		b = append(b, pve.FormatVMConfig("", nil, cfg.Pending)...)
 	}
-	for _, name := range sortedKeys(cfg.Snapshots) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Snapshots)) {
 		b = append(b, fmt.Sprintf("\n[%s]\n", name)...)
 		b = append(b, pve.FormatVMConfig("", nil, cfg.Snapshots[name])...)
 	}
 	return b
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ReplayOptions shape the config of a VM restored as a new one.

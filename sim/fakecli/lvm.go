@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,7 +114,7 @@ func (l *LVM) lvs(argv []string) ([]byte, error) {
 
 func (l *LVM) pvs() ([]byte, error) {
 	rows := []map[string]string{}
-	for _, vn := range sortedKeys(l.VGs) {
+	for _, vn := range slices.Sorted(maps.Keys(l.VGs)) {
 		for i, pv := range l.VGs[vn].PVs {
 			rows = append(rows, map[string]string{"pv_name": pv, "vg_name": vn, "pv_uuid": fmt.Sprintf("pv-%s-%d", vn, i),
 				"pv_size": "107374182400", "pe_start": "1048576", "dev_size": "107374182400"})
@@ -121,15 +122,6 @@ func (l *LVM) pvs() ([]byte, error) {
 	}
 	b, _ := json.Marshal(map[string]any{"report": []map[string]any{{"pv": rows}}})
 	return b, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func argAfter(argv []string, flag string) string {
@@ -157,7 +149,7 @@ func (l *LVM) lvcreate(argv []string) ([]byte, error) {
 			tags = append(tags, argv[i+1])
 		}
 	}
-	if contains(argv, "-s") { // thin snapshot: lvcreate --yes -s -kn -n <name> vg/origin
+	if slices.Contains(argv, "-s") { // thin snapshot: lvcreate --yes -s -kn -n <name> vg/origin
 		g, vg, origin, err := l.vgOf(argv, argv[len(argv)-1])
 		if err != nil {
 			return nil, err
@@ -172,7 +164,7 @@ func (l *LVM) lvcreate(argv []string) ([]byte, error) {
 			return nil, fail(argv, 5, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, origin))
 		}
 		fi, _ := os.Stat(g.Store.Path(origin))
-		if err := g.Store.Create(name, fi.Size(), volstore.Meta{Origin: origin + "@thin", Active: !contains(argv, "-ky")}); err != nil {
+		if err := g.Store.Create(name, fi.Size(), volstore.Meta{Origin: origin + "@thin", Active: !slices.Contains(argv, "-ky")}); err != nil {
 			return nil, err
 		}
 		return nil, volstore.CopySparse(g.Store.Path(origin), g.Store.Path(name))

@@ -263,12 +263,3 @@ func (z *ZFS) promote(argv []string) ([]byte, error) {
 	}
 	return nil, nil
 }
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,7 +36,7 @@ func (a *Array) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ver, path, _ := strings.Cut(rest, "/")
 	vw, ok := parseView(ver)
-	if !ok || vw.major != 2 || !contains(a.Offered, ver) {
+	if !ok || vw.major != 2 || !slices.Contains(a.Offered, ver) {
 		writeError(w, &Error{Status: 404, Message: "Not found."})
 		return
 	}
@@ -141,15 +143,6 @@ func writeError(w http.ResponseWriter, e *Error) {
 		ctx = e.Context
 	}
 	writeJSON(w, e.Status, obj{"errors": []obj{{"context": ctx, "message": e.Message}}})
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // request is one API call being served (the array's lock is held).
@@ -321,21 +314,12 @@ func getVolumes(rq *request) *Error {
 		}
 		return rq.page(out)
 	}
-	for _, n := range sortedKeys(a.volumes) {
+	for _, n := range slices.Sorted(maps.Keys(a.volumes)) {
 		if v := a.volumes[n]; rq.destroyedOK(!v.destroyed.IsZero()) {
 			out = append(out, a.volumeObj(v, rq.vw))
 		}
 	}
 	return rq.page(out)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func postVolumes(rq *request) *Error {
@@ -513,9 +497,9 @@ func getSnapshots(rq *request) *Error {
 			return bad(msgVolNotExist, n)
 		}
 	}
-	for _, n := range sortedKeys(a.snapshots) {
+	for _, n := range slices.Sorted(maps.Keys(a.snapshots)) {
 		s := a.snapshots[n]
-		if !rq.destroyedOK(!s.destroyed.IsZero()) || (sources != nil && !contains(sources, s.source.name)) {
+		if !rq.destroyedOK(!s.destroyed.IsZero()) || (sources != nil && !slices.Contains(sources, s.source.name)) {
 			continue
 		}
 		out = append(out, a.snapshotObj(s, rq.vw))
@@ -594,8 +578,8 @@ func getPGroups(rq *request) *Error {
 			return bad(msgPGNotExist, n)
 		}
 	}
-	for _, n := range sortedKeys(a.pgroups) {
-		if names == nil || contains(names, n) {
+	for _, n := range slices.Sorted(maps.Keys(a.pgroups)) {
+		if names == nil || slices.Contains(names, n) {
 			out = append(out, a.pgroupObj(a.pgroups[n], rq.vw))
 		}
 	}
@@ -606,14 +590,14 @@ func getPGroupVolumes(rq *request) *Error {
 	a := rq.a
 	groups, members := rq.list("group_names"), rq.list("member_names")
 	var out []obj
-	for _, n := range sortedKeys(a.pgroups) {
+	for _, n := range slices.Sorted(maps.Keys(a.pgroups)) {
 		g := a.pgroups[n]
-		if groups != nil && !contains(groups, n) {
+		if groups != nil && !slices.Contains(groups, n) {
 			continue
 		}
 		for _, m := range g.volumes {
 			v, ok := a.volumes[m]
-			if !ok || (members != nil && !contains(members, m)) {
+			if !ok || (members != nil && !slices.Contains(members, m)) {
 				continue
 			}
 			gr, mr := obj{"name": g.name}, obj{"name": v.name}
@@ -640,9 +624,9 @@ func getPGSnaps(rq *request) *Error {
 		}
 	}
 	var out []obj
-	for _, n := range sortedKeys(a.pgsnaps) {
+	for _, n := range slices.Sorted(maps.Keys(a.pgsnaps)) {
 		s := a.pgsnaps[n]
-		if (names != nil && !contains(names, n)) || (sources != nil && !contains(sources, s.source)) ||
+		if (names != nil && !slices.Contains(names, n)) || (sources != nil && !slices.Contains(sources, s.source)) ||
 			!rq.destroyedOK(!s.destroyed.IsZero()) {
 			continue
 		}
@@ -703,8 +687,8 @@ func getHosts(rq *request) *Error {
 		}
 	}
 	var out []obj
-	for _, n := range sortedKeys(a.hosts) {
-		if names == nil || contains(names, n) {
+	for _, n := range slices.Sorted(maps.Keys(a.hosts)) {
+		if names == nil || slices.Contains(names, n) {
 			out = append(out, a.hostObj(a.hosts[n], rq.vw))
 		}
 	}
@@ -763,8 +747,8 @@ func getHostGroups(rq *request) *Error {
 		}
 	}
 	var out []obj
-	for _, n := range sortedKeys(a.hostGroups) {
-		if names == nil || contains(names, n) {
+	for _, n := range slices.Sorted(maps.Keys(a.hostGroups)) {
+		if names == nil || slices.Contains(names, n) {
 			out = append(out, a.hostGroupObj(a.hostGroups[n], rq.vw))
 		}
 	}
@@ -775,9 +759,9 @@ func getHostGroupMembers(rq *request) *Error {
 	a := rq.a
 	groups, members := rq.list("group_names"), rq.list("member_names")
 	var out []obj
-	for _, n := range sortedKeys(a.hosts) {
+	for _, n := range slices.Sorted(maps.Keys(a.hosts)) {
 		h := a.hosts[n]
-		if h.group == "" || (groups != nil && !contains(groups, h.group)) || (members != nil && !contains(members, n)) {
+		if h.group == "" || (groups != nil && !slices.Contains(groups, h.group)) || (members != nil && !slices.Contains(members, n)) {
 			continue
 		}
 		out = append(out, obj{"group": obj{"name": h.group}, "member": obj{"name": n}})
@@ -815,14 +799,14 @@ func getConnections(rq *request) *Error {
 	var out []obj
 	for _, c := range a.connections {
 		v := a.volumeByID(c.volume)
-		if vols != nil && !contains(vols, v.name) {
+		if vols != nil && !slices.Contains(vols, v.name) {
 			continue
 		}
-		if groups != nil && !contains(groups, c.hostGroup) {
+		if groups != nil && !slices.Contains(groups, c.hostGroup) {
 			continue
 		}
 		for _, o := range a.connectionObjs(c, rq.vw) {
-			if hosts != nil && !contains(hosts, o["host"].(obj)["name"].(string)) {
+			if hosts != nil && !slices.Contains(hosts, o["host"].(obj)["name"].(string)) {
 				continue
 			}
 			out = append(out, o)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -113,7 +114,7 @@ func (l *LIO) CreateTarget(id int) (*Target, error) {
 	t := &Target{l: l, WWN: wwn, path: p, luns: map[string]int{}}
 	for i := 0; i < 50 && t.Host == ""; i++ {
 		for _, h := range hosts() {
-			if !contains(before, h) {
+			if !slices.Contains(before, h) {
 				t.Host = h
 			}
 		}
@@ -129,15 +130,6 @@ func hosts() []string {
 		out = append(out, e.Name())
 	}
 	return out
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Map exports lun as LUN number n; the kernel adds the sd device at once (tcm_loop scans on

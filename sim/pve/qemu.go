@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -580,7 +581,7 @@ func (c *Cluster) updateVM(n *Node, call *api.Call, async bool) (any, error) {
 	if d := call.Params.Str("digest"); d != "" && d != cfg.Digest() {
 		return nil, httpStatus("detected modified configuration - file changed by other user? Try again.")
 	}
-	if _, unlocking := changes["lock"]; !unlocking && !contains(deletes, "lock") {
+	if _, unlocking := changes["lock"]; !unlocking && !slices.Contains(deletes, "lock") {
 		if err := checkLock(cfg, vmid, skip); err != nil {
 			return nil, err
 		}
@@ -617,15 +618,6 @@ func (c *Cluster) updateVM(n *Node, call *api.Call, async bool) (any, error) {
 		n.waitTask(upid, time.Duration(d)*time.Second)
 	}
 	return upid, nil
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (c *Cluster) power(n *Node, call *api.Call, start bool) (any, error) {

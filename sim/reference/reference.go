@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -129,7 +130,7 @@ func ExtractFA(file string) ([]byte, error) {
 				rel = rest[i:]
 			}
 		}
-		if rel == "" || !(rel == "/api_version" || contains(FAPaths, strings.TrimPrefix(rel, "/"))) {
+		if rel == "" || !(rel == "/api_version" || slices.Contains(FAPaths, strings.TrimPrefix(rel, "/"))) {
 			continue
 		}
 		ops := map[string]any{}
@@ -158,15 +159,6 @@ func ExtractFA(file string) ([]byte, error) {
 		out[rel] = ops
 	}
 	return json.Marshal(out)
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func dig(m any, keys ...string) any {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -429,7 +430,7 @@ func (s Store) Promote(clone string) error {
 		if err != nil || vm.Origin == "" {
 			continue
 		}
-		if p, sn, _ := strings.Cut(vm.Origin, "@"); p == parent && contains(moved, sn) {
+		if p, sn, _ := strings.Cut(vm.Origin, "@"); p == parent && slices.Contains(moved, sn) {
 			vm.Origin = clone + "@" + sn
 			s.SetMeta(e.Name(), vm)
 		}
@@ -441,13 +442,4 @@ func (s Store) Promote(clone string) error {
 	}
 	m.Origin = cloneOrigin
 	return s.SetMeta(clone, m)
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
