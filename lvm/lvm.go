@@ -233,7 +233,8 @@ func checkTag(t string) error {
 }
 
 // Create makes an LV of size bytes (rounded up to KiB), active, without autoactivation: what
-// PVE's LVM plugin runs (lvcreate -aly -Wy --yes --size <KiB>k --setautoactivation n …).
+// PVE's LVM plugin runs (lvcreate -aly -Wy --yes --size <KiB>k --setautoactivation n …); with
+// o.ThinPool, a thin LV as PVE's LVM-thin plugin makes it (-V <KiB>k --thinpool vg/pool).
 func (l *LVM) Create(ctx context.Context, vg, name string, size int64, o CreateOptions) error {
 	if err := CheckName("volume group", vg); err != nil {
 		return err
@@ -245,14 +246,16 @@ func (l *LVM) Create(ctx context.Context, vg, name string, size int64, o CreateO
 		return fmt.Errorf("LV size %d", size)
 	}
 	kib := (size + 1023) / 1024
-	argv := []string{"lvcreate", "-aly", "-Wy", "--yes", "--name", name, "--setautoactivation", "n"}
+	argv := []string{"lvcreate", "-aly", "-Wy", "--yes", "--name", name}
 	if o.ThinPool != "" {
 		if err := CheckName("thin pool", o.ThinPool); err != nil {
 			return err
 		}
+		// No --setautoactivation: lvcreate refuses it for thin LVs ("Option
+		// --setautoactivation is unsupported with thins"), as PVE's LvmThinPlugin knows.
 		argv = append(argv, "-V", fmt.Sprintf("%dk", kib), "--thinpool", vg+"/"+o.ThinPool)
 	} else {
-		argv = append(argv, "--size", fmt.Sprintf("%dk", kib))
+		argv = append(argv, "--setautoactivation", "n", "--size", fmt.Sprintf("%dk", kib))
 	}
 	for _, t := range o.Tags {
 		if err := checkTag(t); err != nil {

@@ -174,6 +174,9 @@ func (l *LVM) lvcreate(argv []string) ([]byte, error) {
 	var size int64
 	var err error
 	if pool := argAfter(argv, "--thinpool"); pool != "" {
+		if slices.Contains(argv, "--setautoactivation") { // lvm2 2.03.16, found in the lab
+			return nil, fail(argv, 3, "Option --setautoactivation is unsupported with thins.")
+		}
 		g, vg, _, err = l.vgOf(argv, pool)
 		if err != nil {
 			return nil, err
