@@ -50,7 +50,10 @@ type Options struct {
 	IndexHTML []byte
 	// Static serves other GUI paths (/pve2/…, /pwt/…) when set.
 	Static http.Handler
-	Logger *slog.Logger
+	// Volumes, when set, backs storages with something other than the simulator's files
+	// (the lab: real ZFS and LVM-thin); a nil answer keeps the files for that storage.
+	Volumes func(node string, st *pve.Storage) Volumes
+	Logger  *slog.Logger
 }
 
 // Cluster is a running simulated cluster.

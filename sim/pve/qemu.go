@@ -172,7 +172,7 @@ func (c *Cluster) allocateNewDisks(node string, vmid int64, props map[string]str
 		if _, err := c.activeStorage(node, sid); err != nil {
 			return err
 		}
-		st := c.Store(node, sid)
+		st := c.volumes(node, sid)
 		name := ""
 		for i := 0; i < 1000; i++ {
 			cand := fmt.Sprintf("vm-%d-disk-%d", vmid, i)
@@ -663,7 +663,7 @@ func (c *Cluster) destroyVM(n *Node, call *api.Call) (any, error) {
 		owner := fmt.Sprintf("vm-%d-", vmid)
 		for _, d := range cfg.Disks() {
 			if strings.HasPrefix(d.Volid.Volume, owner) {
-				if err := c.Store(n.Name, d.Volid.Storage).Destroy(d.Volid.Volume, true); err != nil && !errors.Is(err, volstore.ErrNotFound) {
+				if err := c.volumes(n.Name, d.Volid.Storage).Destroy(d.Volid.Volume, true); err != nil && !errors.Is(err, volstore.ErrNotFound) {
 					t.Warnf("could not remove disk '%s', check manually: %v", d.Volid, err)
 				} else {
 					t.Logf("Removed disk '%s'", d.Volid)
@@ -676,10 +676,10 @@ func (c *Cluster) destroyVM(n *Node, call *api.Call) (any, error) {
 				if !st.OnNode(n.Name) || st.Disabled {
 					continue
 				}
-				vols, _ := c.Store(n.Name, sid).List()
+				vols, _ := c.volumes(n.Name, sid).List()
 				for _, v := range vols {
 					if strings.HasPrefix(v.Name, owner) {
-						if err := c.Store(n.Name, sid).Destroy(v.Name, true); err == nil {
+						if err := c.volumes(n.Name, sid).Destroy(v.Name, true); err == nil {
 							t.Logf("Removed unreferenced disk '%s:%s'", sid, v.Name)
 						}
 					}

@@ -58,6 +58,46 @@ func (c *Cluster) Store(node, sid string) volstore.Store {
 	return volstore.Store{Dir: c.StorageDir(node, sid)}
 }
 
+// Volumes are a storage's volumes as PVE's storage plugin manages them. By default the
+// simulator keeps them as files (volstore.Store); the lab plugs in the real zfs and lvm
+// commands through Options.Volumes, so that what pvesnap does on a real pool is what the
+// simulated pveproxy lists and deletes.
+type Volumes interface {
+	List() ([]volstore.Vol, error)
+	Exists(vol string) bool
+	// Create fails with volstore.ErrExists when vol exists.
+	Create(vol string, size int64, m volstore.Meta) error
+	// Destroy fails with volstore.ErrNotFound when vol does not exist.
+	Destroy(vol string, recursive bool) error
+	Path(vol string) string
+}
+
+// volumes backs storage sid on node: Options.Volumes' answer, else the simulator's files.
+func (c *Cluster) volumes(node, sid string) Volumes {
+	if c.o.Volumes != nil {
+		if st, err := c.storage(sid); err == nil {
+			if v := c.o.Volumes(node, st); v != nil {
+				return v
+			}
+		}
+	}
+	return c.Store(node, sid)
+}
+
+// volumeSize is vol's size as the storage lists it.
+func volumeSize(v Volumes, vol string) (int64, bool) {
+	l, err := v.List()
+	if err != nil {
+		return 0, false
+	}
+	for _, e := range l {
+		if e.Name == vol {
+			return e.Size, true
+		}
+	}
+	return 0, false
+}
+
 func (c *Cluster) activeStorage(node, sid string) (*pve.Storage, error) {
 	st, err := c.storage(sid)
 	if err != nil {
@@ -208,12 +248,12 @@ func (c *Cluster) storageRoutes(n *Node) []*api.Route {
 				if err := call.CheckAny("/storage/"+sid, "Datastore.Audit", "Datastore.AllocateSpace"); err != nil {
 					return nil, err
 				}
-				s := c.Store(n.Name, sid)
-				fi, err := os.Stat(s.Path(vol))
-				if err != nil {
+				s := c.volumes(n.Name, sid)
+				size, ok := volumeSize(s, vol)
+				if !ok {
 					return nil, api.Errorf(http.StatusInternalServerError, "no such volume '%s:%s'", sid, vol)
 				}
-				return map[string]any{"path": s.Path(vol), "size": fi.Size(), "used": fi.Size(), "format": "raw"}, nil
+				return map[string]any{"path": s.Path(vol), "size": size, "used": size, "format": "raw"}, nil
 			}},
 		{Method: "POST", Path: "/nodes/{node}/storage/{storage}/content/{volume}", Name: "copy", Description: "Copy a volume. This is experimental code - do not use.",
 			Permission: api.Permission{User: "all", Description: "root@pam only: PVE declares no permissions for this call"},
@@ -282,7 +322,7 @@ func boolInt(b bool) int {
 }
 
 func (c *Cluster) storageStatus(node string, st *pve.Storage) map[string]any {
-	vols, _ := c.Store(node, st.ID).List()
+	vols, _ := c.volumes(node, st.ID).List()
 	var used int64
 	for _, v := range vols {
 		used += v.Size
@@ -321,7 +361,7 @@ func (c *Cluster) listContent(n *Node, call *api.Call) (any, error) {
 	if ct := call.Params.Str("content"); ct != "" && ct != "images" && ct != "rootdir" {
 		return []any{}, nil
 	}
-	vols, err := c.Store(n.Name, sid).List()
+	vols, err := c.volumes(n.Name, sid).List()
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +435,7 @@ func (c *Cluster) allocate(n *Node, call *api.Call) (any, error) {
 	if st.Type == "lvm" || st.Type == "lvmthin" {
 		size = (size + (4<<20 - 1)) &^ (4<<20 - 1) // LVM extents of 4 MiB
 	}
-	if err := c.Store(n.Name, sid).Create(name, size, volstore.Meta{Tags: []string{fmt.Sprintf("pve-vm-%d", vmid)}}); err != nil {
+	if err := c.volumes(n.Name, sid).Create(name, size, volstore.Meta{Tags: []string{fmt.Sprintf("pve-vm-%d", vmid)}}); err != nil {
 		if errors.Is(err, volstore.ErrExists) {
 			switch st.Type {
 			case "lvm", "lvmthin":
@@ -444,6 +484,7 @@ func (c *Cluster) copyVolume(n *Node, call *api.Call) (any, error) {
 	user := call.Auth.Name()
 	return n.runTask("imgcopy", "", user, func(t *tasks.Task) error {
 		// storage_migrate: a full copy through a pipe (zfs send | recv, or dd), never instant.
+		// It copies the simulator's files only, not volumes a real pool holds (Options.Volumes).
 		t.Logf("copy volume '%s:%s' to '%s:%s' on node '%s'", sid, vol, tsid, tvol, tnode)
 		if dst.Exists(tvol) {
 			return fmt.Errorf("volume '%s:%s' already exists", tsid, tvol)
@@ -477,15 +518,15 @@ func (c *Cluster) deleteVolume(n *Node, call *api.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := c.Store(n.Name, sid)
+	s := c.volumes(n.Name, sid)
 	if !s.Exists(vol) {
 		return nil, api.Errorf(http.StatusInternalServerError, "no such volume '%s:%s'", sid, vol)
 	}
 	id := fmt.Sprintf("%d@%s", volOwner(vol), sid)
 	upid := n.runTask("imgdel", id, call.Auth.Name(), func(t *tasks.Task) error {
 		err := s.Destroy(vol, true)
-		if errors.Is(err, volstore.ErrBusy) && st.Type == "zfspool" {
-			deps, _ := s.Dependents(vol)
+		if files, ok := s.(volstore.Store); ok && errors.Is(err, volstore.ErrBusy) && st.Type == "zfspool" {
+			deps, _ := files.Dependents(vol)
 			return fmt.Errorf("zfs error: cannot destroy '%s/%s': volume has dependent clones\nuse '-R' to destroy the following datasets:\n%s", st.Pool, vol, strings.Join(deps, "\n"))
 		}
 		if err != nil {
