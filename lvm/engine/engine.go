@@ -177,6 +177,10 @@ func CopyRange(ctx context.Context, src, dst Endpoint, length int64, o Options) 
 	}
 	res := &Result{Bytes: length}
 	c := &copier{o: o, s: s, d: d, res: res, total: length}
+	if d.block {
+		wz := readTrim(o.Roots.sys("dev", "block", d.dev.String(), "queue", "write_zeroes_max_bytes"))
+		c.zeroOut = wz != "" && wz != "0"
+	}
 	// The array copies what it has: dirty pages of the source must reach it first.
 	if s.block {
 		if err := blk.FlushBuffers(s.f); err != nil {
@@ -219,6 +223,10 @@ type copier struct {
 	pairs  map[[2]dm.Dev]*pair
 	devs   map[dm.Dev]*Device
 	offDev map[*Device]bool // destination devices written by offload: sync their cache
+	// zeroOut: all-zero pieces go to the destination as BLKZEROOUT. Only where the device
+	// zeroes without data (WRITE SAME, NVMe Write Zeroes): elsewhere the kernel writes zero
+	// pages itself, one synchronous request at a time, slower than the copy's own writes.
+	zeroOut bool
 }
 
 func (c *copier) addDone(n int64) { c.done.Add(n) }

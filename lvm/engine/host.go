@@ -45,7 +45,7 @@ func allZero(b []byte) bool {
 }
 
 // copy reads the chunk and writes it, in buffer-sized pieces; all-zero pieces become
-// BLKZEROOUT (no data crosses the bus when the device supports it).
+// BLKZEROOUT where the destination zeroes without data (copier.zeroOut).
 func (h *hostWorker) copy(ctx context.Context, ch chunk) error {
 	c := h.c
 	for done := int64(0); done < ch.length; {
@@ -58,7 +58,7 @@ func (h *hostWorker) copy(ctx context.Context, ch chunk) error {
 			return fmt.Errorf("reading %s at %d: %w", c.s.path, ch.srcOff+done, err)
 		}
 		zeroed := false
-		if c.d.block && allZero(b) {
+		if c.zeroOut && allZero(b) {
 			if err := blk.ZeroOut(c.d.f, ch.dstOff+done, n); err == nil {
 				zeroed = true
 			}
