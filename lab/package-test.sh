@@ -4,8 +4,9 @@
 # NOTIFY_SOCKET), start a task, upgrade to a rebuilt package while the task's worker runs
 # (restart = TERM to the main process only, as KillMode=process does: the task must finish
 # OK), remove, purge; each state is checked. This machine has no systemd as PID 1, so
-# systemd's part (start, notify, restart) is played by this script from the unit file itself;
-# the unit is checked with systemd-analyze verify.
+# systemd's part (start, notify, restart) is first played by this script from the unit file
+# itself (the unit is checked with systemd-analyze verify), then the whole life is repeated
+# under a real systemd, PID 1 of a systemd-nspawn container booted from the same chroot.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -189,4 +190,44 @@ inroot dpkg -P pvesnap > "$W/purge.log" 2>&1 || { cat "$W/purge.log"; die "dpkg 
 [ ! -e "$R/etc/pvesnap" ] && [ ! -e "$R/var/lib/pvesnap" ] && [ ! -e "$R/etc/systemd/system/multi-user.target.wants/pvesnap.service" ] \
   && [ -f "$R/srv/t/sim/pve/pvesnap/arrays.cfg" ] || die "state after purge"
 ok "purged: config, state and enablement gone; the cluster-wide arrays.cfg kept"
+
+# --- the same life under a real systemd ------------------------------------------------------
+# Above, this script plays systemd's part from the unit file. Here the chroot boots as a
+# systemd-nspawn container (changes in a throw-away overlay) and systemd itself starts the unit
+# from the postinst, waits for READY=1, restarts it on upgrade, reloads, stops and disables it:
+# lab/package-systemd.sh runs inside and checks each state. Where systemd-nspawn cannot boot a
+# container, the phase is skipped with the reason; the phase above still ran.
+systemd_phase() {
+  if ! command -v systemd-nspawn > /dev/null; then
+    echo "[package] SKIP the systemd phase: systemd-nspawn is missing (apt-get install systemd-container)"
+    return
+  fi
+  cleanup # the simulators above go, and proc/sys/dev: the container mounts its own
+  mounted=()
+  sleep 1
+  local N=$W/nspawn
+  rm -rf "$N"; mkdir -p "$N/bin"
+  cp "$W"/pvesnap_1.deb "$W"/pvesnap_2.deb "$W/conffile.expected" "$here/package-systemd.sh" "$N/"
+  cp -a "$R/srv/t/shims" "$R/srv/t/hw" "$R/srv/t/iscsi" "$N/" # the node's stand-ins from above
+  # The simulators run from the package's own binary (installed or not).
+  dpkg-deb --fsys-tarfile "$W/pvesnap_1.deb" | tar -xOf - ./usr/bin/pvesnap > "$N/bin/pvesnap"
+  chmod 755 "$N/bin/pvesnap"
+  printf '%s\n' '[Unit]' 'Description=pvesnap package test under systemd' 'After=basic.target' '' \
+    '[Service]' 'Type=oneshot' 'ExecStart=/bin/bash /srv/t/package-systemd.sh' 'TimeoutStartSec=300' > "$W/pvesnap-pkgtest.service"
+  timeout 420 systemd-nspawn -q -D "$R" --volatile=overlay --register=no --keep-unit --bind="$N:/srv/t" \
+    --bind-ro="$W/pvesnap-pkgtest.service:/etc/systemd/system/pvesnap-pkgtest.service" \
+    -b -- systemd.wants=pvesnap-pkgtest.service > "$W/nspawn.log" 2>&1 || true
+  if [ ! -f "$N/systemd.rc" ]; then
+    if grep -q 'Welcome to' "$W/nspawn.log"; then
+      tail -40 "$W/nspawn.log"; cat "$N/systemd.out" 2> /dev/null; die "the systemd phase did not finish"
+    fi
+    echo "[package] SKIP the systemd phase: systemd-nspawn could not boot the chroot here:"
+    tail -5 "$W/nspawn.log" | sed 's/^/[package]   /'
+    return
+  fi
+  grep '^\[systemd\]' "$N/systemd.out"
+  [ "$(cat "$N/systemd.rc")" = 0 ] || { cat "$N/systemd.out"; die "the systemd phase"; }
+  pass=$((pass + $(grep -c '^\[systemd\] ok:' "$N/systemd.out")))
+}
+systemd_phase
 echo "[package] $pass checks passed"
