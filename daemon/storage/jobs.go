@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
 	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/lvm/engine"
@@ -40,11 +41,8 @@ func (m *Module) zfsClone(ctx context.Context, t *tasks.Task, raw json.RawMessag
 		}
 		defer unlock()
 	}
-	if ok, err := z.Exists(ctx, dst); err != nil {
-		return err
-	} else if ok {
-		return fmt.Errorf("volume '%s:%s' already exists", s.Storage, s.Target)
-	}
+	// The call checked that the target does not exist; one made since makes the clone fail
+	// (and the snapshot is removed again): no extra command on the way of an instant copy.
 	// A fresh snapshot name per copy: a snapshot left behind by an earlier failure is never
 	// reused (it would not hold the source's current data).
 	suffix := make([]byte, 4)
@@ -60,6 +58,10 @@ func (m *Module) zfsClone(ctx context.Context, t *tasks.Task, raw json.RawMessag
 			t.Warnf("could not remove snapshot %s@%s after the failed clone: %v", src, snap, rerr)
 		} else {
 			t.Logf("removed snapshot %s@%s after the failed clone", src, snap)
+		}
+		var xe *runner.ExecError
+		if errors.As(err, &xe) && strings.Contains(xe.Stderr, "dataset already exists") {
+			return fmt.Errorf("volume '%s:%s' already exists", s.Storage, s.Target)
 		}
 		return fmt.Errorf("clone of %s failed: %w", src, err)
 	}

@@ -185,15 +185,15 @@ func (m *Module) copy(call *api.Call) (any, error) {
 func (m *Module) precheck(ctx context.Context, st *pve.Storage, spec CopySpec) error {
 	switch st.Type {
 	case "zfspool":
-		z := ZFS{Run: m.Run}
-		if ok, err := z.Exists(ctx, spec.Pool+"/"+spec.Source); err != nil {
+		src, dst := spec.Pool+"/"+spec.Source, spec.Pool+"/"+spec.Target
+		found, err := ZFS{Run: m.Run}.Existing(ctx, src, dst)
+		if err != nil {
 			return err
-		} else if !ok {
+		}
+		if !found[src] {
 			return api.Errorf(http.StatusInternalServerError, "no such volume '%s:%s'", st.ID, spec.Source)
 		}
-		if ok, err := z.Exists(ctx, spec.Pool+"/"+spec.Target); err != nil {
-			return err
-		} else if ok {
+		if found[dst] {
 			return api.Errorf(http.StatusInternalServerError, "volume '%s:%s' already exists", st.ID, spec.Target)
 		}
 	case "lvmthin", "lvm":

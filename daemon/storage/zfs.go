@@ -84,6 +84,36 @@ func (z ZFS) Exists(ctx context.Context, ds string) (bool, error) {
 	return err == nil, err
 }
 
+// Existing reports which of the datasets exist, with one command: zfs list prints the ones
+// it finds and names each missing one on stderr ("cannot open 'x': dataset does not exist",
+// exit 1); any other failure is an error.
+func (z ZFS) Existing(ctx context.Context, names ...string) (map[string]bool, error) {
+	for _, n := range names {
+		if err := CheckDataset(n); err != nil {
+			return nil, err
+		}
+	}
+	out, err := z.Run.Run(ctx, append([]string{"zfs", "list", "-H", "-o", "name"}, names...))
+	if err != nil {
+		var xe *runner.ExecError
+		if !errors.As(err, &xe) || xe.ExitCode != 1 {
+			return nil, err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(xe.Stderr), "\n") {
+			if !strings.HasSuffix(line, "dataset does not exist") {
+				return nil, err
+			}
+		}
+	}
+	found := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" {
+			found[line] = true
+		}
+	}
+	return found, nil
+}
+
 // Snapshot is one snapshot of a dataset with the clones depending on it.
 type Snapshot struct {
 	Name    string // pool/vol@snap

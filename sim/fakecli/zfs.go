@@ -143,8 +143,41 @@ func (z *ZFS) get(argv []string) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-// list: zfs list -H -p -t snapshot -o name,clones,creation -d 1 <ds>
+// names: zfs list -H -o name <ds>…: the datasets that exist on stdout, one line each, and
+// for each missing one "cannot open '<ds>': dataset does not exist" on stderr (exit 1).
+func (z *ZFS) names(argv []string) ([]byte, error) {
+	var out, errs strings.Builder
+	for _, ds := range argv[5:] {
+		st, _, rest, ok := z.split(ds)
+		exists := false
+		if ok {
+			vol, _, isSnap := strings.Cut(rest, "@")
+			if isSnap {
+				snaps, _ := st.Snapshots(vol)
+				for _, s := range snaps {
+					exists = exists || s.Name == rest
+				}
+			} else {
+				exists = st.Exists(vol)
+			}
+		}
+		if exists {
+			fmt.Fprintln(&out, ds)
+		} else {
+			fmt.Fprintf(&errs, "cannot open '%s': dataset does not exist\n", ds)
+		}
+	}
+	if errs.Len() > 0 {
+		return []byte(out.String()), &runner.ExecError{Argv: argv, ExitCode: 1, Stderr: errs.String()}
+	}
+	return []byte(out.String()), nil
+}
+
+// list: zfs list -H -p -t snapshot -o name,clones,creation -d 1 <ds>, or the names form.
 func (z *ZFS) list(argv []string) ([]byte, error) {
+	if len(argv) > 5 && strings.Join(argv[:5], " ") == "zfs list -H -o name" {
+		return z.names(argv)
+	}
 	want := []string{"zfs", "list", "-H", "-p", "-t", "snapshot", "-o", "name,clones,creation", "-d", "1"}
 	if len(argv) != len(want)+1 || strings.Join(argv[:len(want)], " ") != strings.Join(want, " ") {
 		return nil, fail(argv, 2, "fakecli: unsupported zfs list form")

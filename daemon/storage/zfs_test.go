@@ -1,0 +1,73 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/sim/fakecli"
+	"github.com/pvesnap/pvesnap/sim/volstore"
+)
+
+func fakePool(t *testing.T, vols ...string) (*fakecli.ZFS, volstore.Store) {
+	t.Helper()
+	st := volstore.Store{Dir: t.TempDir()}
+	for _, v := range vols {
+		if err := st.Create(v, 4<<20, volstore.Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &fakecli.ZFS{Pools: map[string]volstore.Store{"rpool/data": st}}, st
+}
+
+// failing is a runner whose every command fails with err.
+type failing struct{ err error }
+
+func (f failing) Run(context.Context, []string, ...runner.Option) ([]byte, error) { return nil, f.err }
+
+func TestExistingOneCommand(t *testing.T) {
+	z, st := fakePool(t, "vm-100-disk-0")
+	if err := st.Snapshot("vm-100-disk-0", "pvesnap-a"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ZFS{Run: z}.Existing(context.Background(), "rpool/data/vm-100-disk-0", "rpool/data/vm-101-disk-0", "rpool/data/vm-100-disk-0@pvesnap-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got["rpool/data/vm-100-disk-0"] || got["rpool/data/vm-101-disk-0"] || !got["rpool/data/vm-100-disk-0@pvesnap-a"] || len(got) != 2 {
+		t.Fatalf("existing: %v", got)
+	}
+	if len(z.Calls) != 1 {
+		t.Fatalf("%d zfs commands for one question: %v", len(z.Calls), z.Calls)
+	}
+	// A failure that is not "does not exist" is an error, not a "no".
+	denied := failing{&runner.ExecError{Argv: []string{"zfs"}, ExitCode: 1,
+		Stderr: "cannot open 'rpool/data/vm-100-disk-0': dataset does not exist\nPermission denied the ZFS utilities must be run as root.\n"}}
+	if _, err := (ZFS{Run: denied}).Existing(context.Background(), "rpool/data/vm-100-disk-0"); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+		t.Fatalf("zfs refused: %v", err)
+	}
+	if _, err := (ZFS{Run: z}).Existing(context.Background(), "rpool/data/../x"); err == nil {
+		t.Fatal("an invalid name reached zfs")
+	}
+}
+
+// A target that appears between the call's check and the worker: the clone fails, the copy
+// says so in PVE's words, and the snapshot taken for it is removed again.
+func TestCloneOntoTargetMadeMeanwhile(t *testing.T) {
+	z, st := fakePool(t, "vm-100-disk-0", "vm-9999-snap")
+	m := &Module{Run: z, LockDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}
+	spec, _ := json.Marshal(CopySpec{Storage: "local-zfs", Pool: "rpool/data", Source: "vm-100-disk-0", Target: "vm-9999-snap"})
+	var log bytes.Buffer
+	err := m.zfsClone(context.Background(), tasks.NewTask(tasks.UPID{Node: "pve1"}, tasks.Job{}, &log), spec)
+	if err == nil || err.Error() != "volume 'local-zfs:vm-9999-snap' already exists" {
+		t.Fatalf("clone onto an existing target: %v", err)
+	}
+	if snaps, _ := st.Snapshots("vm-100-disk-0"); len(snaps) != 0 {
+		t.Fatalf("snapshot left on the source: %+v\n%s", snaps, log.String())
+	}
+}
