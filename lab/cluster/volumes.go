@@ -7,12 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/ioctl"
 	"github.com/pvesnap/pvesnap/lab/guest"
 	"github.com/pvesnap/pvesnap/lvm"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
@@ -94,7 +92,7 @@ func (z ZFSVolumes) Path(vol string) string {
 // blkzname is the zvol driver's BLKZNAME ioctl, _IOR(0x12, 125, char[256]): the dataset
 // behind a /dev/zd* node. udev's zvol_id uses it to make the /dev/zvol links, and the guest
 // has no udev.
-const blkzname = 2<<30 | 256<<16 | 0x12<<8 | 125
+var blkzname = ioctl.IOR(0x12, 125, 256)
 
 // ZvolDevice finds the /dev/zd* node of dataset ds, waiting up to wait for the zvol driver
 // to create it (it does so asynchronously after create, clone and promote).
@@ -121,9 +119,9 @@ func zvolName(dev string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	var buf [256]byte
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), blkzname, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
-		return "", e
+	buf := make([]byte, 256)
+	if _, err := ioctl.Ioctl(f.Fd(), blkzname, buf); err != nil {
+		return "", err
 	}
 	n := 0
 	for n < len(buf) && buf[n] != 0 {
