@@ -157,15 +157,17 @@ func readRC(p string) int {
 	return n
 }
 
+// ensureImage makes a sparse image of size, or grows a smaller one left by an earlier run
+// (its contents are scratch; a larger one is kept as it is).
 func ensureImage(p, size string) error {
-	if _, err := os.Stat(p); err == nil {
-		return nil
-	}
 	n, err := parseSize(size)
 	if err != nil {
 		return err
 	}
-	f, err := os.Create(p)
+	if fi, err := os.Stat(p); err == nil && fi.Size() >= n {
+		return nil
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}

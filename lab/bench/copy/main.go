@@ -1,7 +1,8 @@
 // Command copy runs inside the lab guest for `make bench`: it copies a 1 GiB LV between two
-// LUNs of one (LIO) array with pvesnap's engine (EXTENDED COPY), with its host copy, with dd
-// and with qemu-img convert, and clones a 1 GiB zvol the way pvesnap answers a CSI copy
-// (snapshot + clone) against zfs send | zfs recv. Results go to a JSON file.
+// LUNs of one (LIO) array with pvesnap's engine (EXTENDED COPY) against sg_xcopy, with its
+// host copy against dd and qemu-img convert (also on a half-zero LV), and makes the CSI
+// copy of a 1 GiB and an 8 GiB zvol through the real daemon against zfs send | zfs recv.
+// Results go to a JSON file.
 package main
 
 import (
@@ -10,16 +11,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/lab/cluster"
 	"github.com/pvesnap/pvesnap/lab/guest"
 	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/lvm/engine"
+	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
 const (
@@ -34,6 +40,10 @@ type Case struct {
 	HostBytes int64        `json:"host_bytes"` // read+written on the initiator's devices
 	Samples   [][2]float64 `json:"samples,omitempty"`
 	Note      string       `json:"note,omitempty"`
+	// Peers name the cases this one is measured against (none for a peer itself); Table
+	// groups the cases into the report's tables.
+	Peers []string `json:"peers,omitempty"`
+	Table string   `json:"table"`
 }
 
 var ctx = context.Background()
@@ -59,6 +69,13 @@ func main() {
 	fmt.Println(string(b))
 }
 
+// The report's tables.
+const (
+	tableLV       = "lv"        // 1 GiB LV, full of data
+	tableHalfZero = "half-zero" // 1 GiB LV, second half zeros
+	tableZvol     = "zvol"      // CSI copies of zvols through the daemon
+)
+
 func bench() ([]Case, error) {
 	l, err := guest.SetupLIO()
 	if err != nil {
@@ -72,6 +89,7 @@ func bench() ([]Case, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer tg.Delete()
 	var devs []string
 	for i, p := range parts {
 		lun, err := l.CreateBlockLUN(fmt.Sprintf("b%d", i), p, fmt.Sprintf("6C1B16CE1C034D1C0000C%03d", i))
@@ -93,6 +111,7 @@ func bench() ([]Case, error) {
 		if err := run("vgcreate", vg, d); err != nil {
 			return nil, err
 		}
+		defer run("vgremove", "-ff", "-y", vg)
 	}
 	if err := lv.Create(ctx, "vgb0", "src", size, lvm.CreateOptions{}); err != nil {
 		return nil, err
@@ -103,7 +122,7 @@ func bench() ([]Case, error) {
 	}
 	var cases []Case
 	// Each case copies into a fresh LV (the destination VG holds one at a time), checked after.
-	measure := func(name, note string, fn func(samples *[][2]float64) error) error {
+	measure := func(table, name, note string, peers []string, fn func(samples *[][2]float64) error) error {
 		if err := lv.Create(ctx, "vgb1", "dst", size, lvm.CreateOptions{}); err != nil {
 			return err
 		}
@@ -115,8 +134,9 @@ func bench() ([]Case, error) {
 		if err := fn(&samples); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		c := Case{Name: name, Seconds: time.Since(t).Seconds(), HostBytes: guest.HostBytes(before, guest.SnapStats(devs...)), Samples: samples, Note: note}
-		if err := guest.SameContent("/dev/vgb0/src", "/dev/vgb1/dst", 0, 0, 64*mib); err != nil {
+		c := Case{Name: name, Seconds: time.Since(t).Seconds(), HostBytes: guest.HostBytes(before, guest.SnapStats(devs...)),
+			Samples: samples, Note: note, Peers: peers, Table: table}
+		if err := guest.SameContent("/dev/vgb0/src", "/dev/vgb1/dst", 0, 0, size); err != nil {
 			return fmt.Errorf("%s copied wrong: %w", name, err)
 		}
 		cases = append(cases, c)
@@ -136,94 +156,213 @@ func bench() ([]Case, error) {
 			return err
 		}
 	}
-	if err := measure("pvesnap copy (EXTENDED COPY)", "inside the array", engineCopy("/dev/vgb1/dst", false)); err != nil {
-		return nil, err
-	}
-	if err := measure("pvesnap copy --force-host-copy", "O_DIRECT, 8 x 8 MiB in flight", engineCopy("/dev/vgb1/dst", true)); err != nil {
-		return nil, err
-	}
-	if err := measure("dd bs=8M iflag=direct oflag=direct", "peer", func(*[][2]float64) error {
+	const (
+		xcopy  = "pvesnap copy (EXTENDED COPY)"
+		host   = "pvesnap copy --force-host-copy"
+		dd     = "dd bs=8M iflag=direct oflag=direct"
+		sgx    = "sg_xcopy (sg3-utils)"
+		qemu   = "qemu-img convert -n -t none -T none -W -m 8"
+		hostHZ = "pvesnap copy --force-host-copy, half-zero source"
+		ddHZ   = "dd bs=8M iflag=direct oflag=direct, half-zero source"
+	)
+	ddCopy := func(*[][2]float64) error {
 		return run("dd", "if=/dev/vgb0/src", "of=/dev/vgb1/dst", "bs=8M", "iflag=direct", "oflag=direct", "status=none")
-	}); err != nil {
+	}
+	steps := []struct {
+		table, name, note string
+		peers             []string
+		fn                func(*[][2]float64) error
+	}{
+		{tableLV, xcopy, "inside the array", []string{sgx}, engineCopy("/dev/vgb1/dst", false)},
+		{tableLV, sgx, "peer: default bpt=128, 64 KiB per command", nil, func(*[][2]float64) error {
+			// sg_xcopy addresses the LUNs, not the LVs: the LVs' offsets come from their
+			// device-mapper tables (one linear segment each).
+			src, err := linearOffset("vgb0-src")
+			if err != nil {
+				return err
+			}
+			dst, err := linearOffset("vgb1-dst")
+			if err != nil {
+				return err
+			}
+			sgIn, err := sgOf(devs[0])
+			if err != nil {
+				return err
+			}
+			sgOut, err := sgOf(devs[1])
+			if err != nil {
+				return err
+			}
+			return run("sg_xcopy", "if="+sgIn, "of="+sgOut, "bs=512", fmt.Sprintf("skip=%d", src), fmt.Sprintf("seek=%d", dst),
+				fmt.Sprintf("count=%d", size/512))
+		}},
+		{tableLV, host, "O_DIRECT, 8 x 8 MiB in flight", []string{dd, qemu}, engineCopy("/dev/vgb1/dst", true)},
+		{tableLV, dd, "peer", nil, ddCopy},
+		{tableLV, qemu, "peer", nil, func(*[][2]float64) error {
+			return run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", "-t", "none", "-T", "none", "-W", "-m", "8", "/dev/vgb0/src", "/dev/vgb1/dst")
+		}},
+	}
+	for _, st := range steps {
+		if err := measure(st.table, st.name, st.note, st.peers, st.fn); err != nil {
+			return nil, err
+		}
+	}
+	// Half of the source zeros: the host copy writes zero ranges as BLKZEROOUT.
+	if err := guest.Zero("/dev/vgb0/src", size/2, size/2); err != nil {
 		return nil, err
 	}
-	if err := measure("qemu-img convert -t none -T none", "peer", func(*[][2]float64) error {
-		return run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", "-t", "none", "-T", "none", "/dev/vgb0/src", "/dev/vgb1/dst")
-	}); err != nil {
+	wz, _ := os.ReadFile("/sys/block/" + filepath.Base(devs[1]) + "/queue/write_zeroes_max_bytes")
+	noteHZ := "zero pieces written as data: the LUN cannot zero without data (write_zeroes_max_bytes 0)"
+	if w := strings.TrimSpace(string(wz)); w != "" && w != "0" {
+		noteHZ = "zero pieces as BLKZEROOUT (write_zeroes_max_bytes " + w + "; the kernel counts them as written)"
+	}
+	if err := measure(tableHalfZero, hostHZ, noteHZ, []string{ddHZ}, engineCopy("/dev/vgb1/dst", true)); err != nil {
 		return nil, err
 	}
-	zc, err := zfsCases()
+	if err := measure(tableHalfZero, ddHZ, "peer", nil, ddCopy); err != nil {
+		return nil, err
+	}
+	if err := lv.Remove(ctx, "vgb0", "src"); err != nil {
+		return nil, err
+	}
+	tg.Delete()
+	zc, err := zvolCases()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "zfs cases skipped:", err)
-		cases = append(cases, Case{Name: "zfs", Note: "SKIP: " + err.Error()})
+		fmt.Fprintln(os.Stderr, "zvol cases skipped:", err)
+		cases = append(cases, Case{Name: "zvol", Table: tableZvol, Note: "SKIP: " + err.Error()})
 	} else {
 		cases = append(cases, zc...)
 	}
 	return cases, nil
 }
 
-// zfsCases: the CSI copy pvesnap makes on a zfspool (snapshot + clone) against a full send.
-func zfsCases() ([]Case, error) {
+// sgOf is the SCSI generic node of a disk: sg_xcopy finds it through udev's links otherwise,
+// and the guest has no udev.
+func sgOf(dev string) (string, error) {
+	run("modprobe", "sg")
+	ms, _ := filepath.Glob("/sys/block/" + filepath.Base(dev) + "/device/scsi_generic/sg*")
+	if len(ms) != 1 {
+		return "", fmt.Errorf("%s: no SCSI generic device", dev)
+	}
+	return "/dev/" + filepath.Base(ms[0]), nil
+}
+
+// linearOffset is the start, in 512-byte sectors on its device, of a one-segment linear DM
+// device (dmsetup table: "0 <len> linear <maj:min> <offset>").
+func linearOffset(dm string) (int64, error) {
+	out, err := guest.Output("dmsetup", "table", dm)
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(out)
+	if len(f) != 5 || f[2] != "linear" {
+		return 0, fmt.Errorf("%s: not one linear segment: %q", dm, out)
+	}
+	return strconv.ParseInt(f[4], 10, 64)
+}
+
+// zvolCases: the copy proxmox-csi-plugin asks for, through the real daemon (call to task OK,
+// as the plugin's first poll sees it), on a 1 GiB and an 8 GiB zvol full of data, against
+// zfs send | zfs recv of the same zvol (PVE's own copy).
+func zvolCases() ([]Case, error) {
 	if err := run("modprobe", "zfs"); err != nil {
 		return nil, err
 	}
 	// No udev in the guest: partition first (zpool waits for udev when it labels a whole
-	// disk), and use the zvol's /dev/zd* node (the /dev/zvol links are udev's).
+	// disk); zvols are found by their /dev/zd* node (the /dev/zvol links are udev's).
 	vparts, err := guest.Partition("/dev/vdb", 1)
 	if err != nil {
 		return nil, err
 	}
-	if err := run("zpool", "create", "-f", "benchpool", vparts[0]); err != nil {
+	if err := run("zpool", "create", "-f", "-O", "compression=off", "rpool", vparts[0]); err != nil {
 		return nil, err
 	}
-	defer run("zpool", "destroy", "-f", "benchpool")
-	if err := run("zfs", "create", "-V", "1G", "-s", "benchpool/vm-100-disk-0"); err != nil {
+	defer run("zpool", "destroy", "-f", "rpool")
+	if err := run("zfs", "create", "rpool/data"); err != nil {
 		return nil, err
 	}
-	zd := ""
-	for i := 0; i < 50 && zd == ""; i++ {
-		if ms, _ := filepath.Glob("/sys/block/zd*"); len(ms) > 0 {
-			zd = "/dev/" + filepath.Base(ms[0])
-		}
-		time.Sleep(100 * time.Millisecond)
+	n, err := cluster.Start(cluster.Options{Work: "/tmp/bench-csi", Sim: simpve.Options{Volumes: cluster.RealVolumes}})
+	if n != nil {
+		defer n.Close()
 	}
-	if zd == "" {
-		return nil, fmt.Errorf("zvol device did not appear")
-	}
-	if err := guest.WritePattern(zd, 9, 0, 512*mib); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	run("sync")
+	api := n.API
 	var out []Case
+	const rounds = 10
+	for _, gib := range []int64{1, 8} {
+		vol := fmt.Sprintf("vm-%d-disk-0", 100+gib)
+		if _, err := api.Must("POST", "/nodes/pve1/storage/local-zfs/content",
+			url.Values{"filename": {vol}, "size": {fmt.Sprintf("%dG", gib)}, "vmid": {fmt.Sprint(100 + gib)}}); err != nil {
+			return nil, err
+		}
+		dev, err := cluster.ZvolDevice("rpool/data/"+vol, 20*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if err := guest.WritePattern(dev, uint64(gib), 0, gib<<30); err != nil {
+			return nil, err
+		}
+		run("sync")
+		var lat []float64
+		for i := 0; i < rounds; i++ {
+			target := fmt.Sprintf("vm-9999-bench-%d-%d", gib, i)
+			t := time.Now()
+			d, err := api.Must("POST", "/nodes/pve1/storage/local-zfs/content/"+vol, url.Values{"target": {target}})
+			if err != nil {
+				return nil, err
+			}
+			if st, err := api.WaitTask(simpve.UPIDOf(d), time.Minute); err != nil || st != "OK" {
+				return nil, fmt.Errorf("copy to %s: %q %v", target, st, err)
+			}
+			lat = append(lat, time.Since(t).Seconds())
+		}
+		for i := 0; i < rounds; i++ {
+			d, err := api.Must("DELETE", fmt.Sprintf("/nodes/pve1/storage/local-zfs/content/vm-9999-bench-%d-%d", gib, i), nil)
+			if err != nil {
+				return nil, err
+			}
+			if st, err := api.WaitTask(simpve.UPIDOf(d), time.Minute); err != nil || st != "OK" {
+				return nil, fmt.Errorf("delete: %q %v", st, err)
+			}
+		}
+		sort.Float64s(lat)
+		name := fmt.Sprintf("%d GiB zvol: pvesnap copy, call to task OK", gib)
+		peer := fmt.Sprintf("%d GiB zvol: zfs send | zfs recv", gib)
+		out = append(out, Case{Name: name, Seconds: lat[len(lat)/2], Table: tableZvol, Peers: []string{peer},
+			Note: fmt.Sprintf("median of %d, through the daemon (snapshot + clone)", rounds)})
+		secs, err := sendRecv("rpool/data/"+vol, fmt.Sprintf("rpool/data/vm-9997-recv-%d", gib))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Case{Name: peer, Seconds: secs, Table: tableZvol, Note: "peer: PVE's copy"})
+		fmt.Fprintf(os.Stderr, "%s: %.3f s; %s: %.1f s\n", name, lat[len(lat)/2], peer, secs)
+		run("zfs", "destroy", "-r", fmt.Sprintf("rpool/data/vm-9997-recv-%d", gib))
+		run("zfs", "destroy", "-r", "rpool/data/"+vol)
+	}
+	return out, nil
+}
+
+// sendRecv times a snapshot of src and its full send into a new dataset dst.
+func sendRecv(src, dst string) (float64, error) {
 	t := time.Now()
-	if err := run("zfs", "snapshot", "benchpool/vm-100-disk-0@pvesnap-clone"); err != nil {
-		return nil, err
+	if err := run("zfs", "snapshot", src+"@send"); err != nil {
+		return 0, err
 	}
-	if err := run("zfs", "clone", "benchpool/vm-100-disk-0@pvesnap-clone", "benchpool/vm-101-disk-0"); err != nil {
-		return nil, err
-	}
-	out = append(out, Case{Name: "zvol copy: zfs snapshot + clone (pvesnap)", Seconds: time.Since(t).Seconds(), Note: "512 MiB of data in a 1 GiB zvol"})
-	t = time.Now()
-	if err := run("zfs", "snapshot", "benchpool/vm-100-disk-0@send"); err != nil {
-		return nil, err
-	}
-	send := exec.Command("zfs", "send", "benchpool/vm-100-disk-0@send")
-	recv := exec.Command("zfs", "recv", "benchpool/vm-102-disk-0")
+	send := exec.Command("zfs", "send", src+"@send")
+	recv := exec.Command("zfs", "recv", dst)
 	pr, pw := io.Pipe()
 	send.Stdout, recv.Stdin = pw, pr
 	if err := recv.Start(); err != nil {
-		return nil, err
+		return 0, err
 	}
 	if err := send.Run(); err != nil {
-		return nil, err
+		return 0, err
 	}
 	pw.Close()
 	if err := recv.Wait(); err != nil {
-		return nil, err
+		return 0, err
 	}
-	out = append(out, Case{Name: "zvol copy: zfs send | zfs recv (PVE's copy)", Seconds: time.Since(t).Seconds(), Note: "peer"})
-	if s, _ := os.ReadFile("/proc/spl/kstat/zfs/arcstats"); !strings.Contains(string(s), "size") {
-		out[len(out)-1].Note += " (ARC stats unavailable)"
-	}
-	return out, nil
+	return time.Since(t).Seconds(), nil
 }
