@@ -271,17 +271,15 @@ func (l *LVM) Create(ctx context.Context, vg, name string, size int64, o CreateO
 }
 
 // ThinSnapshot makes a thin snapshot of vg/origin named name, with activation skip off so it
-// activates like any volume, and activates it.
+// activates like any volume, and active: one lvcreate (-kn -ay), no lvchange after it.
 func (l *LVM) ThinSnapshot(ctx context.Context, vg, origin, name string) error {
 	for k, v := range map[string]string{"volume group": vg, "origin": origin, "snapshot": name} {
 		if err := CheckName(k, v); err != nil {
 			return err
 		}
 	}
-	if _, err := l.Run.Run(ctx, []string{"lvcreate", "--yes", "-s", "-kn", "-n", name, vg + "/" + origin}); err != nil {
-		return err
-	}
-	return l.Activate(ctx, vg, name, true)
+	_, err := l.Run.Run(ctx, []string{"lvcreate", "--yes", "-s", "-kn", "-ay", "-n", name, vg + "/" + origin})
+	return err
 }
 
 // Activate activates or deactivates vg/name.

@@ -43,8 +43,7 @@ func TestCommandsAreArgvWithValidatedNames(t *testing.T) {
 	s := runner.NewScript(t.Errorf,
 		runner.Step{Argv: []string{"lvcreate", "-aly", "-Wy", "--yes", "--name", "vm-100-disk-1", "--setautoactivation", "n", "--size", "1048576k", "--addtag", "pve-vm-100", "vgp"}},
 		runner.Step{Argv: []string{"lvcreate", "-aly", "-Wy", "--yes", "--name", "vm-100-disk-2", "-V", "1k", "--thinpool", "pve/data"}},
-		runner.Step{Argv: []string{"lvcreate", "--yes", "-s", "-kn", "-n", "vm-101-disk-0", "pve/vm-100-disk-2"}},
-		runner.Step{Argv: []string{"lvchange", "-ay", "pve/vm-101-disk-0"}},
+		runner.Step{Argv: []string{"lvcreate", "--yes", "-s", "-kn", "-ay", "-n", "vm-101-disk-0", "pve/vm-100-disk-2"}},
 		runner.Step{Argv: []string{"vgimportclone", "--basevgname", "pvesnap_job1", "/dev/sdc"}},
 	)
 	l := &LVM{Run: s}

@@ -149,7 +149,7 @@ func (l *LVM) lvcreate(argv []string) ([]byte, error) {
 			tags = append(tags, argv[i+1])
 		}
 	}
-	if slices.Contains(argv, "-s") { // thin snapshot: lvcreate --yes -s -kn -n <name> vg/origin
+	if slices.Contains(argv, "-s") { // thin snapshot: lvcreate --yes -s -kn -ay -n <name> vg/origin
 		g, vg, origin, err := l.vgOf(argv, argv[len(argv)-1])
 		if err != nil {
 			return nil, err
@@ -164,7 +164,10 @@ func (l *LVM) lvcreate(argv []string) ([]byte, error) {
 			return nil, fail(argv, 5, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, origin))
 		}
 		fi, _ := os.Stat(g.Store.Path(origin))
-		if err := g.Store.Create(name, fi.Size(), volstore.Meta{Origin: origin + "@thin", Active: !slices.Contains(argv, "-ky")}); err != nil {
+		if err := g.Store.Create(name, fi.Size(), volstore.Meta{Origin: origin + "@thin",
+			// lvm2 gives thin snapshots the activation skip flag unless -kn; skipped LVs stay
+			// inactive, others are activated unless -an.
+			Active: slices.Contains(argv, "-kn") && !slices.Contains(argv, "-an")}); err != nil {
 			return nil, err
 		}
 		return nil, volstore.CopySparse(g.Store.Path(origin), g.Store.Path(name))
