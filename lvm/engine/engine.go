@@ -227,6 +227,8 @@ type copier struct {
 	// zeroes without data (WRITE SAME, NVMe Write Zeroes): elsewhere the kernel writes zero
 	// pages itself, one synchronous request at a time, slower than the copy's own writes.
 	zeroOut bool
+	// zeroOutOff: BLKZEROOUT failed once (said in the log); the rest goes as data.
+	zeroOutOff atomic.Bool
 }
 
 func (c *copier) addDone(n int64) { c.done.Add(n) }

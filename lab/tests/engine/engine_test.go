@@ -45,11 +45,16 @@ func must(t *testing.T, err error) {
 
 // fill writes pattern seed into a few regions of an LV (start, middle, end) and leaves the
 // rest zero, so a full-content comparison is meaningful without writing every byte.
+// fill writes pattern seed at the start, middle and end of path (32 MiB each) and zeros
+// between them: a new LV holds whatever its extents held before (an earlier suite's data),
+// and the zero-range tests count on the zeros.
 func fill(t *testing.T, path string, size int64, seed uint64) {
 	t.Helper()
 	for _, off := range []int64{0, size / 2, size - 32*mib} {
 		must(t, guest.WritePattern(path, seed, off, 32*mib))
 	}
+	must(t, guest.Zero(path, 32*mib, size/2-32*mib))
+	must(t, guest.Zero(path, size/2+32*mib, size/2-64*mib))
 }
 
 func sameContent(t *testing.T, a, b string, size int64) {
@@ -144,8 +149,16 @@ func TestXCOPYLVToLVOnLIO(t *testing.T) {
 	sameContent(t, "/dev/vgf/foreign", "/dev/vga/src", 32*mib)
 
 	// Forced host copy.
+	var engineLog []string
+	var logMu sync.Mutex
+	capture := func(f string, a ...any) {
+		logMu.Lock()
+		engineLog = append(engineLog, fmt.Sprintf(f, a...))
+		logMu.Unlock()
+		logf(t)(f, a...)
+	}
 	res, err = engine.CopyRange(ctx, engine.Endpoint{Path: "/dev/vga/src"}, engine.Endpoint{Path: "/dev/vgb/dst2"}, 256*mib,
-		engine.Options{ForceHost: true, Verify: true, Log: logf(t)})
+		engine.Options{ForceHost: true, Verify: true, Log: capture})
 	must(t, err)
 	// The zero part goes as BLKZEROOUT where the device zeroes without data, as data elsewhere.
 	wz := writeZeroesMax(t, "/dev/vgb/dst2")
@@ -154,7 +167,13 @@ func TestXCOPYLVToLVOnLIO(t *testing.T) {
 		wantZeroed = 224 * mib
 	}
 	t.Logf("forced host copy onto a device with write_zeroes_max_bytes=%d: %+v", wz, res)
-	if res.Offloaded != 0 || res.HostCopied != 256*mib-wantZeroed || res.Zeroed != wantZeroed {
+	// Should BLKZEROOUT fail, the engine says so and writes the rest as data: then less is
+	// zeroed, but never nothing where the device zeroes.
+	zeroFailed := strings.Contains(strings.Join(engineLog, "\n"), "zeroing on /dev/vgb/dst2 failed")
+	switch {
+	case res.Offloaded != 0 || res.HostCopied+res.Zeroed != 256*mib:
+		t.Fatalf("forced host copy: %+v", res)
+	case res.Zeroed != wantZeroed && !(zeroFailed && res.Zeroed > 0 && res.Zeroed < wantZeroed):
 		t.Fatalf("forced host copy: %+v (write_zeroes_max_bytes %d: %d bytes should go as BLKZEROOUT)", res, wz, wantZeroed)
 	}
 
