@@ -77,11 +77,8 @@ func (z ZFS) Get(ctx context.Context, ds string) (Dataset, error) {
 
 // Exists reports whether ds exists.
 func (z ZFS) Exists(ctx context.Context, ds string) (bool, error) {
-	_, err := z.Get(ctx, ds)
-	if errors.Is(err, ErrNoDataset) {
-		return false, nil
-	}
-	return err == nil, err
+	found, err := z.Existing(ctx, ds)
+	return found[ds], err
 }
 
 // Existing reports which of the datasets exist, with one command: zfs list prints the ones

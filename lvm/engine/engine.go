@@ -179,7 +179,7 @@ func CopyRange(ctx context.Context, src, dst Endpoint, length int64, o Options) 
 	c := &copier{o: o, s: s, d: d, res: res, total: length}
 	if d.block {
 		wz := readTrim(o.Roots.sys("dev", "block", d.dev.String(), "queue", "write_zeroes_max_bytes"))
-		c.zeroOut = wz != "" && wz != "0"
+		c.zeroOut.Store(wz != "" && wz != "0")
 	}
 	// The array copies what it has: dirty pages of the source must reach it first.
 	if s.block {
@@ -226,9 +226,8 @@ type copier struct {
 	// zeroOut: all-zero pieces go to the destination as BLKZEROOUT. Only where the device
 	// zeroes without data (WRITE SAME, NVMe Write Zeroes): elsewhere the kernel writes zero
 	// pages itself, one synchronous request at a time, slower than the copy's own writes.
-	zeroOut bool
-	// zeroOutOff: BLKZEROOUT failed once (said in the log); the rest goes as data.
-	zeroOutOff atomic.Bool
+	// Turned off (and said in the log) when BLKZEROOUT fails: the rest goes as data.
+	zeroOut atomic.Bool
 }
 
 func (c *copier) addDone(n int64) { c.done.Add(n) }

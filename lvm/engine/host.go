@@ -58,10 +58,10 @@ func (h *hostWorker) copy(ctx context.Context, ch chunk) error {
 			return fmt.Errorf("reading %s at %d: %w", c.s.path, ch.srcOff+done, err)
 		}
 		zeroed := false
-		if c.zeroOut && !c.zeroOutOff.Load() && allZero(b) {
+		if c.zeroOut.Load() && allZero(b) {
 			if err := blk.ZeroOut(c.d.f, ch.dstOff+done, n); err == nil {
 				zeroed = true
-			} else if c.zeroOutOff.CompareAndSwap(false, true) {
+			} else if c.zeroOut.CompareAndSwap(true, false) {
 				c.o.Log("zeroing on %s failed (%v): zero ranges are written as data from here on", c.d.path, err)
 			}
 		}
