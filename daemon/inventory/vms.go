@@ -329,6 +329,9 @@ func (inv *Inventory) UpdateDiskIdentities(ctx context.Context, maps []StorageMa
 		kept = append(kept, u)
 	}
 	ups = kept
+	if len(ups) == 0 {
+		return nil // no write lock for nothing: transactions begin IMMEDIATE
+	}
 	tx, err := inv.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -137,6 +137,11 @@ func Open(path string) (*DB, error) {
 	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
 		q.Add("_pragma", p)
 	}
+	// Every transaction pvesnap opens writes, most after reading first (the restore journal
+	// checks its target is free, then inserts). Deferred, such a transaction cannot take the
+	// write lock once another connection has committed and fails at once with SQLITE_BUSY,
+	// without waiting out busy_timeout; BEGIN IMMEDIATE takes the lock up front and waits.
+	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, err
