@@ -36,6 +36,7 @@ func simCommand() *cli.Command {
 				&cli.StringSliceFlag{Name: "listen", Usage: "node=host:port (default 127.0.0.1:0)"},
 				&cli.StringFlag{Name: "root-password", Value: "pvesnap", Usage: "root@pam password"},
 				&cli.DurationFlag{Name: "auth-fail-delay", Value: 3 * time.Second, Usage: "delay of 401 answers, like pveproxy"},
+				&cli.StringFlag{Name: "extjs", Usage: "Ext JS build directory: serve a stand-in of the web GUI's page at / (with pvesnap's panel when on :8009)"},
 			},
 			Action: func(c *cli.Context) error {
 				listen := map[string]string{}
@@ -51,7 +52,7 @@ func simCommand() *cli.Command {
 					delay = -1
 				}
 				cl, err := simpve.Start(simpve.Options{Dir: c.String("dir"), Nodes: c.StringSlice("node"), ClusterName: c.String("cluster"),
-					Listen: listen, RootPassword: c.String("root-password"), AuthFailDelay: delay,
+					Listen: listen, RootPassword: c.String("root-password"), AuthFailDelay: delay, ExtJS: c.String("extjs"),
 					Logger: logging.New(0, os.Stderr)})
 				if err != nil {
 					return err

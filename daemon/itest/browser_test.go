@@ -2,7 +2,6 @@ package itest
 
 import (
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,47 +14,12 @@ import (
 	"github.com/pvesnap/pvesnap/sim/volstore"
 )
 
-// guiPage stands in for pveproxy's index.html.tpl: Ext JS, the Proxmox globals the template
-// renders, pvemanagerlib.js (a stand-in here: the panel must work without PVE's classes), and
-// a viewport holding the panel. pvesnap injects its script after pvemanagerlib.js on :8009.
-const guiPage = `<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>[% NodeName %] - Proxmox Virtual Environment</title>
-<link rel="stylesheet" type="text/css" href="/pve2/ext6/classic/theme-crisp/resources/theme-crisp-all.css">
-<link rel="stylesheet" type="text/css" href="/pve2/ext6/packages/font-awesome/resources/font-awesome-all.css">
-<script type="text/javascript" src="/pve2/ext6/ext-all.js"></script>
-<script type="text/javascript" src="/pve2/ext6/classic/theme-crisp/theme-crisp.js"></script>
-<script type="text/javascript">
-Proxmox = {Setup: {auth_cookie_name: 'PVEAuthCookie'}, NodeName: '[% NodeName %]', UserName: '[% UserName %]',
-  CSRFPreventionToken: '[% CSRFPreventionToken %]'};
-</script>
-<script type="text/javascript" src="/pve2/js/pvemanagerlib.js?ver=9.1.1"></script>
-<script type="text/javascript">
-Ext.onReady(function () {
-  Ext.create('Ext.container.Viewport', {layout: 'fit', items: [{xtype: 'pvesnapPanel'}]});
-});
-</script>
-</head><body></body></html>`
-
 // extjsDir is Ext JS GPL from npm, installed by lab/deps.sh.
 func extjsDir() string {
 	if d := os.Getenv("PVESNAP_EXTJS"); d != "" {
 		return d
 	}
 	return "/var/tmp/pvesnap-npm/node_modules/extjs-gpl/build"
-}
-
-type guiStatic struct{ ext string }
-
-func (g guiStatic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/pve2/js/pvemanagerlib.js":
-		w.Header().Set("Content-Type", "application/javascript")
-		w.Write([]byte("// pvemanagerlib.js stand-in: PVE's classes are not available here\n"))
-	case strings.HasPrefix(r.URL.Path, "/pve2/ext6/"):
-		http.ServeFile(w, r, filepath.Join(g.ext, filepath.Clean(strings.TrimPrefix(r.URL.Path, "/pve2/ext6/"))))
-	default:
-		http.NotFound(w, r)
-	}
 }
 
 // TestBrowserPanel drives the panel in headless Chromium on the GUI page pvesnap passes
@@ -69,7 +33,7 @@ func TestBrowserPanel(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(extjsDir(), "ext-all.js")); err != nil {
 		browserUnavailable(t, fmt.Errorf("Ext JS GPL not installed (lab/deps.sh installs npm extjs-gpl): %w", err))
 	}
-	e := StartWith(t, simpve.Options{IndexHTML: []byte(guiPage), Static: guiStatic{ext: extjsDir()}})
+	e := StartWith(t, simpve.Options{ExtJS: extjsDir()})
 	e.inventoryVM()
 	fa := e.fa.Array
 	// A deleted VM with a snapshot of its disk; a snapshot older than VM 100's disk.

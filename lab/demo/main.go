@@ -24,55 +24,6 @@ import (
 
 const diskSize = 64 * cluster.MiB
 
-// page stands in for pveproxy's index.html.tpl: Ext JS, the Proxmox globals, a login window
-// when there is no ticket, and the panel (which pvesnap injects after pvemanagerlib.js).
-const page = `<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>[% NodeName %] - pvesnap demo</title>
-<link rel="stylesheet" type="text/css" href="/pve2/ext6/classic/theme-crisp/resources/theme-crisp-all.css">
-<link rel="stylesheet" type="text/css" href="/pve2/ext6/packages/font-awesome/resources/font-awesome-all.css">
-<script type="text/javascript" src="/pve2/ext6/ext-all.js"></script>
-<script type="text/javascript" src="/pve2/ext6/classic/theme-crisp/theme-crisp.js"></script>
-<script type="text/javascript">
-Proxmox = {Setup: {auth_cookie_name: 'PVEAuthCookie'}, NodeName: '[% NodeName %]', UserName: '[% UserName %]',
-  CSRFPreventionToken: '[% CSRFPreventionToken %]'};
-</script>
-<script type="text/javascript" src="/pve2/js/pvemanagerlib.js"></script>
-<script type="text/javascript">
-Ext.onReady(function () {
-  if (!Proxmox.UserName) {
-    var w = Ext.create('Ext.window.Window', {title: 'pvesnap demo: log in (root@pam / pvesnap)', width: 360, closable: false,
-      items: [{xtype: 'form', bodyPadding: 10, items: [
-        {xtype: 'textfield', name: 'username', fieldLabel: 'User', value: 'root@pam'},
-        {xtype: 'textfield', name: 'password', fieldLabel: 'Password', inputType: 'password'}]}],
-      buttons: [{text: 'Login', handler: function () {
-        Ext.Ajax.request({url: '/api2/json/access/ticket', method: 'POST', params: w.down('form').getValues(),
-          success: function (r) { var d = Ext.decode(r.responseText).data;
-            document.cookie = 'PVEAuthCookie=' + encodeURIComponent(d.ticket) + '; path=/; secure; samesite=lax';
-            window.location.reload(); },
-          failure: function () { Ext.Msg.alert('Login', 'login failed'); }});
-      }}]});
-    w.show();
-    return;
-  }
-  Ext.create('Ext.container.Viewport', {layout: 'fit', items: [{xtype: 'pvesnapPanel'}]});
-});
-</script>
-</head><body></body></html>`
-
-type static struct{ ext string }
-
-func (s static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/pve2/js/pvemanagerlib.js":
-		w.Header().Set("Content-Type", "application/javascript")
-		w.Write([]byte("// pvemanagerlib.js stand-in for the demo\n"))
-	case strings.HasPrefix(r.URL.Path, "/pve2/ext6/"):
-		http.ServeFile(w, r, filepath.Join(s.ext, filepath.Clean(strings.TrimPrefix(r.URL.Path, "/pve2/ext6/"))))
-	default:
-		http.NotFound(w, r)
-	}
-}
-
 func main() {
 	extjs := flag.String("extjs", "/mnt/host/extjs", "Ext JS GPL build directory")
 	flag.Parse()
@@ -96,7 +47,7 @@ func hashes(paths []string) []string {
 
 func run(extjs string) error {
 	n, err := cluster.Start(cluster.Options{Work: "/tmp/demo", DataDisk: "/dev/vdb", Listen: "0.0.0.0:8009", LogPath: "/mnt/host/pvesnap.log",
-		Sim: simpve.Options{IndexHTML: []byte(page), Static: static{ext: extjs}}})
+		Sim: simpve.Options{ExtJS: extjs}})
 	if err != nil {
 		return err
 	}

@@ -46,10 +46,9 @@ type Options struct {
 	Release string
 	// RootPassword is root@pam's password (default "pvesnap").
 	RootPassword string
-	// IndexHTML, when set, is served at GET / (the GUI page stand-in).
-	IndexHTML []byte
-	// Static serves other GUI paths (/pve2/…, /pwt/…) when set.
-	Static http.Handler
+	// ExtJS, when set, is an Ext JS build directory: the node then serves a stand-in of the
+	// web GUI's page at GET / and /pve2/ext6/ from it (gui.go).
+	ExtJS string
 	// Volumes, when set, backs storages with something other than the simulator's files
 	// (the lab: real ZFS and LVM-thin); a nil answer keeps the files for that storage.
 	Volumes func(node string, st *pve.Storage) Volumes
@@ -276,7 +275,7 @@ func (n *Node) start() error {
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Server", "pve-api-daemon/3.0")
 	switch {
-	case r.URL.Path == "/" && n.c.o.IndexHTML != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+	case r.URL.Path == "/" && n.c.o.ExtJS != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(n.indexPage(r))
 		return
@@ -287,8 +286,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		n.mux.ServeHTTP(w, r)
 		return
-	case n.c.o.Static != nil:
-		n.c.o.Static.ServeHTTP(w, r)
+	case n.c.o.ExtJS != "":
+		guiFiles{extjs: n.c.o.ExtJS}.ServeHTTP(w, r)
 		return
 	}
 	httpd.WriteHeader(w, http.StatusNotImplemented, "no such file '"+r.URL.Path+"'")
@@ -307,8 +306,8 @@ func (n *Node) indexPage(r *http.Request) []byte {
 			}
 		}
 	}
-	return []byte(strings.NewReplacer("[% UserName %]", user, "[% CSRFPreventionToken %]", token, "[% NodeName %]", n.Name).
-		Replace(string(n.c.o.IndexHTML)))
+	return []byte(strings.NewReplacer("[% UserName %]", user, "[% CSRFPreventionToken %]", token, "[% NodeName %]", n.Name,
+		"[% version %]", n.c.o.Release).Replace(guiPage))
 }
 
 func knownMethod(m string) bool {

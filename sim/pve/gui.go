@@ -1,0 +1,61 @@
+package pve
+
+import (
+	"net/http"
+	"path/filepath"
+	"strings"
+)
+
+// guiPage stands in for pveproxy's index.html.tpl: Ext JS, the Proxmox globals the template
+// renders, pvemanagerlib.js (a stand-in: pvesnap's panel must work without PVE's classes), a
+// login window when there is no ticket, and a viewport holding pvesnap's panel, which pvesnap
+// injects after pvemanagerlib.js on :8009.
+const guiPage = `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>[% NodeName %] - Proxmox Virtual Environment</title>
+<link rel="stylesheet" type="text/css" href="/pve2/ext6/classic/theme-crisp/resources/theme-crisp-all.css">
+<link rel="stylesheet" type="text/css" href="/pve2/ext6/packages/font-awesome/resources/font-awesome-all.css">
+<script type="text/javascript" src="/pve2/ext6/ext-all.js"></script>
+<script type="text/javascript" src="/pve2/ext6/classic/theme-crisp/theme-crisp.js"></script>
+<script type="text/javascript">
+Proxmox = {Setup: {auth_cookie_name: 'PVEAuthCookie'}, NodeName: '[% NodeName %]', UserName: '[% UserName %]',
+  CSRFPreventionToken: '[% CSRFPreventionToken %]'};
+</script>
+<script type="text/javascript" src="/pve2/js/pvemanagerlib.js?ver=[% version %]"></script>
+<script type="text/javascript">
+Ext.onReady(function () {
+  if (!Proxmox.UserName) {
+    var w = Ext.create('Ext.window.Window', {title: 'Proxmox VE Login (simulated: root@pam / pvesnap)', width: 360, closable: false,
+      items: [{xtype: 'form', bodyPadding: 10, items: [
+        {xtype: 'textfield', name: 'username', fieldLabel: 'User name', value: 'root@pam'},
+        {xtype: 'textfield', name: 'password', fieldLabel: 'Password', inputType: 'password'}]}],
+      buttons: [{text: 'Login', handler: function () {
+        Ext.Ajax.request({url: '/api2/json/access/ticket', method: 'POST', params: w.down('form').getValues(),
+          success: function (r) { var d = Ext.decode(r.responseText).data;
+            document.cookie = 'PVEAuthCookie=' + encodeURIComponent(d.ticket) + '; path=/; secure; samesite=lax';
+            window.location.reload(); },
+          failure: function () { Ext.Msg.alert('Login', 'login failed'); }});
+      }}]});
+    w.show();
+    return;
+  }
+  Ext.create('Ext.container.Viewport', {layout: 'fit', items: [{xtype: 'pvesnapPanel'}]});
+});
+</script>
+</head><body></body></html>`
+
+// guiFiles serves the GUI's static paths as pveproxy does from its aliases: /pve2/ext6/ from
+// the Ext JS build (extjs), and a stand-in pvemanagerlib.js.
+type guiFiles struct{ extjs string }
+
+func (g guiFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/pve2/js/pvemanagerlib.js":
+		w.Header().Set("Content-Type", "application/javascript")
+		w.Write([]byte("// pvemanagerlib.js stand-in: PVE's own classes are not part of the simulator\n"))
+	case strings.HasPrefix(r.URL.Path, "/pve2/ext6/"):
+		// Clean under "/" first: a path cannot climb out of the build directory.
+		http.ServeFile(w, r, filepath.Join(g.extjs, filepath.Clean("/"+strings.TrimPrefix(r.URL.Path, "/pve2/ext6/"))))
+	default:
+		http.NotFound(w, r)
+	}
+}
