@@ -91,6 +91,13 @@ func report(in, img string) error {
 			if one.Seconds > 0 && eight.Seconds > 0 {
 				fmt.Printf("\n8 GiB / 1 GiB median: %.2f\n", eight.Seconds/one.Seconds)
 			}
+			for _, gib := range []int{1, 8} {
+				own := byName[fmt.Sprintf("%d GiB zvol: pvesnap copy, call to task OK", gib)]
+				floor := byName[fmt.Sprintf("%d GiB zvol: zfs list + snapshot + clone by hand", gib)]
+				if own.Seconds > 0 && floor.Seconds > 0 {
+					fmt.Printf("\n%d GiB: pvesnap's own time over the zfs commands it runs: %.0f ms\n", gib, (own.Seconds-floor.Seconds)*1000)
+				}
+			}
 		}
 		if tb.target != "" {
 			fmt.Printf("\nTargets: %s.\n", tb.target)
