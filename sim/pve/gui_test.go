@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
@@ -29,16 +28,7 @@ func TestGUIPage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("not for the web\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err := simpve.Start(simpve.Options{Dir: filepath.Join(dir, "sim"), Nodes: []string{"pve1"}, ExtJS: ext,
-		AuthFailDelay: 10 * time.Millisecond, PvestatdInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := simpve.NewClient(c.URL("pve1"), c.CAFile())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, cl := startClusterWith(t, simpve.Options{ExtJS: ext}, "pve1")
 	get := func(path, cookie string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", c.URL("pve1")+path, nil)

@@ -43,11 +43,18 @@ func allowed(route *api.Route, e string) bool {
 
 func startCluster(t *testing.T, nodes ...string) (*simpve.Cluster, *simpve.Client) {
 	t.Helper()
+	return startClusterWith(t, simpve.Options{}, nodes...)
+}
+
+// startClusterWith starts a cluster with o's other options (directory, nodes, name and
+// timings are the tests'), its storages, and a client logged in as root@pam on the first node.
+func startClusterWith(t *testing.T, o simpve.Options, nodes ...string) (*simpve.Cluster, *simpve.Client) {
+	t.Helper()
 	if len(nodes) == 0 {
 		nodes = []string{"pve1", "pve2"}
 	}
-	c, err := simpve.Start(simpve.Options{Dir: t.TempDir(), Nodes: nodes, ClusterName: "lab", AuthFailDelay: 10 * time.Millisecond,
-		PvestatdInterval: time.Hour})
+	o.Dir, o.Nodes, o.ClusterName, o.AuthFailDelay, o.PvestatdInterval = t.TempDir(), nodes, "lab", 10*time.Millisecond, time.Hour
+	c, err := simpve.Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
