@@ -62,7 +62,7 @@ for s in "${sections[@]}"; do
       echo "not their time: here the array is LIO inside the same emulated CPU, so a copy's time is LIO's copy loop"
       echo "under TCG, whoever sends the commands. On a real array that work happens in the array; what carries over"
       echo "is that the host moves 0 bytes. The zvol copies go through the real daemon (sim/pve in front of a real"
-      echo "ZFS pool); every command they run is slowed down by TCG alike (a zfs command here takes 0.1-0.3 s)."
+      echo "ZFS pool); every command they run is slowed down by TCG alike."
       echo "The by-hand row runs the same three zfs commands without pvesnap: the floor for any tool driving the"
       echo "zfs CLI, so the difference is pvesnap's own time (API, permission check, task)."
       echo "$res"; echo; echo "![copy rate](img/bench-copy-rate.png)"; } > "$out"
