@@ -1,6 +1,6 @@
 // Package ioctl is pvesnap's device command layer: ioctl numbers, buffers the kernel may DMA
 // into, and the one place system calls with pointers are made. Its subpackages speak SCSI
-// (SG_IO), NVMe (passthrough), block-device and device-mapper ioctls byte for byte.
+// (SG_IO), NVMe (passthrough), block-device, device-mapper and ZFS-control ioctls byte for byte.
 //
 // Encoders and parsers are pure functions over byte slices, tested against layouts written
 // from the specifications; only *_unsafe.go files touch unsafe.

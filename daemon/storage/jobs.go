@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
 	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/lvm/engine"
@@ -27,7 +26,7 @@ func (m *Module) zfsClone(ctx context.Context, t *tasks.Task, raw json.RawMessag
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return err
 	}
-	z := ZFS{Run: m.Run}
+	z := m.zfs()
 	src, dst := s.Pool+"/"+s.Source, s.Pool+"/"+s.Target
 	unlockPool, err := m.lock(ctx, "zfs-"+s.Pool, false) // deletes take it exclusively
 	if err != nil {
@@ -59,8 +58,7 @@ func (m *Module) zfsClone(ctx context.Context, t *tasks.Task, raw json.RawMessag
 		} else {
 			t.Logf("removed snapshot %s@%s after the failed clone", src, snap)
 		}
-		var xe *runner.ExecError
-		if errors.As(err, &xe) && strings.Contains(xe.Stderr, "dataset already exists") {
+		if errors.Is(err, ErrDatasetExists) {
 			return fmt.Errorf("volume '%s:%s' already exists", s.Storage, s.Target)
 		}
 		return fmt.Errorf("clone of %s failed: %w", src, err)
@@ -78,7 +76,7 @@ func (m *Module) zfsDelete(ctx context.Context, t *tasks.Task, raw json.RawMessa
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return err
 	}
-	z := ZFS{Run: m.Run}
+	z := m.zfs()
 	ds := s.Pool + "/" + s.Volume
 	unlock, err := m.lock(ctx, "zfs-"+s.Pool, true)
 	if err != nil {

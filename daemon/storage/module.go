@@ -27,6 +27,9 @@ type Module struct {
 	Node    string
 	Storage *pve.StorageConfig
 	Run     runner.Runner
+	// ZFSDev is the ZFS control device (/dev/zfs) for the instant copy's ioctls; "" or a
+	// missing device means the zfs command.
+	ZFSDev  string
 	Tasks   *tasks.Service
 	LockDir string
 	Logger  *slog.Logger
@@ -186,7 +189,7 @@ func (m *Module) precheck(ctx context.Context, st *pve.Storage, spec CopySpec) e
 	switch st.Type {
 	case "zfspool":
 		src, dst := spec.Pool+"/"+spec.Source, spec.Pool+"/"+spec.Target
-		found, err := ZFS{Run: m.Run}.Existing(ctx, src, dst)
+		found, err := m.zfs().Existing(ctx, src, dst)
 		if err != nil {
 			return err
 		}
@@ -236,7 +239,7 @@ func (m *Module) delete(call *api.Call) (any, error) {
 		}
 		return nil, api.ErrPassThrough
 	}
-	if ok, err := (ZFS{Run: m.Run}).Exists(call.Ctx, st.Pool+"/"+vol); err != nil {
+	if ok, err := m.zfs().Exists(call.Ctx, st.Pool+"/"+vol); err != nil {
 		return nil, err
 	} else if !ok {
 		return nil, api.Errorf(http.StatusInternalServerError, "no such volume '%s:%s'", sid, vol)
@@ -256,6 +259,8 @@ func (m *Module) delete(call *api.Call) (any, error) {
 	}
 	return started.UPID, nil
 }
+
+func (m *Module) zfs() ZFS { return ZFS{Run: m.Run, Dev: m.ZFSDev} }
 
 // Handlers are the job kinds the task workers run.
 func (m *Module) Handlers() map[string]tasks.Handler {

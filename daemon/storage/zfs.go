@@ -8,15 +8,58 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/ioctl/zfs"
 )
 
-// ZFS runs the zfs commands pvesnap needs, with machine-readable output (-H -p).
-type ZFS struct{ Run runner.Runner }
+// ZFS does what pvesnap needs of ZFS. The steps of an instant copy (existence checks,
+// snapshot, clone, removal of the snapshot when the clone fails) go to the kernel module
+// through Dev's ioctls when Dev is set and present: each zfs command costs a process start
+// and libzfs's set-up (60-130 ms under the lab's emulation; the ioctl alone is the sync
+// task). Everything else, and everything when Dev is absent (tests with a fake zfs), runs
+// the zfs command with machine-readable output (-H -p).
+type ZFS struct {
+	Run runner.Runner
+	Dev string // the ZFS control device, /dev/zfs; "" = the zfs command only
+}
+
+// kernel opens Dev, or returns nil when the zfs command is to be used.
+func (z ZFS) kernel() (*zfs.Dev, error) {
+	if z.Dev == "" {
+		return nil, nil
+	}
+	d, err := zfs.Open(z.Dev)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if d != nil {
+		d.Who = "pvesnap" // "zpool history" names pvesnap's changes, as it names zfs commands
+	}
+	return d, err
+}
+
+// viaKernel runs op on the kernel module when it is there and knows the ioctl; done is
+// false when the zfs command is to be used instead (nothing was done then).
+func (z ZFS) viaKernel(op func(*zfs.Dev) error) (done bool, err error) {
+	d, err := z.kernel()
+	if err != nil {
+		return true, err
+	}
+	if d == nil {
+		return false, nil
+	}
+	defer d.Close()
+	err = op(d)
+	if errors.Is(err, zfs.ErrUnsupported) {
+		return false, nil
+	}
+	return true, err
+}
 
 var datasetRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*(@[A-Za-z0-9][A-Za-z0-9_.:-]*)?$`)
 
@@ -30,6 +73,9 @@ func CheckDataset(s string) error {
 
 // ErrNoDataset is a dataset that does not exist.
 var ErrNoDataset = errors.New("dataset does not exist")
+
+// ErrDatasetExists is a dataset to create that is already there.
+var ErrDatasetExists = errors.New("dataset already exists")
 
 // Dataset is what zfs get reports about a volume or snapshot.
 type Dataset struct {
@@ -90,6 +136,21 @@ func (z ZFS) Existing(ctx context.Context, names ...string) (map[string]bool, er
 			return nil, err
 		}
 	}
+	found := map[string]bool{}
+	if done, err := z.viaKernel(func(d *zfs.Dev) error {
+		for _, n := range names {
+			ok, err := d.Exists(n)
+			if err != nil {
+				return err
+			}
+			if ok {
+				found[n] = true
+			}
+		}
+		return nil
+	}); done {
+		return found, err
+	}
 	out, err := z.Run.Run(ctx, append([]string{"zfs", "list", "-H", "-o", "name"}, names...))
 	if err != nil {
 		var xe *runner.ExecError
@@ -102,7 +163,6 @@ func (z ZFS) Existing(ctx context.Context, names ...string) (map[string]bool, er
 			}
 		}
 	}
-	found := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if line != "" {
 			found[line] = true
@@ -165,18 +225,46 @@ func (z ZFS) run(ctx context.Context, argv ...string) error {
 
 // TakeSnapshot creates ds@name.
 func (z ZFS) TakeSnapshot(ctx context.Context, ds, name string) error {
-	return z.run(ctx, "zfs", "snapshot", ds+"@"+name)
+	snap := ds + "@" + name
+	if err := CheckDataset(snap); err != nil {
+		return err
+	}
+	if done, err := z.viaKernel(func(d *zfs.Dev) error { return d.Snapshot(snap) }); done {
+		return err
+	}
+	return z.run(ctx, "zfs", "snapshot", snap)
 }
 
-// Clone creates target from snapshot origin.
+// Clone creates target from snapshot origin; an existing target is ErrDatasetExists.
 func (z ZFS) Clone(ctx context.Context, origin, target string) error {
-	return z.run(ctx, "zfs", "clone", origin, target)
+	if err := errors.Join(CheckDataset(origin), CheckDataset(target)); err != nil {
+		return err
+	}
+	if done, err := z.viaKernel(func(d *zfs.Dev) error { return d.Clone(origin, target) }); done {
+		if errors.Is(err, zfs.ErrExists) {
+			return fmt.Errorf("%w: %w", ErrDatasetExists, err)
+		}
+		return err
+	}
+	err := z.run(ctx, "zfs", "clone", origin, target)
+	var xe *runner.ExecError
+	if errors.As(err, &xe) && strings.Contains(xe.Stderr, "dataset already exists") {
+		return fmt.Errorf("%w: %w", ErrDatasetExists, err)
+	}
+	return err
 }
 
-// Destroy destroys a dataset (with its snapshots when recursive) or a snapshot.
+// Destroy destroys a dataset (with its snapshots when recursive) or a snapshot. A snapshot
+// goes through the kernel when it can; a dataset always through the zfs command, which
+// also unmounts and unshares it.
 func (z ZFS) Destroy(ctx context.Context, ds string, recursive bool) error {
 	if recursive {
 		return z.run(ctx, "zfs", "destroy", "-r", ds)
+	}
+	if strings.Contains(ds, "@") && CheckDataset(ds) == nil {
+		if done, err := z.viaKernel(func(d *zfs.Dev) error { return d.DestroySnapshot(ds) }); done {
+			return err
+		}
 	}
 	return z.run(ctx, "zfs", "destroy", ds)
 }

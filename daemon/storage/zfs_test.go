@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -69,5 +71,43 @@ func TestCloneOntoTargetMadeMeanwhile(t *testing.T) {
 	}
 	if snaps, _ := st.Snapshots("vm-100-disk-0"); len(snaps) != 0 {
 		t.Fatalf("snapshot left on the source: %+v\n%s", snaps, log.String())
+	}
+}
+
+// Without a usable /dev/zfs the zfs command does the work: a missing device, and a device
+// that answers ENOTTY (here a regular file: no ZFS module behind it) fall back to it; nothing
+// is done twice.
+func TestKernelFallsBackToCommand(t *testing.T) {
+	notZFS := t.TempDir() + "/zfs"
+	if err := os.WriteFile(notZFS, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dev := range []string{t.TempDir() + "/missing", notZFS} {
+		z, st := fakePool(t, "vm-100-disk-0")
+		zz := ZFS{Run: z, Dev: dev}
+		got, err := zz.Existing(context.Background(), "rpool/data/vm-100-disk-0", "rpool/data/vm-101-disk-0")
+		if err != nil || !got["rpool/data/vm-100-disk-0"] || got["rpool/data/vm-101-disk-0"] {
+			t.Fatalf("%s: existing %v %v", dev, got, err)
+		}
+		if err := zz.TakeSnapshot(context.Background(), "rpool/data/vm-100-disk-0", "pvesnap-a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := zz.Clone(context.Background(), "rpool/data/vm-100-disk-0@pvesnap-a", "rpool/data/vm-101-disk-0"); err != nil {
+			t.Fatal(err)
+		}
+		err = zz.Clone(context.Background(), "rpool/data/vm-100-disk-0@pvesnap-a", "rpool/data/vm-101-disk-0")
+		if !errors.Is(err, ErrDatasetExists) {
+			t.Fatalf("%s: clone onto an existing dataset: %v", dev, err)
+		}
+		if snaps, _ := st.Snapshots("vm-100-disk-0"); len(snaps) != 1 {
+			t.Fatalf("%s: snapshots %+v", dev, snaps)
+		}
+		if len(z.Calls) != 4 {
+			t.Fatalf("%s: %d zfs commands, want 4 (list, snapshot, clone, clone): %v", dev, len(z.Calls), z.Calls)
+		}
+	}
+	// A device that cannot be opened for another reason is an error, not a silent fallback.
+	if _, err := (ZFS{Run: failing{errors.New("must not run")}, Dev: t.TempDir()}).Existing(context.Background(), "rpool/data/x"); err == nil {
+		t.Fatal("a directory opened as /dev/zfs")
 	}
 }

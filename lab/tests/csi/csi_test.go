@@ -229,6 +229,12 @@ func TestCSIOnRealZFSAndLVMThin(t *testing.T) {
 			return d
 		}}
 		sequence(t, s, 100)
+		// The copies went through /dev/zfs, not the zfs command: the pool's history has
+		// pvesnap's own lines (the command would have logged "zfs snapshot …").
+		if out, err := guest.Output("zpool", "history", "rpool"); err != nil || !strings.Contains(out, "pvesnap: zfs snapshot rpool/data/vm-100-disk-0@pvesnap-") ||
+			!strings.Contains(out, "pvesnap: zfs clone rpool/data/vm-100-disk-0@pvesnap-") {
+			t.Fatalf("zpool history does not show pvesnap's snapshot and clone ioctls (%v):\n%s", err, out)
+		}
 		// pvesnap's snapshots went with the volumes that needed them.
 		if out, _ := guest.Output("zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", "rpool"); strings.TrimSpace(out) != "" {
 			t.Fatalf("snapshots left on the pool:\n%s", out)
