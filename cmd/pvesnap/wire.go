@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pvesnap/pvesnap/daemon/api"
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
@@ -99,10 +101,18 @@ func workerEnv() []string {
 	return env
 }
 
-// modules are the daemon's route providers.
+// modules are the daemon's route providers and background work.
 func (e *env) modules() []server.Module {
-	return []server.Module{e.tasks, e.storage, e.arrays, e.invMod, e.restore}
+	return []server.Module{e.tasks, e.storage, e.arrays, e.invMod, e.restore, spareWorker{e.tasks.Spawner}}
 }
+
+// spareWorker keeps a task worker started ahead of need while the daemon runs, so a task
+// (an instant copy above all) does not wait for a process start.
+type spareWorker struct{ s *tasks.Spawner }
+
+func (spareWorker) Routes() []*api.Route { return nil }
+
+func (w spareWorker) Start(ctx context.Context) error { w.s.KeepSpare(ctx); return nil }
 
 // statics serve the panel's assets.
 func (e *env) statics() []server.Static { return []server.Static{www.Static{}} }

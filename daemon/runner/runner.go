@@ -172,14 +172,15 @@ func (d *Detached) Done() <-chan struct{} { return d.done }
 
 // StartDetached starts exe in a new session (setsid), so it is the leader of its own process
 // group and keeps running when the caller exits or restarts. stdin is written to it; extra
-// files become fds 3, 4, …; stdout and stderr go to /dev/null.
-func StartDetached(exe string, args []string, env []string, stdin []byte, extra []*os.File) (*Detached, error) {
+// files become fds 3, 4, …; stdout and stderr go to /dev/null. stdin is read by the process
+// itself when it is an *os.File (a pipe the caller writes later), else copied in.
+func StartDetached(exe string, args []string, env []string, stdin io.Reader, extra []*os.File) (*Detached, error) {
 	if !filepath.IsAbs(exe) {
 		return nil, fmt.Errorf("refusing relative worker path %q", exe)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = env
-	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdin = stdin
 	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

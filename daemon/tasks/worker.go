@@ -129,6 +129,19 @@ type Spawner struct {
 	// OnExit runs after a worker exits (archive into index, broadcast the task list).
 	OnExit func(upid string)
 	Logger *slog.Logger
+
+	mu      sync.Mutex
+	keep    bool      // KeepSpare is in effect
+	spare   *launched // a worker started and set up, waiting for its job; nil when none
+	filling bool      // a spare is being started
+}
+
+// launched is a worker process that has not been given its job yet: RunWorker reads the job
+// from stdin, then answers on the handshake pipe (fd 3) with the UPID or an error.
+type launched struct {
+	d     *runner.Detached
+	job   *os.File // write end of the worker's stdin
+	reply *os.File // read end of its fd 3
 }
 
 // Started is a worker that has registered its task.
@@ -141,45 +154,179 @@ type Started struct {
 // Done is closed when the worker has exited and its task is archived.
 func (s *Started) Done() <-chan struct{} { return s.done }
 
-// Start launches a worker for job and returns once the task is registered (its UPID is
-// valid for status, log and stop from then on).
+// errNotTaken is a worker that exited without a word, before registering a task: nothing
+// of the job ran.
+var errNotTaken = errors.New("worker exited before registering its task")
+
+// Start runs job in a worker and returns once the task is registered (its UPID is valid for
+// status, log and stop from then on). With KeepSpare in effect the waiting spare takes the
+// job, so the task starts without a process start, and a new spare is started behind it.
 func (s *Spawner) Start(job Job) (*Started, error) {
 	b, err := json.Marshal(job)
 	if err != nil {
 		return nil, err
 	}
-	r, w, err := os.Pipe()
+	s.mu.Lock()
+	w, keep := s.spare, s.keep
+	s.spare = nil
+	s.mu.Unlock()
+	st, err := s.start(w, b)
+	if keep {
+		// The next spare starts once this task's worker is done, or after a second for a long
+		// task: its start-up would otherwise take CPU from an instant task on a small host.
+		go func() {
+			if st != nil {
+				select {
+				case <-st.done:
+				case <-time.After(time.Second):
+				}
+			}
+			s.refill()
+		}()
+	}
+	return st, err
+}
+
+// start gives job to the spare w, or to a fresh worker when there is none or it is gone.
+func (s *Spawner) start(w *launched, job []byte) (*Started, error) {
+	if w != nil {
+		st, err := s.hand(w, job)
+		if !errors.Is(err, errNotTaken) {
+			return st, err
+		}
+		// The spare died while waiting (killed, or its daemon's binary replaced and removed):
+		// nothing ran, so a fresh worker takes the job.
+		s.warn("spare task worker was gone; starting a new one", "pid", w.d.PID)
+	}
+	w, err := s.launch()
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
-	d, err := runner.StartDetached(s.Exe, s.Args, s.Env, b, []*os.File{w})
-	w.Close()
+	st, err := s.hand(w, job)
+	if errors.Is(err, errNotTaken) {
+		return nil, fmt.Errorf("task worker: %w", err)
+	}
+	return st, err
+}
+
+// KeepSpare keeps one worker started and set up ahead of need until ctx ends (the daemon
+// stops), when the spare is told to exit. It costs an idle process; it saves each task the
+// start of one, which is most of an instant copy's time on a slow host.
+func (s *Spawner) KeepSpare(ctx context.Context) {
+	s.mu.Lock()
+	s.keep = true
+	s.mu.Unlock()
+	go s.refill()
+	go func() {
+		<-ctx.Done()
+		s.mu.Lock()
+		w := s.spare
+		s.keep, s.spare = false, nil
+		s.mu.Unlock()
+		if w != nil {
+			w.dismiss()
+		}
+	}()
+}
+
+// refill starts a spare when one is wanted and there is none.
+func (s *Spawner) refill() {
+	s.mu.Lock()
+	if !s.keep || s.spare != nil || s.filling {
+		s.mu.Unlock()
+		return
+	}
+	s.filling = true
+	s.mu.Unlock()
+	w, err := s.launch()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.filling = false
 	if err != nil {
+		s.warn("starting a spare task worker", "err", err)
+		return
+	}
+	if !s.keep || s.spare != nil { // the daemon stopped meanwhile
+		w.dismiss()
+		return
+	}
+	s.spare = w
+	go func() {
+		// A spare that exits while waiting is forgotten; the next Start launches afresh.
+		<-w.d.Done()
+		s.mu.Lock()
+		if s.spare == w {
+			s.spare = nil
+		}
+		s.mu.Unlock()
+	}()
+}
+
+// dismiss closes a spare's stdin: it reads no job and exits without a task.
+func (w *launched) dismiss() {
+	w.job.Close()
+	w.reply.Close()
+}
+
+func (s *Spawner) warn(msg string, args ...any) {
+	if s.Logger != nil {
+		s.Logger.Warn(msg, args...)
+	}
+}
+
+// launch starts a worker process that waits for its job.
+func (s *Spawner) launch() (*launched, error) {
+	jobR, jobW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	replyR, replyW, err := os.Pipe()
+	if err != nil {
+		jobR.Close()
+		jobW.Close()
+		return nil, err
+	}
+	d, err := runner.StartDetached(s.Exe, s.Args, s.Env, jobR, []*os.File{replyW})
+	jobR.Close()
+	replyW.Close()
+	if err != nil {
+		jobW.Close()
+		replyR.Close()
 		return nil, fmt.Errorf("start task worker: %w", err)
 	}
+	return &launched{d: d, job: jobW, reply: replyR}, nil
+}
+
+// hand gives a launched worker its job and waits for its UPID.
+func (s *Spawner) hand(w *launched, job []byte) (*Started, error) {
+	defer w.reply.Close()
+	_, werr := w.job.Write(job) // a dead worker: EPIPE here, or EOF on the reply below
+	w.job.Close()
 	line := make(chan string, 1)
 	go func() {
-		l, _ := bufio.NewReader(r).ReadString('\n')
+		l, _ := bufio.NewReader(w.reply).ReadString('\n')
 		line <- strings.TrimSpace(l)
 	}()
 	var got string
 	select {
 	case got = <-line:
 	case <-time.After(15 * time.Second):
-		syscall.Kill(-d.PID, syscall.SIGKILL)
-		return nil, fmt.Errorf("task worker %d did not register within 15 s", d.PID)
+		syscall.Kill(-w.d.PID, syscall.SIGKILL)
+		return nil, fmt.Errorf("task worker %d did not register within 15 s", w.d.PID)
 	}
 	if !strings.HasPrefix(got, "UPID:") {
-		d.Wait()
+		w.d.Wait()
 		if got == "" {
-			got = "worker exited before registering its task"
+			if werr != nil {
+				return nil, fmt.Errorf("%w (%v)", errNotTaken, werr)
+			}
+			return nil, errNotTaken
 		}
 		return nil, fmt.Errorf("task worker: %s", strings.TrimPrefix(got, "ERROR: "))
 	}
 	done := make(chan struct{})
 	go func() {
-		d.Wait()
+		w.d.Wait()
 		if _, err := s.Dir.ActiveWorkers(""); err != nil && s.Logger != nil {
 			s.Logger.Warn("archiving finished task", "upid", got, "err", err)
 		}
@@ -188,7 +335,7 @@ func (s *Spawner) Start(job Job) (*Started, error) {
 		}
 		close(done)
 	}()
-	return &Started{UPID: got, PID: d.PID, done: done}, nil
+	return &Started{UPID: got, PID: w.d.PID, done: done}, nil
 }
 
 // WorkerEnv is what a worker process needs from its daemon.

@@ -33,6 +33,13 @@ func TestMain(m *testing.M) {
 		fmt.Println(st.UPID)
 		time.Sleep(time.Minute)
 		os.Exit(0)
+	case "daemon-spare":
+		// Keep a spare worker, print its pid, then wait to be killed.
+		s := testSpawner(os.Getenv("PVESNAP_TEST_TASKS"))
+		s.KeepSpare(context.Background())
+		fmt.Println(waitSpare(s, 10*time.Second))
+		time.Sleep(time.Minute)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -268,5 +275,131 @@ func TestWorkerSurvivesDaemonKill(t *testing.T) {
 	d.Archive(func(e Entry) bool { archived = append(archived, e); return true })
 	if len(archived) != 1 || archived[0].UPID != upid || archived[0].Status != "OK" {
 		t.Fatalf("index %+v", archived)
+	}
+}
+
+// waitSpare returns the pid of s's spare worker once there is one (0 after d).
+func waitSpare(s *Spawner, d time.Duration) int {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		w := s.spare
+		s.mu.Unlock()
+		if w != nil {
+			return w.d.PID
+		}
+	}
+	return 0
+}
+
+// gone waits up to d for process pid to end.
+func gone(pid int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(b), ") Z ") {
+			return true
+		}
+	}
+	return false
+}
+
+// The spare worker takes the next job: the task runs in the process started before it was
+// asked for (its UPID names that process), and another spare is started behind it. When the
+// daemon stops, the spare exits without a task.
+func TestSpareWorker(t *testing.T) {
+	s := testSpawner(t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.KeepSpare(ctx)
+	first := waitSpare(s, 10*time.Second)
+	if first == 0 {
+		t.Fatal("no spare worker after 10 s")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if act, _ := s.Dir.Active(); len(act) != 0 {
+		t.Fatalf("a waiting spare registered a task: %+v", act)
+	}
+	st, err := s.Start(Job{Type: "pvesnaptest", User: "root@pam", Kind: "warn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := ParseUPID(st.UPID)
+	if st.PID != first || u.PID != first {
+		t.Fatalf("the task ran in %d (UPID %s), not in the spare %d", st.PID, st.UPID, first)
+	}
+	if ps, _ := ProcStartTime("/proc", first); ps != u.PStart {
+		t.Fatalf("UPID pstart %d, the spare's is %d", u.PStart, ps)
+	}
+	<-st.Done()
+	if got := waitStopped(t, s.Dir, st.UPID, 5*time.Second).ExitStatus; got != "WARNINGS: 2" {
+		t.Fatalf("exit status %q", got)
+	}
+	second := waitSpare(s, 10*time.Second)
+	if second == 0 || second == first {
+		t.Fatalf("no new spare after the first was used (%d)", second)
+	}
+	cancel()
+	if !gone(second, 5*time.Second) {
+		t.Fatalf("spare %d still running after its daemon stopped", second)
+	}
+	act, _ := s.Dir.Active()
+	if _, err := s.Dir.ActiveWorkers(""); err != nil {
+		t.Fatal(err)
+	}
+	var archived []Entry
+	s.Dir.Archive(func(e Entry) bool { archived = append(archived, e); return true })
+	if len(act) > 1 || len(archived) != 1 || archived[0].UPID != st.UPID {
+		t.Fatalf("tasks after the spare was dismissed: active %+v, index %+v", act, archived)
+	}
+}
+
+// A spare that died while waiting has run nothing: a fresh worker takes the job.
+func TestDeadSpareReplaced(t *testing.T) {
+	s := testSpawner(t.TempDir())
+	dead, err := (&Spawner{Exe: "/bin/true"}).launch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-dead.d.Done()
+	s.spare = dead // died, not noticed yet
+	st, err := s.Start(Job{Type: "pvesnaptest", User: "root@pam", Kind: "warn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PID == dead.d.PID {
+		t.Fatal("the task claims the dead spare's pid")
+	}
+	<-st.Done()
+	if got := waitStopped(t, s.Dir, st.UPID, 5*time.Second).ExitStatus; got != "WARNINGS: 2" {
+		t.Fatalf("exit status %q", got)
+	}
+	// Without a spare to fall back from, a worker that dies before registering is an error.
+	s.Exe = "/bin/true"
+	if _, err := s.Start(Job{Type: "pvesnaptest", User: "root@pam", Kind: "warn"}); err == nil || !strings.Contains(err.Error(), "exited before registering") {
+		t.Fatalf("worker that never registered: %v", err)
+	}
+}
+
+// A daemon killed outright closes its end of the spare's stdin: the spare exits, no task.
+func TestSpareExitsWithItsDaemon(t *testing.T) {
+	root := t.TempDir()
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "PVESNAP_TEST_ROLE=daemon-spare", "PVESNAP_TEST_TASKS="+root)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	var pid int
+	if _, err := fmt.Sscan(line, &pid); err != nil || pid == 0 {
+		t.Fatalf("daemon said %q", line)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if !gone(pid, 5*time.Second) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("spare %d outlived its daemon", pid)
+	}
+	if act, _ := (&Dir{Root: root}).Active(); len(act) != 0 {
+		t.Fatalf("the dismissed spare left a task: %+v", act)
 	}
 }
