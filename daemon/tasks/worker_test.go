@@ -239,14 +239,7 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 // status.
 func TestWorkerSurvivesDaemonKill(t *testing.T) {
 	root := t.TempDir()
-	exe, _ := os.Executable()
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), "PVESNAP_TEST_ROLE=daemon", "PVESNAP_TEST_TASKS="+root)
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, _ := bufio.NewReader(out).ReadString('\n')
+	cmd, line := startTestDaemon(t, "daemon", root)
 	upid := strings.TrimSpace(line)
 	if !strings.HasPrefix(upid, "UPID:") {
 		t.Fatalf("daemon said %q", line)
@@ -276,6 +269,21 @@ func TestWorkerSurvivesDaemonKill(t *testing.T) {
 	if len(archived) != 1 || archived[0].UPID != upid || archived[0].Status != "OK" {
 		t.Fatalf("index %+v", archived)
 	}
+}
+
+// startTestDaemon runs the test binary as a "daemon" of the given role on task directory
+// root and returns it with the first line it prints.
+func startTestDaemon(t *testing.T, role, root string) (*exec.Cmd, string) {
+	t.Helper()
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "PVESNAP_TEST_ROLE="+role, "PVESNAP_TEST_TASKS="+root)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	return cmd, line
 }
 
 // waitSpare returns the pid of s's spare worker once there is one (0 after d).
@@ -381,14 +389,7 @@ func TestDeadSpareReplaced(t *testing.T) {
 // A daemon killed outright closes its end of the spare's stdin: the spare exits, no task.
 func TestSpareExitsWithItsDaemon(t *testing.T) {
 	root := t.TempDir()
-	exe, _ := os.Executable()
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), "PVESNAP_TEST_ROLE=daemon-spare", "PVESNAP_TEST_TASKS="+root)
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, _ := bufio.NewReader(out).ReadString('\n')
+	cmd, line := startTestDaemon(t, "daemon-spare", root)
 	var pid int
 	if _, err := fmt.Sscan(line, &pid); err != nil || pid == 0 {
 		t.Fatalf("daemon said %q", line)

@@ -43,14 +43,7 @@ func (d *Dev) Exists(name string) (bool, error) {
 
 // Snapshot creates one snapshot, "pool/dataset@name" (lzc_snapshot). The kernel takes it
 // in a sync task: it is on disk, consistent, when the call returns.
-func (d *Dev) Snapshot(snap string) error {
-	pool, err := snapshotPool(snap)
-	if err != nil {
-		return err
-	}
-	in := new(NVList).List("snaps", new(NVList).Boolean(snap))
-	return d.call("snapshot", iocSnapshot, snap, pool, in, "snapshot "+snap)
-}
+func (d *Dev) Snapshot(snap string) error { return d.snaps("snapshot", iocSnapshot, snap) }
 
 // Clone creates dataset from the snapshot origin (lzc_clone, without properties: the
 // clone inherits them, as with "zfs clone origin dataset").
@@ -67,13 +60,17 @@ func (d *Dev) Clone(origin, dataset string) error {
 
 // DestroySnapshot destroys one snapshot (lzc_destroy_snaps, not deferred: a snapshot with
 // clones is refused with EEXIST, its clones keep their data).
-func (d *Dev) DestroySnapshot(snap string) error {
+func (d *Dev) DestroySnapshot(snap string) error { return d.snaps("destroy", iocDestroySnaps, snap) }
+
+// snaps issues an ioctl that takes a set of snapshots of one pool, {"snaps": {snap}}, with
+// the pool as zc_name; pvesnap always passes one.
+func (d *Dev) snaps(op string, req uintptr, snap string) error {
 	pool, err := snapshotPool(snap)
 	if err != nil {
 		return err
 	}
 	in := new(NVList).List("snaps", new(NVList).Boolean(snap))
-	return d.call("destroy", iocDestroySnaps, snap, pool, in, "destroy "+snap)
+	return d.call(op, req, snap, pool, in, op+" "+snap)
 }
 
 func snapshotPool(snap string) (string, error) {
