@@ -63,8 +63,10 @@ for s in "${sections[@]}"; do
       echo "under TCG, whoever sends the commands. On a real array that work happens in the array; what carries over"
       echo "is that the host moves 0 bytes. The zvol copies go through the real daemon (sim/pve in front of a real"
       echo "ZFS pool); every command they run is slowed down by TCG alike."
-      echo "The by-hand row runs the same three zfs commands without pvesnap: the floor for any tool driving the"
-      echo "zfs CLI, so the difference is pvesnap's own time (API, permission check, task)."
+      echo "pvesnap takes the copy's steps (existence checks, snapshot, clone) through /dev/zfs. Two rows time those"
+      echo "steps without the daemon: with the zfs command, as a tool driving the CLI takes them (each command is a"
+      echo "process and libzfs's set-up), and with the same ioctls alone, the floor under pvesnap's copy: the"
+      echo "difference from it is pvesnap's own time (API, permission check, task worker)."
       echo "$res"; echo; echo "![copy rate](img/bench-copy-rate.png)"; } > "$out"
     ;;
   *) echo "unknown section $s" >&2; exit 2 ;;

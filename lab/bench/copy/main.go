@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/pvesnap/pvesnap/daemon/runner"
+	"github.com/pvesnap/pvesnap/ioctl/zfs"
 	"github.com/pvesnap/pvesnap/lab/cluster"
 	"github.com/pvesnap/pvesnap/lab/guest"
 	"github.com/pvesnap/pvesnap/lvm"
@@ -349,17 +350,24 @@ func zvolCases() ([]Case, error) {
 			}
 		}
 		sort.Float64s(lat)
-		floor, err := zfsFloor("rpool/data/"+vol, fmt.Sprintf("rpool/data/vm-9998-floor-%d", gib), rounds)
+		cli, err := zfsCLI("rpool/data/"+vol, fmt.Sprintf("rpool/data/vm-9998-cli-%d", gib), rounds)
+		if err != nil {
+			return nil, err
+		}
+		floor, err := zfsIoctls("rpool/data/"+vol, fmt.Sprintf("rpool/data/vm-9996-ioctl-%d", gib), rounds)
 		if err != nil {
 			return nil, err
 		}
 		name := fmt.Sprintf("%d GiB zvol: pvesnap copy, call to task OK", gib)
 		peer := fmt.Sprintf("%d GiB zvol: zfs send | zfs recv", gib)
-		floorName := fmt.Sprintf("%d GiB zvol: zfs list + snapshot + clone by hand", gib)
-		out = append(out, Case{Name: name, Seconds: lat[len(lat)/2], Table: tableZvol, Peers: []string{peer, floorName},
+		cliName := fmt.Sprintf("%d GiB zvol: zfs list + snapshot + clone commands", gib)
+		floorName := fmt.Sprintf("%d GiB zvol: the same ioctls alone", gib)
+		out = append(out, Case{Name: name, Seconds: lat[len(lat)/2], Table: tableZvol, Peers: []string{peer, cliName, floorName},
 			Note: fmt.Sprintf("median of %d, through the daemon (snapshot + clone)", rounds)})
+		out = append(out, Case{Name: cliName, Seconds: cli, Table: tableZvol,
+			Note: fmt.Sprintf("peer: the same steps with the zfs command, as a tool driving the CLI takes them, without API or task; median of %d", rounds)})
 		out = append(out, Case{Name: floorName, Seconds: floor, Table: tableZvol,
-			Note: fmt.Sprintf("peer: the commands pvesnap runs, without pvesnap; median of %d", rounds)})
+			Note: fmt.Sprintf("floor: pvesnap's /dev/zfs calls without API or task; median of %d", rounds)})
 		secs, err := sendRecv("rpool/data/"+vol, fmt.Sprintf("rpool/data/vm-9997-recv-%d", gib))
 		if err != nil {
 			return nil, err
@@ -372,19 +380,48 @@ func zvolCases() ([]Case, error) {
 	return out, nil
 }
 
-// zfsFloor times the three zfs commands of pvesnap's instant copy run straight from here -
-// the check that src exists and dst does not, the snapshot, the clone - as the floor for any
-// tool that drives the zfs CLI: pvesnap's time over it is its own (API, task, bookkeeping).
-func zfsFloor(src, dst string, rounds int) (float64, error) {
-	var lat []float64
-	for i := 0; i < rounds; i++ {
-		snap, clone := fmt.Sprintf("%s@floor-%d", src, i), fmt.Sprintf("%s-%d", dst, i)
-		t := time.Now()
+// zfsCLI times the steps of an instant copy taken with the zfs command - the check that src
+// exists and dst does not, the snapshot, the clone - as a tool driving the CLI takes them.
+func zfsCLI(src, dst string, rounds int) (float64, error) {
+	return timeCopies(src, dst, "cli", rounds, func(snap, clone string) error {
 		exec.Command("zfs", "list", "-H", "-o", "name", src, clone).Run() // exits 1: clone is missing, as it should be
 		if err := run("zfs", "snapshot", snap); err != nil {
-			return 0, err
+			return err
 		}
-		if err := run("zfs", "clone", snap, clone); err != nil {
+		return run("zfs", "clone", snap, clone)
+	})
+}
+
+// zfsIoctls times the same steps through /dev/zfs as pvesnap's worker takes them: the floor
+// under pvesnap's copy, so the difference is pvesnap's own time (API, permission check, task).
+func zfsIoctls(src, dst string, rounds int) (float64, error) {
+	return timeCopies(src, dst, "ioctl", rounds, func(snap, clone string) error {
+		d, err := zfs.Open("/dev/zfs")
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		d.Who = "copybench"
+		for _, n := range []string{src, clone} {
+			if _, err := d.Exists(n); err != nil {
+				return err
+			}
+		}
+		if err := d.Snapshot(snap); err != nil {
+			return err
+		}
+		return d.Clone(snap, clone)
+	})
+}
+
+// timeCopies runs step (snapshot of src, clone to dst-i) rounds times and returns the median,
+// then removes what it made.
+func timeCopies(src, dst, tag string, rounds int, step func(snap, clone string) error) (float64, error) {
+	var lat []float64
+	for i := 0; i < rounds; i++ {
+		snap, clone := fmt.Sprintf("%s@%s-%d", src, tag, i), fmt.Sprintf("%s-%d", dst, i)
+		t := time.Now()
+		if err := step(snap, clone); err != nil {
 			return 0, err
 		}
 		lat = append(lat, time.Since(t).Seconds())
@@ -393,7 +430,7 @@ func zfsFloor(src, dst string, rounds int) (float64, error) {
 		if err := run("zfs", "destroy", fmt.Sprintf("%s-%d", dst, i)); err != nil {
 			return 0, err
 		}
-		if err := run("zfs", "destroy", fmt.Sprintf("%s@floor-%d", src, i)); err != nil {
+		if err := run("zfs", "destroy", fmt.Sprintf("%s@%s-%d", src, tag, i)); err != nil {
 			return 0, err
 		}
 	}
