@@ -18,6 +18,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -123,6 +126,11 @@ func run(out string, clients int, dur time.Duration) error {
 		return nil
 	}
 	direct, via := sim.URL("pve1"), "https://"+addr
+	stock, err := stockProxy(cfg, sim.URL("pve1"), pool)
+	if err != nil {
+		return err
+	}
+	defer stock.Close()
 	// load runs clients concurrent callers for dur after a warm-up, and returns every call's
 	// latency (µs, sorted), the calls per second and the CPU time per call of this whole
 	// process (clients, pvesnap and the simulated pveproxy).
@@ -172,12 +180,15 @@ func run(out string, clients int, dur time.Duration) error {
 	}
 	var rows []row
 	pct := func(l []float64, q float64) float64 { return l[int(q*float64(len(l)-1))] }
-	// both loads path directly and through pvesnap with c clients.
-	both := func(path string, c int) (d, v result, err error) {
+	// both loads path directly, through pvesnap and through the stock proxy with c clients.
+	both := func(path string, c int) (d, v, s result, err error) {
 		if d, err = load(direct, path, c, dur); err != nil {
 			return
 		}
-		v, err = load(via, path, c, dur)
+		if v, err = load(via, path, c, dur); err != nil {
+			return
+		}
+		s, err = load(stock.URL, path, c, dur)
 		return
 	}
 	throughputTarget := func(c int) string {
@@ -189,7 +200,7 @@ func run(out string, clients int, dur time.Duration) error {
 	// Pass-through: GET /version, direct vs through pvesnap, at 1 and at many clients.
 	var dl, vl []float64
 	for _, c := range []int{1, clients} {
-		d, v, err := both("/version", c)
+		d, v, s, err := both("/version", c)
 		if err != nil {
 			return err
 		}
@@ -200,16 +211,19 @@ func run(out string, clients int, dur time.Duration) error {
 			row{fmt.Sprintf("GET /version through :8009, %d client(s), median latency", c), "pveproxy directly", pct(v.lat, .5), pct(d.lat, .5), "µs", "added ≤ 300 µs"},
 			row{fmt.Sprintf("GET /version through :8009, %d client(s), p99 latency", c), "pveproxy directly", pct(v.lat, .99), pct(d.lat, .99), "µs", ""},
 			row{fmt.Sprintf("GET /version through :8009, %d client(s), throughput", c), "pveproxy directly", v.rps, d.rps, "req/s", throughputTarget(c)},
-			row{fmt.Sprintf("GET /version through :8009, %d client(s), CPU per call (all processes)", c), "pveproxy directly", v.cpu, d.cpu, "µs", ""})
+			row{fmt.Sprintf("GET /version through :8009, %d client(s), CPU per call (all processes)", c), "pveproxy directly", v.cpu, d.cpu, "µs", ""},
+			row{fmt.Sprintf("GET /version through :8009, %d client(s), throughput", c), stockPeer, v.rps, s.rps, "req/s", ""},
+			row{fmt.Sprintf("GET /version through :8009, %d client(s), CPU per call (all processes)", c), stockPeer, v.cpu, s.cpu, "µs", ""})
 	}
 	// A call pveproxy has to work for (the cluster's resources): here the upstream's own cost
 	// weighs as it does against the real pveproxy.
 	for _, c := range []int{1, clients} {
-		d, v, err := both("/cluster/resources", c)
+		d, v, s, err := both("/cluster/resources", c)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, row{fmt.Sprintf("GET /cluster/resources through :8009, %d client(s), throughput", c), "pveproxy directly", v.rps, d.rps, "req/s", throughputTarget(c)})
+		rows = append(rows, row{fmt.Sprintf("GET /cluster/resources through :8009, %d client(s), throughput", c), "pveproxy directly", v.rps, d.rps, "req/s", throughputTarget(c)},
+			row{fmt.Sprintf("GET /cluster/resources through :8009, %d client(s), throughput", c), stockPeer, v.rps, s.rps, "req/s", ""})
 	}
 	// An owned route: the credential and privileges checked (against pveproxy, then cached)
 	// before pvesnap answers it itself. Peers: a pass-through call through pvesnap, which
@@ -254,4 +268,27 @@ func run(out string, clients int, dur time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// stockPeer names the second peer: what any TLS-terminating proxy costs on this machine.
+const stockPeer = "Go's stock reverse proxy (net/http/httputil)"
+
+// stockProxy serves net/http/httputil's ReverseProxy to upstream with pvesnap's certificate
+// and an upstream connection pool as large as pvesnap's: the same two TLS sessions per call,
+// with none of pvesnap's work (routing, intercept decisions, reason phrases).
+func stockProxy(cfg *config.Config, upstream string, pool *x509.CertPool) (*httptest.Server, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return nil, err
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 256, DisableCompression: true}
+	srv := httptest.NewUnstartedServer(rp)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	return srv, nil
 }
