@@ -258,10 +258,13 @@ func (z ZFS) Clone(ctx context.Context, origin, target string) error {
 // goes through the kernel when it can; a dataset always through the zfs command, which
 // also unmounts and unshares it.
 func (z ZFS) Destroy(ctx context.Context, ds string, recursive bool) error {
+	if err := CheckDataset(ds); err != nil {
+		return err
+	}
 	if recursive {
 		return z.run(ctx, "zfs", "destroy", "-r", ds)
 	}
-	if strings.Contains(ds, "@") && CheckDataset(ds) == nil {
+	if strings.Contains(ds, "@") {
 		if done, err := z.viaKernel(func(d *zfs.Dev) error { return d.DestroySnapshot(ds) }); done {
 			return err
 		}

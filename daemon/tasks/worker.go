@@ -327,8 +327,8 @@ func (s *Spawner) hand(w *launched, job []byte) (*Started, error) {
 	done := make(chan struct{})
 	go func() {
 		w.d.Wait()
-		if _, err := s.Dir.ActiveWorkers(""); err != nil && s.Logger != nil {
-			s.Logger.Warn("archiving finished task", "upid", got, "err", err)
+		if _, err := s.Dir.ActiveWorkers(""); err != nil {
+			s.warn("archiving finished task", "upid", got, "err", err)
 		}
 		if s.OnExit != nil {
 			s.OnExit(got)

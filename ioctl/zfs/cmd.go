@@ -36,7 +36,7 @@ const (
 	// outSize is the buffer offered for the output nvlist: without one, an ioctl that fills
 	// its output (per-snapshot errors) fails with ENOMEM in put_nvlist and hides its real error.
 	outSize = 128 << 10
-	// maxNameLen is ZFS_MAX_DATASET_NAME_LEN - 1.
+	// maxDatasetName is ZFS_MAX_DATASET_NAME_LEN - 1.
 	maxDatasetName = 255
 )
 
@@ -113,31 +113,33 @@ func describe(op string, n syscall.Errno) string {
 	if n >= errBase {
 		return fmt.Sprintf("ZFS error %d", int(n))
 	}
-	s, ok := map[syscall.Errno]string{
-		syscall.ENOENT: "dataset does not exist", syscall.EEXIST: "dataset already exists",
-		syscall.EBUSY: "dataset is busy", syscall.ENOSPC: "out of space", syscall.EDQUOT: "out of space",
-		syscall.EPERM: "permission denied", syscall.EACCES: "permission denied", syscall.EROFS: "pool is read-only",
-		syscall.EXDEV: "datasets are in different pools", syscall.EINVAL: "invalid name or argument",
-		syscall.ENAMETOOLONG: "dataset name is too long",
-	}[n]
+	e, ok := errnos[n]
+	if !ok {
+		return n.Error()
+	}
 	if op == "destroy" {
 		// A snapshot is refused when clones depend on it or a hold keeps it.
 		switch n {
 		case syscall.EEXIST:
-			s = "snapshot has dependent clones"
+			e.text = "snapshot has dependent clones"
 		case syscall.EBUSY:
-			s = "snapshot is held or in use"
+			e.text = "snapshot is held or in use"
 		}
 	}
-	if !ok {
-		return n.Error()
-	}
-	return fmt.Sprintf("%s (%s)", s, errnoName(n))
+	return fmt.Sprintf("%s (%s)", e.text, e.name)
 }
 
-func errnoName(n syscall.Errno) string {
-	names := map[syscall.Errno]string{syscall.ENOENT: "ENOENT", syscall.EEXIST: "EEXIST", syscall.EBUSY: "EBUSY",
-		syscall.ENOSPC: "ENOSPC", syscall.EDQUOT: "EDQUOT", syscall.EPERM: "EPERM", syscall.EACCES: "EACCES",
-		syscall.EROFS: "EROFS", syscall.EXDEV: "EXDEV", syscall.EINVAL: "EINVAL", syscall.ENAMETOOLONG: "ENAMETOOLONG"}
-	return names[n]
+// errnos are the errnos these ioctls return, with their names and the zfs command's words.
+var errnos = map[syscall.Errno]struct{ name, text string }{
+	syscall.ENOENT:       {"ENOENT", "dataset does not exist"},
+	syscall.EEXIST:       {"EEXIST", "dataset already exists"},
+	syscall.EBUSY:        {"EBUSY", "dataset is busy"},
+	syscall.ENOSPC:       {"ENOSPC", "out of space"},
+	syscall.EDQUOT:       {"EDQUOT", "out of space"},
+	syscall.EPERM:        {"EPERM", "permission denied"},
+	syscall.EACCES:       {"EACCES", "permission denied"},
+	syscall.EROFS:        {"EROFS", "pool is read-only"},
+	syscall.EXDEV:        {"EXDEV", "datasets are in different pools"},
+	syscall.EINVAL:       {"EINVAL", "invalid name or argument"},
+	syscall.ENAMETOOLONG: {"ENAMETOOLONG", "dataset name is too long"},
 }

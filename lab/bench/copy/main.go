@@ -418,6 +418,7 @@ func zfsIoctls(src, dst string, rounds int) (float64, error) {
 // then removes what it made.
 func timeCopies(src, dst, tag string, rounds int, step func(snap, clone string) error) (float64, error) {
 	var lat []float64
+	var made []string // each clone before its snapshot, the order they can be destroyed in
 	for i := 0; i < rounds; i++ {
 		snap, clone := fmt.Sprintf("%s@%s-%d", src, tag, i), fmt.Sprintf("%s-%d", dst, i)
 		t := time.Now()
@@ -425,12 +426,10 @@ func timeCopies(src, dst, tag string, rounds int, step func(snap, clone string) 
 			return 0, err
 		}
 		lat = append(lat, time.Since(t).Seconds())
+		made = append(made, clone, snap)
 	}
-	for i := 0; i < rounds; i++ {
-		if err := run("zfs", "destroy", fmt.Sprintf("%s-%d", dst, i)); err != nil {
-			return 0, err
-		}
-		if err := run("zfs", "destroy", fmt.Sprintf("%s@%s-%d", src, tag, i)); err != nil {
+	for _, ds := range made {
+		if err := run("zfs", "destroy", ds); err != nil {
 			return 0, err
 		}
 	}
