@@ -93,7 +93,11 @@ this machine's SCSI bus with a FlashArray volume's identity (needs root and the 
 			files := flasharray.Files{Dir: filepath.Join(c.String("dir"), "volumes")}
 			var data flasharray.DataPlane = &files
 			if h := c.String("lio-host"); h != "" {
-				l, err := lio.Setup()
+				run := &runner.Exec{Timeout: time.Minute}
+				if _, err := run.Run(c.Context, append([]string{"modprobe", "-a"}, lio.Modules...)); err != nil {
+					return err
+				}
+				l, err := lio.Open()
 				if err != nil {
 					return err
 				}
