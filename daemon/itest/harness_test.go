@@ -68,7 +68,7 @@ func (w workerSetup) runner() runner.Runner {
 	for vg, d := range w.VGs {
 		l.VGs[vg] = fakecli.VG{Store: volstore.Store{Dir: d}, ThinPool: w.Thin[vg], PVs: w.PVs[vg]}
 	}
-	return &fakecli.Dispatch{ZFS: z, LVM: l, QM: fakecli.QMAgentless}
+	return runner.Emulator((&fakecli.Dispatch{ZFS: z, LVM: l}).Command)
 }
 
 // restorer runs restores over the fake LVM and hardware (device waits are short: no device

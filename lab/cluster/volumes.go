@@ -146,7 +146,7 @@ func (t ThinVolumes) List() ([]volstore.Vol, error) {
 		if !lv.Thin() || lv.Pool != t.Pool {
 			continue
 		}
-		vols = append(vols, volstore.Vol{Name: lv.Name, Size: lv.Size, Meta: volstore.Meta{Created: lv.Time.Unix(), Origin: lv.Origin, Tags: lv.Tags}})
+		vols = append(vols, volstore.Vol{Name: lv.Name, Size: lv.Size, Meta: volstore.Meta{Created: lv.Time.Unix(), ThinOrigin: lv.Origin, Tags: lv.Tags}})
 	}
 	return vols, nil
 }
