@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -191,14 +190,13 @@ func simQMCommand() *cli.Command {
 				return err
 			}
 			cli := &simpve.CLI{Client: cl, Node: sc.Node}
-			out, err := cli.Run(c.Context, append([]string{"qm"}, c.Args().Slice()...))
+			out, stderr, code := cli.Command(c.Context, append([]string{"qm"}, c.Args().Slice()...))
 			os.Stdout.Write(out)
-			var ee *runner.ExecError
-			if errors.As(err, &ee) {
-				fmt.Fprint(os.Stderr, ee.Stderr)
-				os.Exit(ee.ExitCode)
+			if code != 0 {
+				fmt.Fprint(os.Stderr, stderr)
+				os.Exit(code)
 			}
-			return err
+			return nil
 		},
 	}
 }
