@@ -217,3 +217,62 @@ func TestCopyIsRootPamOnly(t *testing.T) {
 		t.Fatal("the copy did not create the target volume")
 	}
 }
+
+// TestACLNoAccessAndPools checks the parts of PVE's permission computation that are easy to
+// get wrong: a NoAccess granted through a pool beats every other ACL of the member, a VM
+// belongs to the first pool that lists it only, NoAccess without propagation hides only its
+// own path, a group's grant deeper down replaces a user's inherited one, and a token's own
+// ACL never reaches past its user's privileges.
+func TestACLNoAccessAndPools(t *testing.T) {
+	c, _ := startCluster(t, "pve1")
+	c.AddUser("a@pve", "pw")
+	c.AddGroup("ops", "a@pve")
+	c.AddACL("/", "a@pve", "PVEVMAdmin", true)
+	// pool "locked" holds VM 100 and denies the user everything on it
+	c.AddPool("locked", []string{"100"}, nil)
+	c.AddACL("/pool/locked", "a@pve", "NoAccess", true)
+	// VM 100 is listed again in a later pool, which PVE ignores for it
+	c.AddPool("later", []string{"100", "101"}, nil)
+	c.AddACL("/pool/later", "a@pve", "Administrator", true)
+	// NoAccess on /vms/200 without propagation: /vms/200 itself is dark, nothing below it is
+	c.AddACL("/vms/200", "a@pve", "NoAccess", false)
+	// a group grant deeper down replaces the user's inherited roles on that subtree
+	c.AddACL("/vms/300", "@ops", "PVEAuditor", true)
+	tid, tsecret, err := c.AddToken("a@pve", "ro", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AddACL("/", tid, "Administrator", true)
+
+	a, _ := simpve.NewClient(c.URL("pve1"), c.CAFile())
+	if err := a.Login("a@pve", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	tok := tokenClient(t, c, tid, tsecret)
+	for _, tc := range []struct {
+		name       string
+		cl         *simpve.Client
+		path, priv string
+		has        bool
+	}{
+		{"pool NoAccess beats a propagated / grant", a, "/vms/100", "VM.Audit", false},
+		{"a VM's later pool does not apply", a, "/vms/100", "Sys.Modify", false},
+		{"the later pool applies to its own VM", a, "/vms/101", "Sys.Modify", true},
+		{"NoAccess without propagation on its path", a, "/vms/200", "VM.Audit", false},
+		{"… but not below it", a, "/vms/200/x", "VM.Allocate", true},
+		{"a group grant replaces the user's inherited roles", a, "/vms/300", "VM.Allocate", false},
+		{"… and grants its own", a, "/vms/300", "VM.Audit", true},
+		{"a privsep token with Administrator stays within its user", tok, "/vms/101", "VM.Allocate", true},
+		{"… and never beyond it", tok, "/", "Sys.Modify", false},
+	} {
+		p := permsOf(t, tc.cl, tc.path)
+		if _, has := p[tc.priv]; has != tc.has {
+			t.Errorf("%s: %s on %s = %v, want %v; all: %v", tc.name, tc.priv, tc.path, has, tc.has, p)
+		}
+	}
+	// The checks on a route use the same computation.
+	r, err := a.Do("GET", "/nodes/pve1/qemu/100/config", nil)
+	if err != nil || r.Code != 403 || r.Status != "Permission check failed (/vms/100, VM.Audit)" {
+		t.Errorf("VM 100 in the NoAccess pool: %v %d %q", err, r.Code, r.Status)
+	}
+}
