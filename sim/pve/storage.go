@@ -460,3 +460,25 @@ func (c *Cluster) deleteVolume(n *Node, call *call) (any, error) {
 	}
 	return upid, nil
 }
+
+// AddStorage adds a storage to storage.cfg, or replaces the one with its ID, writing the
+// file as PVE's SectionConfig does (pvesm add).
+func (c *Cluster) AddStorage(st *Storage) error {
+	cfg, err := c.storageConfig()
+	if err != nil {
+		return err
+	}
+	cfg[st.ID] = st
+	var list []*Storage
+	for _, sid := range sortedNames(cfg) {
+		s := cfg[sid]
+		if s.Props == nil {
+			s.Props = map[string]string{}
+		}
+		if len(s.Content) > 0 && s.Props["content"] == "" {
+			s.Props["content"] = strings.Join(s.Content, ",")
+		}
+		list = append(list, s)
+	}
+	return os.WriteFile(filepath.Join(c.shared, "storage.cfg"), formatStorageConfig(list, c.stProps), 0o640)
+}
