@@ -106,11 +106,7 @@ func (c *CLI) call(argv []string, method, path string, params url.Values) (json.
 		return nil, cliFail(argv, 255, err.Error())
 	}
 	if r.Code != 200 {
-		msg := r.Status
-		if r.Code == 500 && strings.Contains(r.Status, "does not exist") {
-			msg = "Configuration file '" + strings.TrimPrefix(path, "/") + "' does not exist"
-		}
-		return nil, cliFail(argv, 255, msg)
+		return nil, cliFail(argv, 255, r.Status)
 	}
 	return r.Data, nil
 }
