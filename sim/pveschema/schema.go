@@ -381,6 +381,8 @@ var (
 
 // Pattern compiles a schema pattern as PVE applies it, m/^$pattern$/: anchored, '$' also
 // before a final newline. apidata.js carries qr// patterns stringified ("(?^:…)", "(?^i:…)").
+// Go has no atomic groups; the one PVE uses (runningcpu's "(?>[+-]?[\w…]+,?)+") accepts the
+// same strings as a plain group, it only stops Perl from backtracking.
 func Pattern(p string) (*regexp.Regexp, error) {
 	patternMu.Lock()
 	defer patternMu.Unlock()
@@ -394,6 +396,7 @@ func Pattern(p string) (*regexp.Regexp, error) {
 		}
 		return "(?" + flags + ":"
 	})
+	goRe = strings.ReplaceAll(goRe, "(?>", "(?:")
 	re, err := regexp.Compile(`^(?:` + goRe + `)\n?$`)
 	if err != nil {
 		return nil, fmt.Errorf("pattern %q: %w", p, err)
