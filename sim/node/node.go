@@ -16,9 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -177,7 +178,7 @@ func (n *Node) setup() error {
 	if err := os.WriteFile(filepath.Join(n.Bin, toolConfigName), b, 0o600); err != nil {
 		return err
 	}
-	for _, u := range sortedKeys(o.Users) {
+	for _, u := range slices.Sorted(maps.Keys(o.Users)) {
 		if err := cl.AddUser(u, o.Users[u]); err != nil {
 			return fmt.Errorf("user %s: %w", u, err)
 		}
@@ -297,12 +298,3 @@ func fingerprint(certFile string) (string, error) {
 
 // Close stops the node.
 func (n *Node) Close() error { return n.Cluster.Close() }
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

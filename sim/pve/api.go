@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"mime"
 	"net/http"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -502,7 +503,7 @@ func (forwarded) Error() string { return "forwarded" }
 
 // run is rest_handler plus RESTHandler::handle.
 func (n *Node) run(c *call, r *route, vars map[string]string, body []byte) (any, error) {
-	for _, k := range sortedNames(c.params) {
+	for _, k := range slices.Sorted(maps.Keys(c.params)) {
 		if v, ok := vars[k]; ok {
 			if s, _ := pveschema.Scalar(c.params[k]); s != v {
 				return nil, paramErr(map[string]string{k: "duplicate parameter (already defined in URI) with conflicting values!"})
@@ -582,12 +583,3 @@ func (n *Node) format(format string, data any, total int, err error) *response {
 
 // authDelay is how long 401 answers are held back (pveproxy: 3 s).
 func (c *Cluster) authDelay() time.Duration { return c.o.AuthFailDelay }
-
-func sortedNames[M ~map[string]V, V any](m M) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

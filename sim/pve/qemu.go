@@ -3,10 +3,12 @@ package pve
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,7 +122,7 @@ func configPriv(key string) string {
 // print_drive does.
 func drivePropertyString(d map[string]any) string {
 	parts := []string{fmt.Sprint(d["file"])}
-	for _, k := range sortedNames(d) {
+	for _, k := range slices.Sorted(maps.Keys(d)) {
 		if k != "file" {
 			parts = append(parts, k+"="+fmt.Sprint(d[k]))
 		}
@@ -130,7 +132,7 @@ func drivePropertyString(d map[string]any) string {
 
 // allocateNewDisks turns "<storage>:<GiB>" drives into new volumes, like create_disks.
 func (c *Cluster) allocateNewDisks(node string, vmid int64, props map[string]string, t *task) error {
-	for _, k := range sortedNames(props) {
+	for _, k := range slices.Sorted(maps.Keys(props)) {
 		if !pveschema.IsDriveName(k) {
 			continue
 		}
@@ -432,7 +434,7 @@ func (c *Cluster) ensureMAC(v string) string {
 	}
 	mac := "BC:24:11:" + strings.ToUpper(randomHex(1)+":"+randomHex(1)+":"+randomHex(1))
 	parts := []string{model + "=" + mac}
-	for _, k := range sortedNames(d) {
+	for _, k := range slices.Sorted(maps.Keys(d)) {
 		if k != "model" && k != "macaddr" {
 			parts = append(parts, k+"="+fmt.Sprint(d[k]))
 		}
@@ -485,7 +487,7 @@ func (c *Cluster) updateVM(n *Node, call *call, async bool) (any, error) {
 		}
 		changes[k] = paramString(v)
 	}
-	for _, k := range append(sortedNames(changes), deletes...) {
+	for _, k := range append(slices.Sorted(maps.Keys(changes)), deletes...) {
 		if k == "lock" && !call.root() {
 			return nil, httpErr(http.StatusForbidden, "only root can set '%s' config", k)
 		}
@@ -517,7 +519,7 @@ func (c *Cluster) updateVM(n *Node, call *call, async bool) (any, error) {
 		if err := c.allocateNewDisks(n.Name, vmid, changes, t); err != nil {
 			return err
 		}
-		for _, k := range sortedNames(changes) {
+		for _, k := range slices.Sorted(maps.Keys(changes)) {
 			if k == "description" {
 				cfg.description = changes[k]
 				continue

@@ -2,7 +2,9 @@ package pve
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -134,7 +136,7 @@ func (c *Cluster) resources(call *call) (any, error) {
 			return nil, err
 		}
 		for _, node := range c.names {
-			for _, sid := range sortedNames(cfg) {
+			for _, sid := range slices.Sorted(maps.Keys(cfg)) {
 				st := cfg[sid]
 				if !st.OnNode(node) || st.Disabled {
 					continue

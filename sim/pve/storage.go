@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -145,7 +147,7 @@ func (c *Cluster) storageRoutes(n *Node) []*route {
 				return nil, err
 			}
 			var out []map[string]any
-			for _, sid := range sortedNames(cfg) {
+			for _, sid := range slices.Sorted(maps.Keys(cfg)) {
 				st := cfg[sid]
 				if t := call.str("type"); t != "" && st.Type != t {
 					continue
@@ -174,7 +176,7 @@ func (c *Cluster) storageRoutes(n *Node) []*route {
 				return nil, err
 			}
 			var out []map[string]any
-			for _, sid := range sortedNames(cfg) {
+			for _, sid := range slices.Sorted(maps.Keys(cfg)) {
 				st := cfg[sid]
 				if s := call.str("storage"); s != "" && s != sid {
 					continue
@@ -470,7 +472,7 @@ func (c *Cluster) AddStorage(st *Storage) error {
 	}
 	cfg[st.ID] = st
 	var list []*Storage
-	for _, sid := range sortedNames(cfg) {
+	for _, sid := range slices.Sorted(maps.Keys(cfg)) {
 		s := cfg[sid]
 		if s.Props == nil {
 			s.Props = map[string]string{}

@@ -2,7 +2,9 @@ package pve
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -29,26 +31,11 @@ type Storage struct {
 
 // OnNode reports whether the storage is configured for node (no nodes list: every node).
 func (s *Storage) OnNode(node string) bool {
-	if len(s.Nodes) == 0 {
-		return true
-	}
-	for _, n := range s.Nodes {
-		if n == node {
-			return true
-		}
-	}
-	return false
+	return len(s.Nodes) == 0 || slices.Contains(s.Nodes, node)
 }
 
 // HasContent reports whether the storage holds content type ct.
-func (s *Storage) HasContent(ct string) bool {
-	for _, c := range s.Content {
-		if c == ct {
-			return true
-		}
-	}
-	return false
-}
+func (s *Storage) HasContent(ct string) bool { return slices.Contains(s.Content, ct) }
 
 // storageType is a plugin's options (which keys a section of the type may have; fixed ones
 // are required unless optional) and plugindata (the content types it holds, its default).
@@ -172,7 +159,7 @@ func parseStorageConfig(raw []byte, schema map[string]pveschema.Schema) (map[str
 			Disabled: props["disable"] == "1"}
 		if c, ok := props["content"]; ok {
 			for _, ct := range pveschema.SplitList(c) {
-				if !contains(st.content, ct) {
+				if !slices.Contains(st.content, ct) {
 					return nil, nil, fmt.Errorf("%s (section '%s') - storage does not support content type '%s'", where, id, ct)
 				}
 				if ct != "none" {
@@ -191,15 +178,6 @@ func parseStorageConfig(raw []byte, schema map[string]pveschema.Schema) (map[str
 	}
 	out["local"].Nodes = nil
 	return out, skipped, nil
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // formatStorageConfig writes storage.cfg as SectionConfig's write_config does: the header,
@@ -228,12 +206,12 @@ func formatStorageConfig(list []*Storage, schema map[string]pveschema.Schema) []
 				fmt.Fprintf(&b, "\t%s %s\n", k, v)
 			}
 		}
-		for _, k := range sortedNames(opts) {
+		for _, k := range slices.Sorted(maps.Keys(opts)) {
 			if o := opts[k]; strings.Contains(o, "fixed") && !strings.Contains(o, "optional") {
 				line(k)
 			}
 		}
-		for _, k := range sortedNames(s.Props) {
+		for _, k := range slices.Sorted(maps.Keys(s.Props)) {
 			if !done[k] {
 				line(k)
 			}

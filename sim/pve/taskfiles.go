@@ -174,28 +174,30 @@ func (d *taskDir) writeActive(list []activeEntry) error {
 	return os.Rename(tmp, p)
 }
 
-// lockActive holds /var/log/pve/tasks/.active.lock (flock, 10 s) like lock_file.
+// lockActive is lock_file on /var/log/pve/tasks/.active.lock: a blocking exclusive flock
+// given up after 10 s with "can't lock file '…' - got timeout" (PVE arms an alarm for it).
 func (d *taskDir) lockActive(fn func() error) error {
 	if err := os.MkdirAll(d.root, 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(d.root, ".active.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	name := filepath.Join(d.root, ".active.lock")
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
+	locked := make(chan error, 1)
+	go func() { locked <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
+	select {
+	case err := <-locked:
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("can't lock file '%s' - %v", name, err)
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			return fmt.Errorf("can't lock file '%s' - got timeout", f.Name())
-		}
-		time.Sleep(20 * time.Millisecond)
+	case <-time.After(10 * time.Second):
+		go func() { <-locked; f.Close() }() // closing drops the lock once it is granted
+		return fmt.Errorf("can't lock file '%s' - got timeout", name)
 	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	defer f.Close() // closing the last descriptor releases the flock
 	return fn()
 }
 

@@ -4,8 +4,10 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -242,7 +244,7 @@ type disk struct {
 // disks lists the config's drives on storages (CD-ROMs, passthrough and "none" excluded).
 func (c *Cluster) disks(props map[string]string) []disk {
 	var out []disk
-	for _, k := range sortedNames(props) {
+	for _, k := range slices.Sorted(maps.Keys(props)) {
 		if !pveschema.IsDriveName(k) && !strings.HasPrefix(k, "unused") {
 			continue
 		}
@@ -270,7 +272,7 @@ func (cfg *vmConfig) format() []byte {
 				b.WriteString("#" + encodeText(l) + "\n")
 			}
 		}
-		for _, k := range sortedNames(props) {
+		for _, k := range slices.Sorted(maps.Keys(props)) {
 			fmt.Fprintf(&b, "%s: %s\n", k, props[k])
 		}
 	}

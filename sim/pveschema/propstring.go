@@ -3,8 +3,12 @@ package pveschema
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/pvesnap/pvesnap/sim/reference"
 )
 
 // Format is a named format as PVE registers it: a verifier (Verify) or a property-string
@@ -138,8 +142,8 @@ func ParsePropertyString(format map[string]Schema, data, path string) (map[strin
 		if defaultKey != "" {
 			return nil, dief("duplicate key in comma-separated list property: %s", defaultKey)
 		}
-		for _, key := range sortedKeys(format) {
-			if !truthy(format[key]["default_key"]) {
+		for _, key := range slices.Sorted(maps.Keys(format)) {
+			if !reference.Truthy(format[key]["default_key"]) {
 				continue
 			}
 			defaultKey = key

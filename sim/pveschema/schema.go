@@ -12,12 +12,16 @@ package pveschema
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/pvesnap/pvesnap/sim/reference"
 )
 
 // Schema is one property's schema (or an object's) as apidata.js publishes it.
@@ -47,23 +51,6 @@ func (e Errors) Keys() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// truthy is Perl's truth for schema flags (optional => 1, "0" and 0 are false).
-func truthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case float64:
-		return x != 0
-	case json.Number:
-		return x.String() != "0"
-	case string:
-		return x != "" && x != "0"
-	}
-	return true
 }
 
 // Scalar renders a non-reference value as Perl stringifies it; ok is false for references
@@ -201,7 +188,7 @@ func CheckProp(value any, schema Schema, path string, errs Errors) {
 		if t, _ := schema["type"].(string); t == "null" {
 			return
 		}
-		if !truthy(schema["optional"]) && !truthy(schema["group"]) {
+		if !reference.Truthy(schema["optional"]) && !reference.Truthy(schema["group"]) {
 			errs.add(path, "property is missing and it is not optional")
 		}
 		return
@@ -328,7 +315,7 @@ func checkObject(path string, schema map[string]Schema, value map[string]any, ad
 		}
 		return path + "." + k
 	}
-	for _, k := range sortedKeys(value) {
+	for _, k := range slices.Sorted(maps.Keys(value)) {
 		ps, ok := schema[k]
 		if !ok {
 			continue
@@ -344,17 +331,17 @@ func checkObject(path string, schema map[string]Schema, value map[string]any, ad
 			delete(value, k)
 		}
 	}
-	for _, k := range sortedKeys(schema) {
+	for _, k := range slices.Sorted(maps.Keys(schema)) {
 		CheckProp(value[k], schema[k], sub(k), errs)
 	}
-	for _, k := range sortedKeys(value) {
+	for _, k := range slices.Sorted(maps.Keys(value)) {
 		if ps, ok := schema[k]; ok {
 			if req, ok := ps["requires"].(string); ok && value[req] == nil {
 				errs.add(sub(req), fmt.Sprintf("missing property required by '%s'", sub(k)))
 			}
 			continue
 		}
-		if additional != nil && !truthy(additional) {
+		if additional != nil && !reference.Truthy(additional) {
 			errs.add(sub(k), "property is not defined in schema and the schema does not allow additional properties")
 			continue
 		}
@@ -362,15 +349,6 @@ func checkObject(path string, schema map[string]Schema, value map[string]any, ad
 			CheckProp(value[k], as, sub(k), errs)
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 var (
