@@ -191,13 +191,6 @@ func propsOf(v any) map[string]pveschema.Schema {
 			out[k] = sm
 		}
 	}
-	if m == nil {
-		if mm, ok := v.(map[string]map[string]any); ok {
-			for k, s := range mm {
-				out[k] = s
-			}
-		}
-	}
 	return out
 }
 
