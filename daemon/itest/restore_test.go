@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -153,4 +154,29 @@ func hasTemp(fa *flasharray.Array) bool {
 		}
 	}
 	return false
+}
+
+// TestProxmoxerRestore drives the restore API with Debian's python3-proxmoxer, an
+// independent client: the VM list, an on-demand snapshot, the VM's restore points and a
+// restore as a new VM, followed through pvesnap's task endpoints. Without hardware the
+// restored volume never appears, so the task must fail that way and leave no VM behind.
+func TestProxmoxerRestore(t *testing.T) {
+	if err := exec.Command("/usr/bin/python3", "-c", "import proxmoxer, requests").Run(); err != nil {
+		t.Skipf("SKIP: python3-proxmoxer is not installed (make test installs it): %v", err)
+	}
+	e := Start(t)
+	e.inventoryVM()
+	e.Sim.AddUser("backup@pve", "pw")
+	e.Sim.AddACL("/vms", "backup@pve", "PVEVMAdmin", true)
+	e.Sim.AddACL("/storage", "backup@pve", "PVEDatastoreAdmin", true)
+	_, secret, err := e.Sim.AddToken("backup@pve", "restore", false)
+	must(t, err)
+	host, port, _ := strings.Cut(strings.TrimPrefix(e.URL("pve1"), "https://"), ":")
+	cmd := exec.Command("/usr/bin/python3", "testdata/pvesnap_client.py", host, port, "restore", "100", "proxmoxer", "150", "no device with serial")
+	cmd.Env = append(os.Environ(), "REQUESTS_CA_BUNDLE="+e.Sim.CAFile(), "PVE_USER=backup@pve", "PVE_TOKEN_NAME=restore", "PVE_TOKEN_VALUE="+secret)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK restore") {
+		t.Fatalf("proxmoxer restore: %v\n%s", err, out)
+	}
+	t.Log(strings.TrimSpace(string(out)))
 }

@@ -24,7 +24,9 @@ type VMConfig struct {
 }
 
 var (
-	cfgLineRe    = regexp.MustCompile(`^([a-z][a-z_]*\d*):\s*(.*?)\s*$`)
+	// Keys as qemu-server's parse_vm_config takes them: letters, '_' and '-' (allow-ksm,
+	// amd-sev, intel-tdx), an optional index.
+	cfgLineRe    = regexp.MustCompile(`^([a-z][a-z_\-]*\d*):\s*(.*?)\s*$`)
 	cfgSectionRe = regexp.MustCompile(`^\[([a-zA-Z0-9_\-:]+)\]\s*$`)
 	diskKeyRe    = regexp.MustCompile(`^(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efidisk0|tpmstate0|unused\d+)$`)
 	netKeyRe     = regexp.MustCompile(`^net\d+$`)
@@ -55,7 +57,7 @@ func ParseVMConfig(b []byte) (*VMConfig, error) {
 		}
 		if strings.HasPrefix(line, "#") {
 			if main {
-				desc = append(desc, strings.TrimPrefix(line, "#"))
+				desc = append(desc, decodeText(strings.TrimPrefix(line, "#")))
 			}
 			continue
 		}
@@ -158,7 +160,7 @@ func FormatVMConfig(desc string, order []string, props map[string]string) []byte
 	var b bytes.Buffer
 	if desc != "" {
 		for _, l := range strings.Split(desc, "\n") {
-			b.WriteString("#" + l + "\n")
+			b.WriteString("#" + encodeText(l) + "\n")
 		}
 	}
 	done := map[string]bool{}
@@ -179,4 +181,37 @@ func FormatVMConfig(desc string, order []string, props map[string]string) []byte
 		fmt.Fprintf(&b, "%s: %s\n", k, props[k])
 	}
 	return b.Bytes()
+}
+
+// encodeText is PVE::Tools::encode_text for description lines: control and non-ASCII bytes,
+// '%' and ':' written as %XX, so that a line reads back as written.
+func encodeText(s string) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e || c == '%' || c == ':' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// decodeText is decode_text: %XX sequences decoded, anything else kept as it is.
+func decodeText(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -88,7 +88,7 @@ func Start(o Options) (*Node, error) {
 		}
 		n.mounts = append(n.mounts, data)
 	}
-	li, err := lio.Setup()
+	li, err := guest.SetupLIO()
 	if err != nil {
 		return nil, err
 	}
