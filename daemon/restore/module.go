@@ -110,7 +110,7 @@ func oneLine(err error) string { return strings.Join(strings.Fields(err.Error())
 
 var (
 	nodeParam  = api.Param{Name: "node", Type: api.String, Format: "pve-node", Check: pve.CheckNode, Description: "The cluster node name."}
-	pointRe    = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,38}[a-z0-9]:[A-Za-z0-9][A-Za-z0-9:._-]{0,200}$`)
+	pointRe    = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,38}[a-z0-9]:[A-Za-z0-9][A-Za-z0-9:._/-]{0,200}$`)
 	diskListRe = regexp.MustCompile(`^[a-z]+[0-9]+(,[a-z]+[0-9]+)*$`)
 )
 
@@ -129,7 +129,7 @@ func (m *Module) Routes() []*api.Route {
 		Params: []api.Param{nodeParam,
 			{Name: "vmid", Type: api.Integer, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "The source VM (existing or deleted)."},
 			{Name: "ctime", Type: api.Integer, Optional: true, Minimum: api.Min(1), Description: "Creation time of the source incarnation (a reused VMID). Default: the existing VM, else the newest deleted one."},
-			{Name: "point", Type: api.String, Pattern: pointRe, MaxLength: 256, Description: "The restore point: <array>:<protection group snapshot or suffix>, as listed by /nodes/{node}/pvesnap/vms/{vmid}."},
+			{Name: "point", Type: api.String, Pattern: pointRe, MaxLength: 256, Description: "The restore point as listed by /nodes/{node}/pvesnap/vms/{vmid}: <array>:<protection group snapshot>, <array>:<suffix> of volume snapshots taken together, or <array>:<snapshot> where a suffix names several points."},
 			{Name: "mode", Type: api.String, Enum: []string{NewVM, Overwrite}, Optional: true, Default: NewVM, Description: "overwrite: replace the VM's disks; new: create a new VM."},
 			{Name: "disks", Type: api.String, Optional: true, Pattern: diskListRe, MaxLength: 512, Description: "Disks to restore (comma-separated keys such as scsi0). Default: every disk on an array volume."},
 			{Name: "newid", Type: api.Integer, Optional: true, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "VMID of the new VM. Default: the next free one."},
