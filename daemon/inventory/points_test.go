@@ -102,3 +102,35 @@ func pointsOf(d *VMDetail) map[string]map[string]string {
 	}
 	return out
 }
+
+// A qcow2 volume chain (PVE 9 snapshot-as-volume-chain on LVM) is never restored as a raw
+// copy of one layer: a restore that would include it is refused with the reason. unusedN
+// disks are restored only when asked for.
+func TestVolumeChainAndUnusedDisks(t *testing.T) {
+	f := newFixture(t)
+	f.clock = at(0)
+	f.lv("vgsan1", "vm-710-disk-0", at(0))
+	f.lv("vgsan1", "vm-710-disk-1.qcow2", at(0))
+	f.lv("vgsan1", "vm-710-disk-2", at(0))
+	f.vm(710, "chain", at(0), map[string]string{"scsi0": "san1:vm-710-disk-0", "scsi1": "san1:vm-710-disk-1.qcow2", "unused0": "san1:vm-710-disk-2"})
+	f.clock = at(1)
+	f.snapshot("p1", san1)
+	f.refresh()
+	if _, _, err := f.inv.Sources(ctx, 710, 0, "fa1:p1", nil); err == nil || !strings.Contains(err.Error(), "qcow2 volume chain") {
+		t.Fatalf("whole VM with a volume chain disk: %v", err)
+	}
+	_, src, err := f.inv.Sources(ctx, 710, 0, "fa1:p1", []string{"scsi0"})
+	if err != nil || len(src) != 1 {
+		t.Fatalf("scsi0 alone: %v %v", src, err)
+	}
+	_, src, err = f.inv.Sources(ctx, 710, 0, "fa1:p1", []string{"scsi0", "unused0"})
+	if err != nil || len(src) != 2 || src[1].Disk.Key != "unused0" {
+		t.Fatalf("unused0 asked for: %+v %v", src, err)
+	}
+	f.vm(710, "chain", at(0), map[string]string{"scsi0": "san1:vm-710-disk-0", "unused0": "san1:vm-710-disk-2"})
+	f.refresh()
+	_, src, err = f.inv.Sources(ctx, 710, 0, "fa1:p1", nil)
+	if err != nil || len(src) != 1 || src[0].Disk.Key != "scsi0" {
+		t.Fatalf("default disks must leave unused0 out: %+v %v", src, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -139,6 +140,10 @@ func (in *treeInput) disks(inc *Incarnation) []DiskView {
 		v := DiskView{DiskID: d}
 		if m, ok := in.maps[d.Storage]; ok {
 			v.Mapping, v.Reason, v.Array, v.Volume = m.State, m.Reason, m.Array, m.Volume
+			if v.Mapping == Mapped && strings.HasSuffix(d.Volid, ".qcow2") {
+				v.Mapping = VolumeChain
+				v.Reason = "a qcow2 volume chain on LVM (PVE 9 snapshot-as-volume-chain): pvesnap restores raw LVs only, and a copy of one layer of a chain is not the disk"
+			}
 		} else {
 			v.Mapping, v.Reason = "not-on-array", fmt.Sprintf("storage %s is not an LVM storage on an array volume of this node", d.Storage)
 		}
@@ -294,10 +299,13 @@ func (inv *Inventory) Sources(ctx context.Context, vmid, ctime int64, pointID st
 		if len(want) > 0 && !want[dk.Key] {
 			continue
 		}
+		if len(want) == 0 && strings.HasPrefix(dk.Key, "unused") {
+			continue // unusedN: detached from the VM, restored only when asked for by name
+		}
 		delete(unseen, dk.Key)
 		if dk.Mapping != Mapped {
-			if len(keys) == 0 {
-				continue
+			if len(keys) == 0 && dk.Mapping != VolumeChain {
+				continue // not on the array: not part of a restore from it
 			}
 			return nil, nil, fmt.Errorf("disk %s (%s) of VM %d cannot be restored from the array: %s", dk.Key, dk.Volid, vmid, dk.Reason)
 		}

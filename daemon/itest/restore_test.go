@@ -3,6 +3,7 @@ package itest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -153,4 +154,44 @@ func hasTemp(fa *flasharray.Array) bool {
 		}
 	}
 	return false
+}
+
+// Restoring VM X's point reads X's data: PVE's rule for restoring X's backup (VM.Backup on
+// /vms/X) holds in both modes, whatever the caller may do to the target; an in-place restore
+// of a VM PVE would not restore over is refused before any work, in PVE's words.
+func TestRestorePermissionsAndGuards(t *testing.T) {
+	e := Start(t)
+	e.inventoryVM()
+	_, err := e.fa.Array.SnapshotVolumes("good", "pve-san1")
+	must(t, err)
+	// An auditor of VM 100 who may create VM 150 must not copy VM 100's disks into it.
+	spy, _ := e.Token("pve1", "spy@pve", map[string]string{"/vms/100": "PVEAuditor", "/vms/150": "PVEVMAdmin", "/storage": "PVEDatastoreUser"})
+	r, _ := spy.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"150"}})
+	if r.Code != 403 || !strings.Contains(r.Status, "Permission check failed (/vms/100, VM.Backup)") {
+		t.Fatalf("new VM from a VM the caller may only audit: %d %s", r.Code, r.Status)
+	}
+	r, _ = spy.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "mode": {"overwrite"}})
+	if r.Code != 403 || !strings.Contains(r.Status, "(/vms/100, VM.Backup)") {
+		t.Fatalf("overwrite by an auditor: %d %s", r.Code, r.Status)
+	}
+	// A backup operator of VM 100 with VM.Allocate on 150 but no SDN.Use on its bridge.
+	must(t, e.Sim.WriteVMConfig("pve1", 100, fmt.Sprintf("name: web\nmemory: 1024\nmeta: creation-qemu=9.2.0,ctime=%d\nscsi0: san1:vm-100-disk-0,size=4G\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\n",
+		time.Now().Add(-time.Hour).Unix())))
+	ops, _ := e.Token("pve1", "ops@pve", map[string]string{"/vms/100": "PVEVMAdmin", "/vms/150": "PVEVMAdmin", "/storage": "PVEDatastoreUser"})
+	r, _ = ops.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"150"}})
+	if r.Code != 403 || !strings.Contains(r.Status, "(/sdn/zones/localnetwork/vmbr0, SDN.Use)") {
+		t.Fatalf("a new VM on a bridge the caller may not use: %d %s", r.Code, r.Status)
+	}
+	// A VM under backup: refused at once, with PVE's words.
+	must(t, e.Sim.WriteVMConfig("pve1", 100, fmt.Sprintf("name: web\nmemory: 1024\nlock: backup\nmeta: creation-qemu=9.2.0,ctime=%d\nscsi0: san1:vm-100-disk-0,size=4G\n",
+		time.Now().Add(-time.Hour).Unix())))
+	r, _ = e.Root("pve1").Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "mode": {"overwrite"}})
+	if r.Code != 409 || !strings.Contains(r.Status, "unable to restore VM 100 - VM is locked (backup)") {
+		t.Fatalf("overwrite of a VM under backup: %d %s", r.Code, r.Status)
+	}
+	for _, v := range e.fa.Array.VolumeNames() {
+		if strings.HasPrefix(v, "pvesnap-") {
+			t.Errorf("array volume %s made by a refused restore", v)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,39 +72,79 @@ func (m *Module) Recover(ctx context.Context) int {
 	}
 	n := 0
 	for _, jr := range jobs {
-		if u, err := tasks.ParseUPID(jr.UPID); err == nil && m.Tasks != nil && m.Tasks.Dir.IsRunning(u) {
-			continue // its worker is alive and will finish
+		if m.workerAlive(jr) {
+			continue // its worker will finish
 		}
-		if jr.UPID == "" && jr.State == StateRunning {
+		if jr.UPID == "" && jr.State == StateRunning && time.Since(jr.created) < orphanGrace {
 			continue // between the API's Begin and the task's start
 		}
-		m.R.Logger.Info("recovering restore job whose worker is gone", "job", jr.ID, "state", jr.State, "upid", jr.UPID)
-		logf := func(f string, a ...any) { m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID) }
-		if jr.UPID != "" && m.Tasks != nil {
-			if w := m.Tasks.Dir.AppendLog(jr.UPID); w != nil {
-				fmt.Fprintf(w, "pvesnap: the worker of this restore is gone; the daemon finishes its journal (%s)\n", jr.State)
-				logf = func(f string, a ...any) {
-					fmt.Fprintf(w, f+"\n", a...)
-					m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID)
-				}
-				defer w.Close()
-			}
+		if m.recoverJob(ctx, jr, nil) == nil {
+			n++
 		}
-		m.R.ReleaseLocks(ctx, jr.ID)
-		err := Unwind(ctx, m.R.DB, jr.ID, m.R.Exec, logf)
-		if err != nil {
-			m.R.Logger.Warn("recovery incomplete; retried later", "job", jr.ID, "err", err)
-			logf("TASK ERROR: restore interrupted; recovery incomplete, retried later: %v", oneLine(err))
-			continue
-		}
-		if jr.State == StateCommitted {
-			logf("TASK WARNINGS: 1 (restore interrupted after it committed: completed by recovery)")
-		} else {
-			logf("TASK ERROR: restore interrupted and rolled back by recovery")
-		}
-		n++
 	}
 	return n
+}
+
+// orphanGrace is how long a job may wait for its task after Begin: a daemon that died in
+// between left a job no worker will ever run, which would hold its VM for good. Such a job
+// never journaled a step (the worker journals the first), so rolling it back does nothing.
+const orphanGrace = 2 * time.Minute
+
+func (m *Module) workerAlive(jr JobRecord) bool {
+	u, err := tasks.ParseUPID(jr.UPID)
+	return err == nil && m.Tasks != nil && m.Tasks.Dir.IsRunning(u)
+}
+
+// Resume finishes one job's unwind now ('pvesnap restore --resume'): after its failed undo's
+// cause was fixed, or for a job whose worker died. A job whose worker still runs is refused.
+func (m *Module) Resume(ctx context.Context, job string, out func(string, ...any)) error {
+	st, err := JobStatusOf(ctx, m.R.DB, job)
+	if err != nil {
+		return err
+	}
+	switch st.State {
+	case StateRunning, StateCommitted, StateStuck:
+	default:
+		return fmt.Errorf("restore job %s is %s: nothing to resume", job, st.State)
+	}
+	if m.workerAlive(st.JobRecord) {
+		return fmt.Errorf("restore job %s is still run by its worker (task %s)", job, st.UPID)
+	}
+	return m.recoverJob(ctx, st.JobRecord, out)
+}
+
+// recoverJob unwinds a job whose worker is gone, logging to the job's task log (and out).
+func (m *Module) recoverJob(ctx context.Context, jr JobRecord, out func(string, ...any)) error {
+	m.R.Logger.Info("recovering restore job whose worker is gone", "job", jr.ID, "state", jr.State, "upid", jr.UPID)
+	logf := func(f string, a ...any) {
+		m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID)
+		if out != nil {
+			out(f, a...)
+		}
+	}
+	if jr.UPID != "" && m.Tasks != nil {
+		if w := m.Tasks.Dir.AppendLog(jr.UPID); w != nil {
+			fmt.Fprintf(w, "pvesnap: the worker of this restore is gone; the daemon finishes its journal (%s)\n", jr.State)
+			inner := logf
+			logf = func(f string, a ...any) {
+				fmt.Fprintf(w, f+"\n", a...)
+				inner(f, a...)
+			}
+			defer w.Close()
+		}
+	}
+	m.R.ReleaseLocks(ctx, jr.ID)
+	err := Unwind(ctx, m.R.DB, jr.ID, m.R.Exec, logf)
+	switch {
+	case err != nil:
+		m.R.Logger.Warn("recovery incomplete; retried later", "job", jr.ID, "err", err)
+		logf("TASK ERROR: restore interrupted; recovery incomplete, retried later: %v", oneLine(err))
+	case jr.State == StateCommitted:
+		logf("TASK WARNINGS: 1 (restore interrupted after it committed: completed by recovery)")
+	default:
+		logf("TASK ERROR: restore interrupted and rolled back by recovery")
+	}
+	return err
 }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
@@ -125,7 +166,7 @@ func (m *Module) Routes() []*api.Route {
 	return []*api.Route{{
 		Method: "POST", Path: "/nodes/{node}/pvesnap/restore", Name: "restore",
 		Description: "Restore a VM from an array snapshot, in place (mode=overwrite: the VM's disks are replaced; a safety snapshot is taken first) or as a new VM (mode=new). Runs as a task.",
-		Permission:  api.Permission{User: "all", Description: "VM.Audit on /vms/<vmid>; overwrite: VM.Config.Disk and VM.PowerMgmt on /vms/<vmid> and Datastore.AllocateSpace on the disks' storages; new: VM.Allocate on /vms/<newid>, Datastore.AllocateSpace on the target storage, VM.PowerMgmt on /vms/<newid> to start it"},
+		Permission:  api.Permission{User: "all", Description: "What PVE requires to restore a backup of <vmid>: VM.Backup on /vms/<vmid>. Overwrite: also VM.PowerMgmt on /vms/<vmid> (pvesnap stops and starts it) and Datastore.AllocateSpace on the disks' storages. New: VM.Allocate on /vms/<newid>, Datastore.AllocateSpace on the target storages, VM.PowerMgmt on /vms/<newid> to start it, and for its config what qmrestore checks: SDN.Use on its bridges and VLANs, Mapping.Use on mapped devices, root@pam for raw host PCI and USB devices."},
 		Params: []api.Param{nodeParam,
 			{Name: "vmid", Type: api.Integer, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "The source VM (existing or deleted)."},
 			{Name: "ctime", Type: api.Integer, Optional: true, Minimum: api.Min(1), Description: "Creation time of the source incarnation (a reused VMID). Default: the existing VM, else the newest deleted one."},
@@ -169,8 +210,10 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 	if spec.Mode == "" {
 		spec.Mode = NewVM
 	}
+	// Reading X's disks is what restoring a backup of X is: VM.Backup on /vms/X (PVE's
+	// check_volume_access for backup archives), whatever the mode.
 	vmPath := fmt.Sprintf("/vms/%d", spec.VMID)
-	if err := check(vmPath, "VM.Audit"); err != nil {
+	if err := check(vmPath, "VM.Backup"); err != nil {
 		return "", err
 	}
 	inv := m.R.Inv
@@ -187,6 +230,18 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 	if err != nil {
 		return "", inventoryError(err)
 	}
+	if spec.Mode == NewVM {
+		keys, err := withVMState(detail, spec.Disks)
+		if err != nil {
+			return "", refusedError(err)
+		}
+		if len(keys) != len(spec.Disks) {
+			spec.Disks = keys
+			if detail, sources, err = inv.Sources(ctx, spec.VMID, spec.CTime, spec.Point, spec.Disks); err != nil {
+				return "", inventoryError(err)
+			}
+		}
+	}
 	spec.CTime = detail.CTime
 	storages := map[string]bool{}
 	switch spec.Mode {
@@ -198,8 +253,13 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 		if spec.NewVMID != 0 || spec.Name != "" || spec.Storage != "" || spec.PreserveMACs {
 			return "", api.ParamErr("mode", "newid, name, storage and preserve-macs apply to mode=new only")
 		}
-		if err := check(vmPath, "VM.Config.Disk", "VM.PowerMgmt"); err != nil {
+		// PVE lets a user with VM.Backup restore over the existing VM (checked above); pvesnap
+		// also stops and restarts it, which is VM.PowerMgmt.
+		if err := check(vmPath, "VM.PowerMgmt"); err != nil {
 			return "", err
+		}
+		if _, err := m.R.VMs.CheckOverwrite(spec.VMID, "", spec.Start); err != nil {
+			return "", refusedError(err)
 		}
 		for _, s := range sources {
 			storages[s.Disk.Storage] = true
@@ -228,6 +288,13 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 				storages[s.Disk.Storage] = true
 			}
 		}
+		src, err := m.R.sourceConfig(ctx, spec.VMID, detail.CTime)
+		if err != nil {
+			return "", err
+		}
+		if err := CheckRestoredConfig(src, user, check, SDNZone(m.R.VMs.PVE)); err != nil {
+			return "", refusedError(err)
+		}
 	default:
 		return "", api.ParamErr("mode", "value '"+spec.Mode+"' does not have a value in the enumeration 'new, overwrite'")
 	}
@@ -254,6 +321,35 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 	}
 	j.SetUPID(ctx, st.UPID)
 	return st.UPID, nil
+}
+
+// withVMState adds the VM's EFI variables and TPM state to the disks a new VM gets: they are
+// part of the machine (boot entries, Secure Boot keys, sealed secrets such as BitLocker's),
+// so a new VM gets them from the same point in time, and is refused when the point cannot
+// hold them.
+func withVMState(d *inventory.VMDetail, keys []string) ([]string, error) {
+	for _, dk := range d.DiskList {
+		if dk.Key != "efidisk0" && dk.Key != "tpmstate0" {
+			continue
+		}
+		if dk.Mapping != inventory.Mapped {
+			return nil, refusef("VM %d's %s (%s) is not on an array volume (%s), so no restore point holds it, and a new VM without it would not be the same machine (EFI variables, TPM state): restore in place, or move the disk to array-backed storage first",
+				d.VMID, dk.Key, dk.Volid, dk.Reason)
+		}
+		if len(keys) > 0 && !slices.Contains(keys, dk.Key) {
+			keys = append(keys, dk.Key)
+		}
+	}
+	return keys, nil
+}
+
+// refusedError answers a restore PVE would refuse with 409 and its words; a failed privilege
+// check passes through as the 403 it is.
+func refusedError(err error) error {
+	if errors.Is(err, ErrRefused) {
+		return api.Errorf(http.StatusConflict, "%s", strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
+	}
+	return err
 }
 
 func inventoryError(err error) error {
