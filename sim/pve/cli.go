@@ -60,9 +60,9 @@ func (c *CLI) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 		json.Unmarshal(d, &st)
 		return []byte("status: " + st.Status + "\n"), nil
 	case "stop", "shutdown":
-		return nil, c.task(ctx, argv, base+"/status/stop", nil)
+		return nil, c.task(ctx, argv, base+"/status/stop", skiplock(flags))
 	case "start":
-		return nil, c.task(ctx, argv, base+"/status/start", nil)
+		return nil, c.task(ctx, argv, base+"/status/start", skiplock(flags))
 	case "set":
 		if l, ok := flags["lock"]; ok {
 			_, err := c.call(argv, "PUT", base+"/config", url.Values{"lock": {l}})
@@ -74,6 +74,14 @@ func (c *CLI) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 		return nil, err
 	}
 	return nil, cliFail(argv, 2, "sim: qm "+argv[1]+" not emulated")
+}
+
+// skiplock passes qm's --skiplock on (only root may, and the CLI runs as root@pam).
+func skiplock(flags map[string]string) url.Values {
+	if flags["skiplock"] == "1" {
+		return url.Values{"skiplock": {"1"}}
+	}
+	return nil
 }
 
 // call makes one API call; an error carries PVE's message as qm prints it.
