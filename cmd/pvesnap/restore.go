@@ -131,7 +131,7 @@ func follow(e *env, upid string) error {
 		}
 		if st.Status == "stopped" {
 			if st.ExitStatus != "OK" && !strings.HasPrefix(st.ExitStatus, "WARNINGS") {
-				return fmt.Errorf("restore failed: %s", st.ExitStatus)
+				return fmt.Errorf("task failed: %s", st.ExitStatus)
 			}
 			return nil
 		}

@@ -195,3 +195,78 @@ func TestRestorePermissionsAndGuards(t *testing.T) {
 		}
 	}
 }
+
+// Temporary volumes carry their cluster, node and job in their names; a sweep removes this
+// node's leftovers that no journal knows and those of nodes that left the cluster, once old
+// enough, and never another cluster's, a member node's, a running job's or a young one.
+func TestSweepLeftovers(t *testing.T) {
+	e := Start(t, "pve1", "pve2")
+	e.inventoryVM()
+	fa := e.fa.Array
+	r := e.Restore["pve1"].R
+	id, err := restore.NewIdentity(e.Sim.NodePaths("pve1").PVE, "pve1")
+	must(t, err)
+	db, err := store.Open(filepath.Join(e.Sim.NodePaths("pve1").State, "pvesnap.db"))
+	must(t, err)
+	defer db.Close()
+	_, err = restore.Begin(t0ctx(), db, "running01", restore.KindRestore, "vm:300", nil)
+	must(t, err)
+	old := time.Now().Add(-3 * time.Hour)
+	fa.Now = func() time.Time { return old }
+	mk := func(name string) {
+		_, err := fa.CreateVolume(name, 1<<30)
+		must(t, err)
+	}
+	lost := id.TempVolume("lostjob01", 0)                                                                    // ours, job unknown: swept
+	running := id.TempVolume("running01", 0)                                                                 // ours, job running: kept
+	member := restore.Identity{Cluster: id.Cluster, Node: restore.NodeTag("pve2")}.TempVolume("job0002", 0)  // pve2 sweeps its own: kept
+	gone := restore.Identity{Cluster: id.Cluster, Node: restore.NodeTag("retired")}.TempVolume("job0003", 1) // node left: swept
+	other := restore.Identity{Cluster: "0badc0de", Node: id.Node}.TempVolume("job0004", 0)                   // another cluster: kept
+	for _, v := range []string{lost, running, member, gone, other, "pvesnap-legacy01-0", "vm-900-disk-0"} {
+		mk(v)
+	}
+	fa.Now = time.Now
+	young := id.TempVolume("youngjob1", 0) // ours, unknown, but just made: kept for now
+	mk(young)
+	var log strings.Builder
+	logf := func(f string, a ...any) { fmt.Fprintf(&log, f+"\n", a...) }
+	found, err := r.Sweep(t0ctx(), true, restore.SweepGrace, logf)
+	must(t, err)
+	var names []string
+	for _, s := range found {
+		names = append(names, s.Volume)
+	}
+	if strings.Join(names, " ") != lost+" "+gone && strings.Join(names, " ") != gone+" "+lost {
+		t.Fatalf("dry run found %v, want %s and %s\n%s", names, lost, gone, log.String())
+	}
+	if !strings.Contains(log.String(), "no journal of this node knows restore job lostjob01") || !strings.Contains(log.String(), "no member of the cluster") {
+		t.Errorf("dry-run log:\n%s", log.String())
+	}
+	for _, v := range []string{lost, gone} {
+		if !slicesContains(fa.VolumeNames(), v) {
+			t.Fatalf("dry run removed %s", v)
+		}
+	}
+	_, err = r.Sweep(t0ctx(), false, restore.SweepGrace, logf)
+	must(t, err)
+	left := fa.VolumeNames()
+	for _, v := range []string{lost, gone} {
+		if slicesContains(left, v) {
+			t.Errorf("%s not swept: %v", v, left)
+		}
+	}
+	for _, v := range []string{running, member, other, young, "pvesnap-legacy01-0", "vm-900-disk-0"} {
+		if !slicesContains(left, v) {
+			t.Errorf("%s swept, but it is not a leftover of this cluster's:\n%s", v, log.String())
+		}
+	}
+}
+
+func slicesContains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

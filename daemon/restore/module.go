@@ -27,8 +27,17 @@ type Module struct {
 	RecoverEvery time.Duration
 }
 
-// KindRestore is the task handler.
-const KindRestore = "restore"
+// Task kinds: a restore, and a sweep of leftover temporary array volumes.
+const (
+	KindRestore = "restore"
+	KindSweep   = "sweep"
+)
+
+// SweepSpec is a sweep task's job.
+type SweepSpec struct {
+	DryRun bool          `json:"dry_run,omitempty"`
+	Grace  time.Duration `json:"grace"`
+}
 
 // Handlers are the restore's task kinds.
 func (m *Module) Handlers() map[string]tasks.Handler {
@@ -40,18 +49,37 @@ func (m *Module) Handlers() map[string]tasks.Handler {
 			}
 			return m.R.Run(ctx, t, s)
 		},
+		KindSweep: func(ctx context.Context, t *tasks.Task, raw json.RawMessage) error {
+			var s SweepSpec
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return err
+			}
+			found, err := m.R.Sweep(ctx, s.DryRun, s.Grace, t.Logf)
+			t.Logf("%d leftover temporary volume(s) found", len(found))
+			return err
+		},
 	}
 }
 
-// Start recovers dead jobs now and then periodically.
+// SweepEvery is how often the daemon looks for leftover temporary array volumes (and at start).
+const SweepEvery = 6 * time.Hour
+
+// Start recovers dead jobs now and then periodically, and sweeps leftover temporary array
+// volumes at start and every SweepEvery: a sweep that finds something runs as a task, so what
+// it removes is in the task list.
 func (m *Module) Start(ctx context.Context) error {
 	every := m.RecoverEvery
 	if every == 0 {
 		every = 30 * time.Second
 	}
 	go func() {
+		var swept time.Time
 		for {
 			m.Recover(ctx)
+			if time.Since(swept) > SweepEvery {
+				swept = time.Now()
+				m.sweepIfNeeded(ctx)
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -60,6 +88,30 @@ func (m *Module) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// sweepIfNeeded looks (read-only) for leftovers and starts a sweep task when there are any.
+func (m *Module) sweepIfNeeded(ctx context.Context) {
+	found, err := m.R.Sweep(ctx, true, SweepGrace, func(string, ...any) {})
+	if err != nil {
+		m.R.Logger.Warn("looking for leftover temporary array volumes", "err", err)
+	}
+	if len(found) == 0 || m.Tasks == nil {
+		return
+	}
+	if _, err := m.StartSweep(ctx, SweepSpec{Grace: SweepGrace}, "root@pam"); err != nil {
+		m.R.Logger.Warn("starting a sweep of leftover temporary array volumes", "err", err)
+	}
+}
+
+// StartSweep starts a sweep task.
+func (m *Module) StartSweep(ctx context.Context, s SweepSpec, user string) (string, error) {
+	b, _ := json.Marshal(s)
+	st, err := m.Tasks.Start(ctx, tasks.Job{Type: "pvesnapsweep", User: user, Kind: KindSweep, Spec: b})
+	if err != nil {
+		return "", err
+	}
+	return st.UPID, nil
 }
 
 // Recover unwinds every unfinished job whose worker is gone: the undos of a job that did

@@ -75,13 +75,13 @@ type Restorer struct {
 	DeviceWait time.Duration
 }
 
-// names of what a job creates: all start with pvesnap, so cleanup can only touch them.
-func tempVolume(job string, i int) string { return fmt.Sprintf("pvesnap-%s-%d", job, i) }
-func tempVG(job string, i int) string     { return fmt.Sprintf("pvesnap_%s_%d", job, i) }
-func newLV(job, key string) string        { return fmt.Sprintf("pvesnap-%s-%s", job, key) }
-func oldLV(job, key string) string        { return fmt.Sprintf("pvesnap-%s-old-%s", job, key) }
-func jobTag(job string) string            { return "pvesnap-" + job }
-func marker(job string) string            { return "pvesnap restore job " + job + " in progress" }
+// names of what a job creates: all start with pvesnap, so cleanup can only touch them (the
+// temporary array volumes also name cluster and node: Identity.TempVolume).
+func tempVG(job string, i int) string { return fmt.Sprintf("pvesnap_%s_%d", job, i) }
+func newLV(job, key string) string    { return fmt.Sprintf("pvesnap-%s-%s", job, key) }
+func oldLV(job, key string) string    { return fmt.Sprintf("pvesnap-%s-old-%s", job, key) }
+func jobTag(job string) string        { return "pvesnap-" + job }
+func marker(job string) string        { return "pvesnap restore job " + job + " in progress" }
 
 // staged is one source array volume imported on this node.
 type staged struct {
@@ -183,9 +183,13 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 	if err != nil {
 		return err
 	}
+	id, err := NewIdentity(r.VMs.PVE, r.Node)
+	if err != nil {
+		return err
+	}
 	for i, vol := range order {
 		st := stage[vol]
-		st.volume, st.vg = tempVolume(spec.Job, i), tempVG(spec.Job, i)
+		st.volume, st.vg = id.TempVolume(spec.Job, i), tempVG(spec.Job, i)
 		if err := r.stage(ctx, t, j, client, arr, target, st); err != nil {
 			return err
 		}
