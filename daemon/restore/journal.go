@@ -11,9 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pvesnap/pvesnap/daemon/store"
 )
@@ -255,6 +258,30 @@ func Unwind(ctx context.Context, db *store.DB, job string, exec Executor, log fu
 		return err
 	}
 	return ferr
+}
+
+// lockJob serialises the unwinds of one job between processes (the daemon's recovery and
+// 'pvesnap restore --resume'): wait 0 tries once.
+func (r *Restorer) lockJob(job string, wait time.Duration) (func(), error) {
+	dir := filepath.Join(r.VMs.Lock, "pvesnap")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "restore-"+job+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			return func() { f.Close() }, nil
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("restore job %s is being unwound by another process", job)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Unfinished lists jobs that are not done: running or committed ones whose worker may have

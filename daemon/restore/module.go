@@ -130,9 +130,14 @@ func (m *Module) Recover(ctx context.Context) int {
 		if jr.UPID == "" && jr.State == StateRunning && time.Since(jr.created) < orphanGrace {
 			continue // between the API's Begin and the task's start
 		}
+		unlock, err := m.R.lockJob(jr.ID, 0)
+		if err != nil {
+			continue // 'pvesnap restore --resume' has it
+		}
 		if m.recoverJob(ctx, jr, nil) == nil {
 			n++
 		}
+		unlock()
 	}
 	return n
 }
@@ -150,6 +155,15 @@ func (m *Module) workerAlive(jr JobRecord) bool {
 // Resume finishes one job's unwind now ('pvesnap restore --resume'): after its failed undo's
 // cause was fixed, or for a job whose worker died. A job whose worker still runs is refused.
 func (m *Module) Resume(ctx context.Context, job string, out func(string, ...any)) error {
+	if !jobRe.MatchString(job) {
+		return fmt.Errorf("invalid job id %q", job)
+	}
+	// The daemon's recovery may be at it: wait for it, then look again.
+	unlock, err := m.R.lockJob(job, 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, err := JobStatusOf(ctx, m.R.DB, job)
 	if err != nil {
 		return err
@@ -157,7 +171,8 @@ func (m *Module) Resume(ctx context.Context, job string, out func(string, ...any
 	switch st.State {
 	case StateRunning, StateCommitted, StateStuck:
 	default:
-		return fmt.Errorf("restore job %s is %s: nothing to resume", job, st.State)
+		out("restore job %s is %s: nothing left to do", job, st.State)
+		return nil
 	}
 	if m.workerAlive(st.JobRecord) {
 		return fmt.Errorf("restore job %s is still run by its worker (task %s)", job, st.UPID)

@@ -334,7 +334,7 @@ func TestOrphanedJobRecovered(t *testing.T) {
 	db := openDB(t)
 	_, err := Begin(ctx, db, "orphan0001", KindRestore, "vm:100", nil)
 	must(t, err)
-	m := &Module{R: &Restorer{DB: db, Logger: slogDiscard()}}
+	m := &Module{R: &Restorer{DB: db, Logger: slogDiscard(), VMs: VMs{Lock: t.TempDir()}}}
 	if n := m.Recover(ctx); n != 0 {
 		t.Fatalf("a fresh job without task recovered: %d", n)
 	}

@@ -103,14 +103,16 @@ func (st *JobStatus) String() string {
 		switch {
 		case s.Undo.Kind == "none" || s.Undo.Kind == "":
 			undo = "-"
+		case s.Undo.Revert && committed:
+			undo += " (not needed: the restore committed)"
+		case s.Undo.Committed && !committed:
+			undo += " (not needed: the restore did not commit)"
 		case s.State == entryUndone:
 			undo += " (done)"
 		case s.UndoError != "":
 			undo += " FAILED: " + s.UndoError
 		case s.HeldBy != 0:
 			undo += fmt.Sprintf(" held: waits for step %d", s.HeldBy)
-		case s.Undo.Revert && committed, s.Undo.Committed && !committed:
-			undo += " (not needed)"
 		default:
 			undo += " (to run)"
 		}

@@ -459,3 +459,93 @@ func TestRestoreLVMFailure(t *testing.T) {
 	l.noLeftovers(false)
 	fmt.Printf("RESULT restore_lvm_failure rolled_back=1 foreign_lvs_kept=2\n")
 }
+
+// failWhile is a wrapper for an LVM command that fails, as LVM does, while a marker file
+// exists and its arguments match pattern (a shell case pattern); otherwise it runs the real
+// command.
+func failWhile(cmd, marker, pattern string) string {
+	return fmt.Sprintf(`#!/bin/sh
+if [ -e %s ]; then
+  case " $* " in
+  %s) echo "  simulated failure of %s $*" >&2; exit 5 ;;
+  esac
+fi
+exec /usr/sbin/%s "$@"
+`, marker, pattern, cmd, cmd)
+}
+
+// TestRestoreUndoFailures: an in-place restore fails after setting VM 100's first disk aside,
+// and its rollback fails too: renaming the original back and deactivating the imported VG
+// are refused. The original is never removed, the VM stays locked (not restarted on mixed
+// disks), the staging is held (its device is not pulled from under the VG), 'pvesnap restore
+// --status' says what failed and what waits; once the faults are gone, '--resume' finishes
+// the rollback and the VM holds exactly its old data.
+func TestRestoreUndoFailures(t *testing.T) {
+	l := newLab(t, 32*mib)
+	pre := l.hashes(100)
+	marker := filepath.Join(l.O.Work, "fault")
+	must(t, os.WriteFile(marker, nil, 0o644))
+	bin := filepath.Join(l.O.Work, "bin")
+	must(t, os.WriteFile(filepath.Join(bin, "lvrename"), []byte(failWhile("lvrename", marker, `*" vm-100-disk-0 "`)), 0o755))
+	must(t, os.WriteFile(filepath.Join(bin, "vgchange"), []byte(failWhile("vgchange", marker, `*" -an pvesnap_"*`)), 0o755))
+	defer os.Remove(filepath.Join(bin, "lvrename"))
+	defer os.Remove(filepath.Join(bin, "vgchange"))
+
+	upid, r := l.restore(url.Values{"vmid": {"100"}, "point": {"fa1:before"}, "mode": {"overwrite"}, "safety-snapshot": {"0"}})
+	if r.Code != 200 {
+		t.Fatalf("restore: %d %s", r.Code, r.Status)
+	}
+	st, log := l.wait(upid)
+	if st == "OK" || !strings.Contains(st, "simulated failure of lvrename") || !strings.Contains(st, "cleanup failed too") {
+		t.Fatalf("task status %q\n%s", st, log)
+	}
+	db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
+	must(t, err)
+	jobs, _ := restore.Unfinished(ctx, db)
+	db.Close()
+	if len(jobs) != 1 || jobs[0].State != restore.StateStuck {
+		t.Fatalf("jobs after the failed rollback: %+v\n%s", jobs, log)
+	}
+	job := jobs[0].ID
+	// The original: set aside, whole, not removed.
+	old := "/dev/vgsan1/pvesnap-" + job + "-old-scsi0"
+	if h, err := guest.Hash(old, 0, l.size); err != nil || h != pre[0] {
+		t.Fatalf("the original of scsi0 (%s): %v, hash matches: %v\n%s", old, err, h == pre[0], log)
+	}
+	if h, _ := guest.Hash("/dev/vgsan1/vm-100-disk-1", 0, l.size); h != pre[1] {
+		t.Errorf("scsi1 changed by a restore that never swapped it")
+	}
+	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
+	if !strings.Contains(string(cfg), "lock: create") {
+		t.Errorf("VM 100 unlocked while its disk is set aside:\n%s", cfg)
+	}
+	if out, _ := guest.Output("vgs", "--noheadings", "-o", "vg_name"); !strings.Contains(out, "pvesnap_"+job) {
+		t.Errorf("the imported VG whose deactivation failed is gone: its devices were pulled? vgs: %s", out)
+	}
+	held := false
+	for _, v := range l.FA.VolumeNames() {
+		held = held || strings.Contains(v, "-"+job+"-")
+	}
+	if !held {
+		t.Errorf("the temporary volume was destroyed under its still active VG: %v", l.FA.VolumeNames())
+	}
+	status, err := guest.Output(l.O.Binary, "--config", l.Config, "restore", "--status", "--job", job)
+	must(t, err)
+	t.Logf("pvesnap restore --status:\n%s", status)
+	for _, want := range []string{"did not commit", "lvm-rename-lv FAILED", "lvm-deactivate-vg FAILED", "held: waits for step", "--resume " + job} {
+		if !strings.Contains(status, want) {
+			t.Errorf("--status lacks %q", want)
+		}
+	}
+	// The faults are gone: the operator resumes.
+	must(t, os.Remove(marker))
+	out, err := guest.Output(l.O.Binary, "--config", l.Config, "restore", "--resume", job)
+	if err != nil {
+		t.Fatalf("--resume: %v\n%s", err, out)
+	}
+	if got := l.hashes(100); got != pre {
+		t.Fatalf("after the resumed rollback VM 100 holds %v, had %v\n%s", got, pre, out)
+	}
+	l.noLeftovers(false)
+	fmt.Printf("RESULT restore_undo_failures original_kept=1 vm_locked_while_stuck=1 resumed=1\n")
+}
