@@ -79,9 +79,20 @@ type Journal struct {
 	DB  *store.DB
 	Job string
 	seq int
-	// FaultStep kills the process right after step FaultStep ran, before it is marked done
-	// (fault-injection tests; PVESNAP_FAULT_STEP).
+	// FaultStep stops the process right after step FaultStep ran, before it is marked done
+	// (fault-injection tests; PVESNAP_FAULT_STEP): killed, as by kill -9, or, with FaultMark
+	// set (PVESNAP_FAULT_MARK), frozen (SIGSTOP) after creating the file FaultMark, for a lab
+	// test to cut the node's power at that instant.
 	FaultStep int
+	FaultMark string
+}
+
+// faultHook reads the fault-injection settings from the environment.
+func (j *Journal) faultHook() {
+	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
+		j.FaultStep = n
+		j.FaultMark = os.Getenv("PVESNAP_FAULT_MARK")
+	}
 }
 
 // Begin records a new job; a job in progress (running, committed or whose cleanup failed)
@@ -113,11 +124,7 @@ func Begin(ctx context.Context, db *store.DB, id, kind, target string, spec any)
 	if err := tx.Commit(); err != nil {
 		return nil, err
 	}
-	j := &Journal{DB: db, Job: id}
-	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
-		j.FaultStep = n
-	}
-	return j, nil
+	return &Journal{DB: db, Job: id}, nil
 }
 
 // SetUPID ties the job to its task.
@@ -137,6 +144,10 @@ func (j *Journal) Step(ctx context.Context, name string, undo Action, run func()
 	}
 	err := run()
 	if j.FaultStep == j.seq {
+		if j.FaultMark != "" {
+			os.WriteFile(j.FaultMark, []byte(strconv.Itoa(j.seq)), 0o644)
+			syscall.Kill(os.Getpid(), syscall.SIGSTOP) // the power-loss test cuts power now
+		}
 		syscall.Kill(os.Getpid(), syscall.SIGKILL) // the fault test's kill -9, mid-step
 		select {}
 	}

@@ -96,9 +96,7 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 		return fmt.Errorf("invalid job id %q", spec.Job)
 	}
 	j := &Journal{DB: r.DB, Job: spec.Job}
-	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
-		j.FaultStep = n
-	}
+	j.faultHook()
 	j.SetUPID(ctx, t.ID)
 	defer func() {
 		if err != nil {

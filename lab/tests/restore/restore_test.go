@@ -27,6 +27,7 @@ import (
 	"github.com/pvesnap/pvesnap/lab/cluster"
 	"github.com/pvesnap/pvesnap/lab/guest"
 	"github.com/pvesnap/pvesnap/lvm"
+	"github.com/pvesnap/pvesnap/sim/flasharray"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
@@ -57,13 +58,16 @@ type lab struct {
 	hashB [2]string // the disks now (changed after the snapshot)
 }
 
-func newLab(t *testing.T, size int64) *lab {
+func newLab(t *testing.T, size int64) *lab { return newLabWith(t, size, cluster.Options{}) }
+
+// newLabWith is newLab with node options (the power-loss test's state file system).
+func newLabWith(t *testing.T, size int64, o cluster.Options) *lab {
 	t.Helper()
-	logPath := ""
 	if _, err := os.Stat("/mnt/host"); err == nil {
-		logPath = "/mnt/host/restore-daemon.log" // readable on the host while the guest runs
+		o.LogPath = "/mnt/host/restore-daemon.log" // readable on the host while the guest runs
 	}
-	n, err := cluster.Start(cluster.Options{Work: work, DataDisk: "/dev/vdb", LogPath: logPath})
+	o.Work, o.DataDisk = work, "/dev/vdb"
+	n, err := cluster.Start(o)
 	if n != nil {
 		t.Cleanup(n.Close)
 	}
@@ -277,21 +281,28 @@ func cloneValues(v url.Values, kv ...string) url.Values {
 // noLeftovers: no temporary volume on the array, no pvesnap VG, LV or dm device, no SCSI
 // device of the array except the storage's own, VM 100 unlocked.
 func (l *lab) noLeftovers(allowUnfinished bool) {
-	t := l.t
-	t.Helper()
+	l.t.Helper()
+	for _, f := range l.leftovers(allowUnfinished) {
+		l.t.Error(f)
+	}
+}
+
+// leftovers lists what noLeftovers looks for.
+func (l *lab) leftovers(allowUnfinished bool) []string {
+	var out []string
 	for _, v := range l.FA.VolumeNames() {
 		if strings.HasPrefix(v, "pvesnap-") {
-			t.Errorf("array volume %s left behind", v)
+			out = append(out, fmt.Sprintf("array volume %s left behind", v))
 		}
 	}
-	if out, _ := guest.Output("vgs", "--noheadings", "-o", "vg_name"); strings.Contains(out, "pvesnap") {
-		t.Errorf("VG left behind: %s", out)
+	if o, _ := guest.Output("vgs", "--noheadings", "-o", "vg_name"); strings.Contains(o, "pvesnap") {
+		out = append(out, fmt.Sprintf("VG left behind: %s", o))
 	}
-	if out, _ := guest.Output("lvs", "--noheadings", "-o", "lv_name", "vgsan1"); strings.Contains(out, "pvesnap") {
-		t.Errorf("LV left behind: %s", out)
+	if o, _ := guest.Output("lvs", "--noheadings", "-o", "lv_name", "vgsan1"); strings.Contains(o, "pvesnap") {
+		out = append(out, fmt.Sprintf("LV left behind: %s", o))
 	}
-	if out, _ := guest.Output("dmsetup", "ls"); strings.Contains(out, "pvesnap") {
-		t.Errorf("dm device left behind: %s", out)
+	if o, _ := guest.Output("dmsetup", "ls"); strings.Contains(o, "pvesnap_") || strings.Contains(o, "vgsan1-pvesnap") {
+		out = append(out, fmt.Sprintf("dm device left behind: %s", o))
 	}
 	prefix := "naa.624a9370" + strings.ToLower(l.Serial[:16])
 	ms, _ := filepath.Glob("/sys/block/sd*/device/wwid")
@@ -299,21 +310,27 @@ func (l *lab) noLeftovers(allowUnfinished bool) {
 		b, _ := os.ReadFile(m)
 		w := strings.TrimSpace(string(b))
 		if strings.HasPrefix(w, prefix) && w != "naa."+pure.NAA(l.Serial) {
-			t.Errorf("device %s (%s) left behind", m, w)
+			out = append(out, fmt.Sprintf("device %s (%s) left behind", m, w))
 		}
 	}
 	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
 	if strings.Contains(string(cfg), "lock:") {
-		t.Errorf("VM 100 left locked:\n%s", cfg)
+		out = append(out, fmt.Sprintf("VM 100 left locked:\n%s", cfg))
+	}
+	if locks, _ := filepath.Glob(filepath.Join(l.Sim.NodePaths("pve1").PVE, "priv", "lock", "*")); len(locks) > 0 {
+		out = append(out, fmt.Sprintf("cluster locks left: %v", locks))
 	}
 	if !allowUnfinished {
-		db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
-		must(t, err)
+		db, err := store.Open(filepath.Join(l.StateDir(), "pvesnap.db"))
+		if err != nil {
+			return append(out, err.Error())
+		}
 		defer db.Close()
 		if jobs, _ := restore.Unfinished(ctx, db); len(jobs) != 0 {
-			t.Errorf("unfinished jobs: %+v", jobs)
+			out = append(out, fmt.Sprintf("unfinished jobs: %+v", jobs))
 		}
 	}
+	return out
 }
 
 // TestRestoreFaultInjection kills the worker right after each journaled step in turn; the
@@ -348,7 +365,7 @@ func TestRestoreFaultInjection(t *testing.T) {
 		must(t, l.StartDaemon("")) // the restart: recovery runs at start
 		deadline := time.Now().Add(3 * time.Minute)
 		for {
-			db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
+			db, err := store.Open(filepath.Join(l.StateDir(), "pvesnap.db"))
 			must(t, err)
 			jobs, _ := restore.Unfinished(ctx, db)
 			db.Close()
@@ -476,7 +493,7 @@ exec /usr/sbin/%s "$@"
 
 // TestRestoreUndoFailures: an in-place restore fails after setting VM 100's first disk aside,
 // and its rollback fails too: renaming the original back and deactivating the imported VG
-// are refused. The original is never removed, the VM stays locked (not restarted on mixed
+// are refused, then the array refuses the disconnect. The original is never removed, the VM stays locked (not restarted on mixed
 // disks), the staging is held (its device is not pulled from under the VG), 'pvesnap restore
 // --status' says what failed and what waits; once the faults are gone, '--resume' finishes
 // the rollback and the VM holds exactly its old data.
@@ -499,7 +516,7 @@ func TestRestoreUndoFailures(t *testing.T) {
 	if st == "OK" || !strings.Contains(st, "simulated failure of lvrename") || !strings.Contains(st, "cleanup failed too") {
 		t.Fatalf("task status %q\n%s", st, log)
 	}
-	db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
+	db, err := store.Open(filepath.Join(l.StateDir(), "pvesnap.db"))
 	must(t, err)
 	jobs, _ := restore.Unfinished(ctx, db)
 	db.Close()
@@ -537,9 +554,31 @@ func TestRestoreUndoFailures(t *testing.T) {
 			t.Errorf("--status lacks %q", want)
 		}
 	}
-	// The faults are gone: the operator resumes.
+	// The LVM faults are gone, but the array refuses the disconnect: the rollback goes on up
+	// to it, and the temporary volume waits behind it.
 	must(t, os.Remove(marker))
+	l.FA.Inject(flasharray.Fault{Route: "DELETE /connections", Status: 400, Message: "Host lab is busy.", Count: 1000})
 	out, err := guest.Output(l.O.Binary, "--config", l.Config, "restore", "--resume", job)
+	if err == nil || !strings.Contains(out, "Host lab is busy.") {
+		t.Fatalf("--resume with the disconnect refused: %v\n%s", err, out)
+	}
+	if got := l.hashes(100); got != pre {
+		t.Fatalf("VM 100 after the LVM undos: %v, had %v", got, pre)
+	}
+	status, _ = guest.Output(l.O.Binary, "--config", l.Config, "restore", "--status", "--job", job)
+	if !strings.Contains(status, "array-disconnect FAILED") || !strings.Contains(status, "array-destroy-volume held") {
+		t.Errorf("--status after the refused disconnect:\n%s", status)
+	}
+	held = false
+	for _, v := range l.FA.VolumeNames() {
+		held = held || strings.Contains(v, "-"+job+"-")
+	}
+	if !held {
+		t.Errorf("the temporary volume was destroyed while still connected")
+	}
+	// The array answers again: the operator resumes.
+	l.FA.ClearFaults()
+	out, err = guest.Output(l.O.Binary, "--config", l.Config, "restore", "--resume", job)
 	if err != nil {
 		t.Fatalf("--resume: %v\n%s", err, out)
 	}
