@@ -85,7 +85,7 @@ func authMatrix() map[string]authEntry {
 				return "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {fmt.Sprintf("fa1:p%d", n)}, "mode": {"new"}}
 			},
 			codeChecked: true, aclPath: "/vms/100", role: "Administrator",
-			deniedCode: 403, deniedMsg: "Permission check failed (/vms/100, VM.Audit)"},
+			deniedCode: 403, deniedMsg: "Permission check failed (/vms/100, VM.Backup)"},
 		"GET /cluster/pvesnap/arrays": audit("/cluster/pvesnap/arrays"),
 		"POST /cluster/pvesnap/arrays": modify(func(e *Env, n int) (string, url.Values) {
 			return "/cluster/pvesnap/arrays", url.Values{"array": {fmt.Sprintf("fa%d", n)}, "type": {"flasharray"},

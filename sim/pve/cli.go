@@ -83,9 +83,9 @@ func (c *CLI) run(ctx context.Context, argv []string) ([]byte, error) {
 		json.Unmarshal(d, &st)
 		return []byte("status: " + st.Status + "\n"), nil
 	case "stop", "shutdown":
-		return nil, c.task(ctx, argv, base+"/status/stop", nil)
+		return nil, c.task(ctx, argv, base+"/status/stop", skiplock(flags))
 	case "start":
-		return nil, c.task(ctx, argv, base+"/status/start", nil)
+		return nil, c.task(ctx, argv, base+"/status/start", skiplock(flags))
 	case "set":
 		if l, ok := flags["lock"]; ok {
 			_, err := c.call(argv, "PUT", base+"/config", url.Values{"lock": {l}})
@@ -97,6 +97,14 @@ func (c *CLI) run(ctx context.Context, argv []string) ([]byte, error) {
 		return nil, err
 	}
 	return nil, cliFail(argv, 2, "sim: qm "+argv[1]+" not emulated")
+}
+
+// skiplock passes qm's --skiplock on (only root may, and the CLI runs as root@pam).
+func skiplock(flags map[string]string) url.Values {
+	if flags["skiplock"] == "1" {
+		return url.Values{"skiplock": {"1"}}
+	}
+	return nil
 }
 
 // call makes one API call; an error carries PVE's message as qm prints it.
