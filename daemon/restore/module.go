@@ -414,7 +414,7 @@ func withVMState(d *inventory.VMDetail, keys []string) ([]string, error) {
 // check passes through as the 403 it is.
 func refusedError(err error) error {
 	if errors.Is(err, ErrRefused) {
-		return api.Errorf(http.StatusConflict, "%s", strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
+		return api.Errorf(http.StatusConflict, "%v", err)
 	}
 	return err
 }
