@@ -1,25 +1,38 @@
 package pve
 
 import (
+	"embed"
 	"net/http"
 	"path/filepath"
 	"strings"
 )
 
-// guiPage stands in for pveproxy's index.html.tpl: Ext JS, the Proxmox globals the template
-// renders, pvemanagerlib.js (a stand-in: pvesnap's panel must work without PVE's classes), a
-// login window when there is no ticket, and a viewport holding pvesnap's panel, which pvesnap
-// injects after pvemanagerlib.js on :8009.
+// guiPage stands in for pveproxy's index.html.tpl: Ext JS, gettext (English, or the locale
+// of the PVELangCookie when the node has one: only the test pseudo-locale "qps", picked in
+// the page rather than by the server as pveproxy does), the Proxmox globals the template renders,
+// proxmoxlib.js and pvemanagerlib.js (stand-ins, see guistub/), a login window when there is
+// no ticket, and the workspace. pvesnap injects its panel after pvemanagerlib.js on :8009.
 const guiPage = `<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>[% NodeName %] - Proxmox Virtual Environment</title>
 <link rel="stylesheet" type="text/css" href="/pve2/ext6/classic/theme-crisp/resources/theme-crisp-all.css">
 <link rel="stylesheet" type="text/css" href="/pve2/ext6/packages/font-awesome/resources/font-awesome-all.css">
+<script type="text/javascript">
+if (/(?:^|; )PVELangCookie=qps(?:;|$)/.test(document.cookie)) {
+  document.write('<script type="text/javascript" src="/pve2/locale/pve-lang-qps.js"><\/script>');
+} else {
+  window.gettext = function (message) { return message; };
+  window.ngettext = function (singular, plural, count) { return count === 1 ? singular : plural; };
+  window.pgettext = function (context, message) { return message; };
+  window.npgettext = function (context, singular, plural, count) { return count === 1 ? singular : plural; };
+}
+</script>
 <script type="text/javascript" src="/pve2/ext6/ext-all.js"></script>
 <script type="text/javascript" src="/pve2/ext6/classic/theme-crisp/theme-crisp.js"></script>
 <script type="text/javascript">
 Proxmox = {Setup: {auth_cookie_name: 'PVEAuthCookie'}, NodeName: '[% NodeName %]', UserName: '[% UserName %]',
   CSRFPreventionToken: '[% CSRFPreventionToken %]'};
 </script>
+<script type="text/javascript" src="/proxmoxlib.js?ver=[% version %]"></script>
 <script type="text/javascript" src="/pve2/js/pvemanagerlib.js?ver=[% version %]"></script>
 <script type="text/javascript">
 Ext.onReady(function () {
@@ -38,20 +51,27 @@ Ext.onReady(function () {
     w.show();
     return;
   }
-  Ext.create('Ext.container.Viewport', {layout: 'fit', items: [{xtype: 'pvesnapPanel'}]});
+  Ext.create('PVE.StdWorkspace');
 });
 </script>
 </head><body></body></html>`
 
+//go:embed guistub/*.js
+var guiStub embed.FS
+
 // guiFiles serves the GUI's static paths as pveproxy does from its aliases: /pve2/ext6/ from
-// the Ext JS build (extjs), and a stand-in pvemanagerlib.js.
+// the Ext JS build (extjs), and the stand-ins of proxmoxlib.js, pvemanagerlib.js and the
+// pseudo-locale.
 type guiFiles struct{ extjs string }
 
 func (g guiFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	stub := map[string]string{"/proxmoxlib.js": "guistub/proxmoxlib.js", "/pve2/js/pvemanagerlib.js": "guistub/pvemanagerlib.js",
+		"/pve2/locale/pve-lang-qps.js": "guistub/pve-lang-qps.js"}
 	switch {
-	case r.URL.Path == "/pve2/js/pvemanagerlib.js":
+	case stub[r.URL.Path] != "":
+		b, _ := guiStub.ReadFile(stub[r.URL.Path])
 		w.Header().Set("Content-Type", "application/javascript")
-		w.Write([]byte("// pvemanagerlib.js stand-in: PVE's own classes are not part of the simulator\n"))
+		w.Write(b)
 	case strings.HasPrefix(r.URL.Path, "/pve2/ext6/"):
 		// Clean under "/" first: a path cannot climb out of the build directory.
 		http.ServeFile(w, r, filepath.Join(g.extjs, filepath.Clean("/"+strings.TrimPrefix(r.URL.Path, "/pve2/ext6/"))))
