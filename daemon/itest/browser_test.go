@@ -665,7 +665,8 @@ func TestBrowserRestricted(t *testing.T) {
 
 // Failures say what happened and what to do: on the page pvesnap serves (the daemon is the
 // server that went away), and on pveproxy's page with the panel pvehook adds (:8006), where
-// the browser tells apart a daemon that refuses the page's origin from one it cannot reach.
+// the browser tells apart a daemon that refuses the page's origin from one it cannot reach
+// (down, or its certificate not trusted by this browser).
 func TestBrowserFailures(t *testing.T) {
 	b := newBrowser(t)
 	gui := pveproxyWithHook(t, b.e)
@@ -685,12 +686,31 @@ func TestBrowserFailures(t *testing.T) {
 	b.e.Daemons["pve1"].Cfg.CORSOrigins = []string{gui.URL}
 	b.js(tree+`.down('#refresh').el.dom.click(); return true;`, nil)
 	b.waitTree(4)
+	// A browser that trusts pveproxy's certificate but not pvesnap's (the user accepted the
+	// one of :8006 and never opened :8009): pvesnap is up, the guidance is the same.
+	s2, err := webdriver.StartWith(webdriver.Options{Width: 1280, Height: 800, TrustSPKI: []string{webdriver.SPKI(gui.Certificate())}})
+	must(t, err)
+	defer s2.Close()
+	strict := &browser{t: t, e: b.e, s: s2, shots: b.shots}
+	strict.login(gui.URL, "root@pam", "", false)
+	strict.open("root", "pvesnap")
+	strict.wait(masked, 20*time.Second)
+	strict.js(mask, &html)
+	link := fmt.Sprintf(`<a href="https://127.0.0.1:%d/" target="_blank" rel="noopener noreferrer"`, b.e.Port)
+	for _, want := range []string{"Connection error - server offline?", link, fmt.Sprintf(`>https://127.0.0.1:%d/</a>`, b.e.Port),
+		"accept the certificate", "<code>systemctl status pvesnap</code>"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("pvesnap's certificate not trusted, seen from :8006: lacks %q in %s", want, html)
+		}
+	}
+	strict.shot("untrusted-8006.png")
+	s2.Close()
+
 	// pvesnap down: the link to accept its certificate, the command to check it.
 	b.e.StopNode("pve1")
 	b.js(tree+`.down('#refresh').el.dom.click(); return true;`, nil)
 	b.wait(masked, 20*time.Second)
 	b.js(mask, &html)
-	link := fmt.Sprintf(`<a href="https://127.0.0.1:%d/" target="_blank" rel="noopener noreferrer"`, b.e.Port)
 	for _, want := range []string{"Connection error - server offline?", link, fmt.Sprintf(`>https://127.0.0.1:%d/</a>`, b.e.Port),
 		"accept the certificate", "<code>systemctl status pvesnap</code>"} {
 		if !strings.Contains(html, want) {
