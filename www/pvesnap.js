@@ -469,8 +469,9 @@
                 { text: gettext('Storage'), dataIndex: 'storage', width: 110, renderer: encRenderer },
                 { text: gettext('Volume group'), dataIndex: 'vg', width: 110, renderer: encRenderer },
                 {
+                    // the toolkit's state colours (the dark theme has its own)
                     text: gettext('State'), dataIndex: 'state', width: 130, renderer: function (v) {
-                        return '<span style="color:' + (v === 'mapped' ? 'green' : 'darkred') + '">' + encRenderer(v) + '</span>';
+                        return '<span class="' + (v === 'mapped' ? 'good' : 'critical') + '">' + encRenderer(v) + '</span>';
                     },
                 },
                 {
@@ -518,14 +519,14 @@
                         if (!v) {
                             return '';
                         }
-                        var color = r.get('kind') === 'vm' && r.get('state') === 'deleted' ? 'gray' : 'darkred';
-                        return '<span class="pvesnap-marker" style="color:' + color + '">' + enc(v) + '</span>';
+                        var cls = r.get('kind') === 'vm' && r.get('state') === 'deleted' ? '' : ' critical';
+                        return '<span class="pvesnap-marker' + cls + '">' + enc(v) + '</span>';
                     },
                 },
             ];
             me.tbar = [
                 { text: gettext('Refresh'), itemId: 'refresh', iconCls: 'fa fa-refresh', handler: function () { me.reload(true); } },
-                '-',
+                { xtype: 'tbseparator', hidden: !caps.vms['VM.Snapshot'] && !caps.vms['VM.Allocate'] && !(caps.vms['VM.Config.Disk'] && caps.vms['VM.PowerMgmt']) },
                 {
                     text: gettext('Snapshot now'), itemId: 'snapshot', iconCls: 'fa fa-camera', disabled: true,
                     hidden: !caps.vms['VM.Snapshot'], handler: function () { me.snapshotNow(); },
