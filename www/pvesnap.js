@@ -992,34 +992,28 @@
         return items;
     };
 
-    // The entries join the stock config panels' menus where the stock entries are made (in
-    // insertNodes, called from initComponent): the entry saved for the panel is then found and
-    // selected again on the next visit, as a stock one is.
-    Ext.define('PVESnap.override.DcConfig', {
-        override: 'PVE.dc.Config',
-        insertNodes: function (items) {
-            if (!this.pvesnapAdded) {
-                this.pvesnapAdded = true;
-                if (PS.caps().dc['Sys.Audit']) {
-                    PS.insertAfter(items, ['storage'], { xtype: 'pvesnapPanel', title: gettext('Pure Storage'), itemId: 'pvesnap', iconCls: 'fa fa-database' });
+    // addEntry adds item to the menu of the stock config panel cls, after the first of the
+    // entries after that exists, for users allowed(GuiCap). The entry joins the menu where the
+    // stock entries are made (insertNodes, called from initComponent), so the entry saved for
+    // the panel is found and selected again on the next visit, as a stock one is.
+    PS.addEntry = function (cls, allowed, after, item) {
+        Ext.define('PVESnap.override.' + cls.replace(/\./g, ''), {
+            override: cls,
+            insertNodes: function (items) {
+                if (!this.pvesnapAdded) {
+                    this.pvesnapAdded = true;
+                    if (allowed(PS.caps())) {
+                        PS.insertAfter(items, after, Ext.apply({}, item));
+                    }
                 }
-            }
-            return this.callParent([items]);
-        },
-    });
-    Ext.define('PVESnap.override.QemuConfig', {
-        override: 'PVE.qemu.Config',
-        insertNodes: function (items) {
-            if (!this.pvesnapAdded) {
-                this.pvesnapAdded = true;
-                if (PS.caps().vms['VM.Audit']) {
-                    PS.insertAfter(items, ['snapshot', 'backup', 'tasks'],
-                        { xtype: 'pvesnapVMPanel', title: gettext('Array snapshots'), itemId: 'pvesnap', iconCls: 'fa fa-camera' });
-                }
-            }
-            return this.callParent([items]);
-        },
-    });
+                return this.callParent([items]);
+            },
+        });
+    };
+    PS.addEntry('PVE.dc.Config', function (caps) { return !!caps.dc['Sys.Audit']; }, ['storage'],
+        { xtype: 'pvesnapPanel', title: gettext('Pure Storage'), itemId: 'pvesnap', iconCls: 'fa fa-database' });
+    PS.addEntry('PVE.qemu.Config', function (caps) { return !!caps.vms['VM.Audit']; }, ['snapshot', 'backup', 'tasks'],
+        { xtype: 'pvesnapVMPanel', title: gettext('Array snapshots'), itemId: 'pvesnap', iconCls: 'fa fa-camera' });
     Proxmox.Utils.override_task_descriptions({
         pvesnaprestore: ['VM', gettext('Restore from array snapshot')],
         pvesnapsnap: ['VM', gettext('Array snapshot')],
