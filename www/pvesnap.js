@@ -466,8 +466,8 @@
             me.emptyText = enc(gettext('No LVM storage on this node'));
             me.store = Ext.create('Ext.data.Store', { fields: ['storage', 'vg', 'pvs', 'serial', 'identity', 'array', 'volume', 'state', 'reason'] });
             me.columns = [
-                { text: gettext('Storage'), dataIndex: 'storage', width: 110, renderer: encRenderer },
-                { text: gettext('Volume group'), dataIndex: 'vg', width: 110, renderer: encRenderer },
+                { text: gettext('Storage'), dataIndex: 'storage', width: 100, renderer: encRenderer },
+                { text: gettext('Volume group'), dataIndex: 'vg', width: 100, renderer: encRenderer },
                 {
                     // the toolkit's state colours (the dark theme has its own)
                     text: gettext('State'), dataIndex: 'state', width: 130, renderer: function (v) {
@@ -479,8 +479,8 @@
                         return v ? enc(r.get('array') + ': ' + v) : '';
                     },
                 },
-                { text: gettext('Serial'), dataIndex: 'serial', width: 200, renderer: encRenderer },
-                { text: gettext('Reason'), dataIndex: 'reason', flex: 1, renderer: encRenderer },
+                { text: gettext('Serial'), dataIndex: 'serial', flex: 1, minWidth: 120, renderer: encRenderer },
+                { text: gettext('Reason'), dataIndex: 'reason', flex: 2, minWidth: 150, renderer: encRenderer },
             ];
             me.tbar = [{ text: gettext('Refresh'), handler: function () { me.reload(true); } }];
             me.callParent();
