@@ -16,6 +16,7 @@ import (
 
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
+	"github.com/pvesnap/pvesnap/daemon/restore"
 )
 
 func arraysConfig(cfg *config.Config) *arrays.Config { return &arrays.Config{PVE: cfg.Paths.PVE} }
@@ -101,6 +102,40 @@ func arraysCommand() *cli.Command {
 					}
 					fmt.Printf("array %s added\n", a.ID)
 					return nil
+				},
+			},
+			{
+				Name:  "sweep",
+				Usage: "remove temporary volumes of this cluster's restores that no journal knows (as a task; its log is printed)",
+				Description: `Restores copy snapshots into temporary volumes named pvesnap-<cluster>-<node>-<job>-<i>.
+A sweep removes those of this node whose job this node's journal does not know or that ended
+without removing them, and those of nodes that left the cluster, once older than --grace.
+Volumes of other clusters, of member nodes and of running restores are never touched. The
+daemon sweeps at start and every 6 hours; --dry-run only lists what would go.`,
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "dry-run", Usage: "list, do not remove"},
+					&cli.DurationFlag{Name: "grace", Value: restore.SweepGrace, Usage: "leave younger volumes alone"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return usageErr("arrays sweep takes no arguments")
+					}
+					e, err := commandEnv(c)
+					if err != nil {
+						return err
+					}
+					defer e.db.Close()
+					if c.Bool("dry-run") {
+						found, err := e.restore.R.Sweep(c.Context, true, c.Duration("grace"), func(f string, a ...any) { fmt.Printf(f+"\n", a...) })
+						fmt.Printf("%d leftover temporary volume(s)\n", len(found))
+						return err
+					}
+					upid, err := e.restore.StartSweep(c.Context, restore.SweepSpec{Grace: c.Duration("grace")}, "root@pam")
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(os.Stderr, "task %s\n", upid)
+					return follow(e, upid)
 				},
 			},
 			{

@@ -99,6 +99,9 @@ func app() *cli.App {
 }
 
 func main() {
+	if code, ok := simTool(os.Args); ok {
+		os.Exit(code)
+	}
 	err := app().Run(os.Args)
 	if err == nil {
 		return

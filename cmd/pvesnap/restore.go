@@ -16,11 +16,19 @@ func restoreCommand() *cli.Command {
 		Name:  "restore",
 		Usage: "restore a VM from an array snapshot, in place or as a new VM (as a PVE task; its log is printed)",
 		Description: `The same restore as POST /nodes/{node}/pvesnap/restore, run by root on this node. Find the
-restore points with 'pvesnap inventory --vmid N'. Exit status 0 when the task ends OK.`,
+restore points with 'pvesnap inventory --vmid N'. Exit status 0 when the task ends OK.
+
+--status lists the restore jobs that are not finished (or one, with --job) and explains each:
+what it did, what was undone, which undo failed and why, and what waits for it. --resume JOB
+runs a stuck job's remaining undos now (the daemon also retries every 30 s), once the cause of
+the failed undo is fixed.`,
 		Flags: []cli.Flag{
-			&cli.Int64Flag{Name: "vmid", Required: true, Usage: "source VM (existing or deleted)"},
+			&cli.BoolFlag{Name: "status", Usage: "explain unfinished restore jobs (all, or --job) instead of restoring"},
+			&cli.StringFlag{Name: "job", Usage: "with --status: only this job"},
+			&cli.StringFlag{Name: "resume", Usage: "finish the undos of restore job `JOB` whose worker is gone"},
+			&cli.Int64Flag{Name: "vmid", Usage: "source VM (existing or deleted)"},
 			&cli.Int64Flag{Name: "ctime", Usage: "creation time of the source incarnation (a reused VMID)"},
-			&cli.StringFlag{Name: "point", Required: true, Usage: "restore point <array>:<point>"},
+			&cli.StringFlag{Name: "point", Usage: "restore point <array>:<point>"},
 			&cli.StringFlag{Name: "mode", Value: restore.NewVM, Usage: "new | overwrite"},
 			&cli.StringFlag{Name: "disks", Usage: "disk keys to restore, comma-separated (default: all on array volumes)"},
 			&cli.Int64Flag{Name: "newid", Usage: "VMID of the new VM (default: the next free one)"},
@@ -35,6 +43,12 @@ restore points with 'pvesnap inventory --vmid N'. Exit status 0 when the task en
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usageErr("restore takes no arguments (options only)")
+			}
+			if c.Bool("status") || c.String("resume") != "" {
+				return restoreJobs(c)
+			}
+			if !c.IsSet("vmid") || !c.IsSet("point") {
+				return usageErr("restore needs --vmid and --point (or --status, --resume)")
 			}
 			if m := c.String("mode"); m != restore.NewVM && m != restore.Overwrite {
 				return usageErr("--mode %q: new or overwrite", m)
@@ -60,6 +74,44 @@ restore points with 'pvesnap inventory --vmid N'. Exit status 0 when the task en
 	}
 }
 
+// restoreJobs answers --status and --resume.
+func restoreJobs(c *cli.Context) error {
+	e, err := commandEnv(c)
+	if err != nil {
+		return err
+	}
+	defer e.db.Close()
+	if job := c.String("resume"); job != "" {
+		return e.restore.Resume(c.Context, job, func(f string, a ...any) { fmt.Printf(f+"\n", a...) })
+	}
+	ids := []string{c.String("job")}
+	if ids[0] == "" {
+		jobs, err := restore.Unfinished(c.Context, e.db)
+		if err != nil {
+			return err
+		}
+		if len(jobs) == 0 {
+			fmt.Println("no unfinished restore jobs")
+			return nil
+		}
+		ids = ids[:0]
+		for _, j := range jobs {
+			ids = append(ids, j.ID)
+		}
+	}
+	for i, id := range ids {
+		st, err := restore.JobStatusOf(c.Context, e.db, id)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			fmt.Println()
+		}
+		fmt.Print(st.String())
+	}
+	return nil
+}
+
 // follow prints a task's log as it grows and returns an error unless it ends OK.
 func follow(e *env, upid string) error {
 	printed := 0
@@ -79,7 +131,7 @@ func follow(e *env, upid string) error {
 		}
 		if st.Status == "stopped" {
 			if st.ExitStatus != "OK" && !strings.HasPrefix(st.ExitStatus, "WARNINGS") {
-				return fmt.Errorf("restore failed: %s", st.ExitStatus)
+				return fmt.Errorf("task failed: %s", st.ExitStatus)
 			}
 			return nil
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,14 +18,79 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/sim/flasharray"
 	"github.com/pvesnap/pvesnap/sim/lio"
+	"github.com/pvesnap/pvesnap/sim/node"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
+
+// simTool answers when this binary runs under the name of a simulated node's tool (zfs, lvs,
+// qm, … linked to it by 'pvesnap sim node'); ok is false for any other name.
+func simTool(args []string) (code int, ok bool) {
+	if len(args) == 0 || !node.IsCommand(filepath.Base(args[0])) {
+		return 0, false
+	}
+	return node.RunCommand(args, os.Stdout, os.Stderr), true
+}
+
+func simNodeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run one simulated Proxmox VE node with its tools until interrupted, and print what a client needs",
+		Description: `The node has pveproxy (PVE's API, schema-checked), storages local-zfs (zfspool),
+local-lvm (lvmthin) and local-thick (lvm), users, an API token, and executables for zfs, lvs,
+pvs, lvcreate, lvchange, lvremove and qm in DIR/bin (links to this binary). DIR/pvesnap.yaml
+runs 'pvesnap serve' against it; DIR/env holds the environment printed at start.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Required: true, Usage: "directory for the node's files (kept across runs)"},
+			&cli.StringFlag{Name: "node", Value: "pve1", Usage: "node name"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8006", Usage: "pveproxy's address"},
+			&cli.StringFlag{Name: "pvesnap-listen", Value: "127.0.0.1:8009", Usage: "address written into pvesnap.yaml"},
+			&cli.StringFlag{Name: "root-password", Value: "pvesnap", Usage: "root@pam password"},
+			&cli.StringSliceFlag{Name: "user", Usage: "user to create: USER@REALM=PASSWORD (repeatable)"},
+			&cli.StringSliceFlag{Name: "acl", Usage: "propagating ACL: PATH:USER|@GROUP|TOKENID:ROLE (repeatable)"},
+			&cli.StringFlag{Name: "token", Value: "csi@pve!csi", Usage: "API token to create (privilege separation off; empty: none)"},
+			&cli.StringFlag{Name: "token-role", Value: "PVEAdmin", Usage: "role of the token's user"},
+			&cli.StringFlag{Name: "token-path", Value: "/", Usage: "ACL path of that role"},
+			&cli.DurationFlag{Name: "auth-fail-delay", Value: 3 * time.Second, Usage: "delay of 401 answers, like pveproxy"},
+			&cli.StringFlag{Name: "release", Usage: "PVE version to be (default 9.1.7)"},
+			&cli.StringFlag{Name: "extjs", Usage: "Ext JS build directory: serve a stand-in of the web GUI's page at /"},
+		},
+		Action: func(c *cli.Context) error {
+			users := map[string]string{}
+			for _, u := range c.StringSlice("user") {
+				name, pw, ok := strings.Cut(u, "=")
+				if !ok {
+					return usageErr("--user %q: want USER@REALM=PASSWORD", u)
+				}
+				users[name] = pw
+			}
+			delay := c.Duration("auth-fail-delay")
+			if delay == 0 {
+				delay = -1
+			}
+			n, err := node.Start(node.Options{Dir: c.String("dir"), Name: c.String("node"), Listen: c.String("listen"),
+				PvesnapListen: c.String("pvesnap-listen"), RootPassword: c.String("root-password"), Users: users,
+				ACLs: c.StringSlice("acl"), Token: c.String("token"), TokenRole: c.String("token-role"),
+				TokenPath: c.String("token-path"), AuthFailDelay: delay, Release: c.String("release"),
+				ExtJS: c.String("extjs"), Logger: logging.New(0, os.Stderr)})
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			fmt.Printf("# simulated node %s: pveproxy %s, tools in %s\n# pvesnap against it: pvesnap --config %s serve\n%s",
+				n.O.Name, n.Cluster.URL(n.O.Name), n.Bin, n.Config, n.Env())
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			<-ctx.Done()
+			return nil
+		},
+	}
+}
 
 func simCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "sim",
 		Usage: "run the simulators (a Proxmox VE cluster, a FlashArray; used by tests and the demo)",
-		Subcommands: []*cli.Command{simFlashArrayCommand(), simQMCommand(), {
+		Subcommands: []*cli.Command{simNodeCommand(), simFlashArrayCommand(), simQMCommand(), {
 			Name:  "pve",
 			Usage: "run a simulated Proxmox VE cluster until interrupted",
 			Flags: []cli.Flag{
@@ -93,7 +157,11 @@ this machine's SCSI bus with a FlashArray volume's identity (needs root and the 
 			files := flasharray.Files{Dir: filepath.Join(c.String("dir"), "volumes")}
 			var data flasharray.DataPlane = &files
 			if h := c.String("lio-host"); h != "" {
-				l, err := lio.Setup()
+				run := &runner.Exec{Timeout: time.Minute}
+				if _, err := run.Run(c.Context, append([]string{"modprobe", "-a"}, lio.Modules...)); err != nil {
+					return err
+				}
+				l, err := lio.Open()
 				if err != nil {
 					return err
 				}
@@ -187,14 +255,13 @@ func simQMCommand() *cli.Command {
 				return err
 			}
 			cli := &simpve.CLI{Client: cl, Node: sc.Node}
-			out, err := cli.Run(c.Context, append([]string{"qm"}, c.Args().Slice()...))
+			out, stderr, code := cli.Command(c.Context, append([]string{"qm"}, c.Args().Slice()...))
 			os.Stdout.Write(out)
-			var ee *runner.ExecError
-			if errors.As(err, &ee) {
-				fmt.Fprint(os.Stderr, ee.Stderr)
-				os.Exit(ee.ExitCode)
+			if code != 0 {
+				fmt.Fprint(os.Stderr, stderr)
+				os.Exit(code)
 			}
-			return err
+			return nil
 		},
 	}
 }

@@ -92,11 +92,14 @@ func commandEnv(c *cli.Context) (*env, error) {
 }
 
 // workerEnv is the environment of task workers: a fixed PATH and locale, plus the lab's
-// fault-injection hook (PVESNAP_FAULT_STEP kills a restore worker after that journaled step).
+// fault-injection hooks (PVESNAP_FAULT_STEP stops a restore worker after that journaled step,
+// PVESNAP_FAULT_MARK says how).
 func workerEnv() []string {
 	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	if v := os.Getenv("PVESNAP_FAULT_STEP"); v != "" {
-		env = append(env, "PVESNAP_FAULT_STEP="+v)
+	for _, k := range []string{"PVESNAP_FAULT_STEP", "PVESNAP_FAULT_MARK"} {
+		if v := os.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
 	}
 	return env
 }

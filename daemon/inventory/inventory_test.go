@@ -111,7 +111,7 @@ func newFixture(t *testing.T) *fixture {
 	db, err := store.Open(filepath.Join(root, "state", "pvesnap.db"))
 	must(t, err)
 	t.Cleanup(func() { db.Close() })
-	f.inv = &Inventory{Node: "pve1", PVE: f.pve, Storage: pve.NewStorageConfig(f.pve), Arrays: ac, LVM: &lvm.LVM{Run: f.lvm},
+	f.inv = &Inventory{Node: "pve1", PVE: f.pve, Storage: pve.NewStorageConfig(f.pve), Arrays: ac, LVM: &lvm.LVM{Run: runner.Emulator(f.lvm.Command)},
 		Roots: roots, DB: db, Now: func() time.Time { return f.clock }}
 	return f
 }

@@ -33,6 +33,10 @@ const (
 	NoArrayVolume    = "no-array-volume"
 	ArrayUnreachable = "array-unreachable"
 	Unavailable      = "unavailable"
+	// VolumeChain: a disk of a storage that is mapped, but a qcow2 volume chain (PVE 9's
+	// snapshot-as-volume-chain on LVM): its data is spread over several LVs that reference
+	// each other by name, and copying one of them would restore a layer, not the disk.
+	VolumeChain = "volume-chain"
 )
 
 // StorageMap tells how an LVM storage maps to an array volume.

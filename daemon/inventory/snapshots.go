@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/pvesnap/pvesnap/daemon/pure"
 )
@@ -17,24 +16,8 @@ type Snapshot struct {
 	Serial    string `json:"serial,omitempty"`
 	Created   int64  `json:"created"` // ms since the epoch, as the array reports
 	PGroup    string `json:"pgroup,omitempty"`
-	Point     string `json:"point"` // what the snapshot shares with its siblings: "PG.SUFFIX" or "SUFFIX"
+	Point     string `json:"point"` // what the snapshot shares with its siblings: "PG.SUFFIX" or "SUFFIX" (see pointKey)
 	Destroyed bool   `json:"destroyed,omitempty"`
-
-	pid int32 // the point's index in one tree computation
-}
-
-// pointOf splits a snapshot name into its protection group and point: "pg.sfx.vol" is a
-// member of protection-group snapshot "pg.sfx"; "vol.sfx" is a volume snapshot with suffix
-// "sfx" (volume names cannot contain dots).
-func pointOf(name, volume string) (pgroup, point string) {
-	if rest, ok := strings.CutSuffix(name, "."+volume); ok && strings.Contains(rest, ".") {
-		pg, _, _ := strings.Cut(rest, ".")
-		return pg, rest
-	}
-	if sfx, ok := strings.CutPrefix(name, volume+"."); ok {
-		return "", sfx
-	}
-	return "", name
 }
 
 // RefreshResult says what a refresh did, per array.
@@ -117,7 +100,7 @@ func (inv *Inventory) storeSnapshots(ctx context.Context, array string, volumes 
 		if s.Source != nil {
 			vol = s.Source.Name
 		}
-		pg, point := pointOf(s.Name, vol)
+		pg, point := pointKey(s.Name)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO snapshots (array, volume, name, serial, created, pgroup, suffix, destroyed, fetched)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (array, name) DO UPDATE SET destroyed = excluded.destroyed, fetched = excluded.fetched`,
 			array, vol, s.Name, s.Serial, s.Created, pg, point, s.Destroyed, now); err != nil {

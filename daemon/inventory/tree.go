@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -63,10 +64,7 @@ type VMDetail struct {
 
 type treeInput struct {
 	maps  map[string]StorageMap
-	snaps map[string][]Snapshot
-	// marks[pid] == gen: point pid was counted for the VM being summarised.
-	marks []uint32
-	gen   uint32
+	snaps map[string][]Snapshot // by "array/volume", oldest first
 }
 
 func (inv *Inventory) input(ctx context.Context) (*treeInput, error) {
@@ -82,19 +80,6 @@ func (inv *Inventory) input(ctx context.Context) (*treeInput, error) {
 	for _, m := range maps {
 		in.maps[m.Storage] = m
 	}
-	pids := map[string]int32{}
-	for _, list := range snaps {
-		for i := range list {
-			k := list[i].Array + ":" + list[i].Point
-			id, ok := pids[k]
-			if !ok {
-				id = int32(len(pids))
-				pids[k] = id
-			}
-			list[i].pid = id
-		}
-	}
-	in.marks = make([]uint32, len(pids))
 	return in, nil
 }
 
@@ -155,6 +140,10 @@ func (in *treeInput) disks(inc *Incarnation) []DiskView {
 		v := DiskView{DiskID: d}
 		if m, ok := in.maps[d.Storage]; ok {
 			v.Mapping, v.Reason, v.Array, v.Volume = m.State, m.Reason, m.Array, m.Volume
+			if v.Mapping == Mapped && strings.HasSuffix(d.Volid, ".qcow2") {
+				v.Mapping = VolumeChain
+				v.Reason = "a qcow2 volume chain on LVM (PVE 9 snapshot-as-volume-chain): pvesnap restores raw LVs only, and a copy of one layer of a chain is not the disk"
+			}
 		} else {
 			v.Mapping, v.Reason = "not-on-array", fmt.Sprintf("storage %s is not an LVM storage on an array volume of this node", d.Storage)
 		}
@@ -179,14 +168,9 @@ func (in *treeInput) view(inc *Incarnation, disks []DiskView) VMView {
 	return v
 }
 
-// usable: a snapshot can hold a disk created at lvTime (s) of a VM deleted at deleted (s, 0 =
-// live) when it was taken after the disk's creation and before the VM's deletion.
-func usable(created, lvTime, deleted int64) bool {
-	return created >= lvTime*1000 && (deleted == 0 || created <= deleted*1000)
-}
-
 // summary counts restore points without building them: per volume, the snapshots taken while
-// at least one of the VM's disks on it existed (binary search in the sorted list).
+// at least one of the VM's disks on it existed (binary search in the sorted list). With one
+// volume every snapshot is a point of its own; with several they are grouped as detail does.
 func (in *treeInput) summary(inc *Incarnation) VMView {
 	disks := in.disks(inc)
 	v := in.view(inc, disks)
@@ -200,75 +184,78 @@ func (in *treeInput) summary(inc *Incarnation) VMView {
 			first[k] = d.LVTime
 		}
 	}
-	in.gen++ // a fresh set of marks for this VM
+	var usable []Snapshot
 	for k, lvTime := range first {
 		list := in.snaps[k]
 		i := sort.Search(len(list), func(i int) bool { return list[i].Created >= lvTime*1000 })
-		for ; i < len(list); i++ {
-			s := &list[i]
-			if !usable(s.Created, lvTime, inc.Deleted) {
-				break // sorted: everything after was taken after the VM's deletion
+		for ; i < len(list) && isUsable(list[i].Created, lvTime, inc.Deleted); i++ {
+			v.Newest = max(v.Newest, list[i].Created)
+			if len(first) == 1 {
+				v.Restorable++
+			} else {
+				usable = append(usable, list[i])
 			}
-			if in.marks[s.pid] == in.gen {
-				continue // the same point on another of the VM's volumes
-			}
-			in.marks[s.pid] = in.gen
-			v.Restorable++
-			v.Newest = max(v.Newest, s.Created)
 		}
 	}
+	if len(first) > 1 {
+		v.Restorable = len(groupPoints(usable))
+	}
 	return v
+}
+
+// isUsable: a snapshot can hold a disk created at lvTime (s) of a VM deleted at deleted (s, 0 =
+// live) when it was taken after the disk's creation and before the VM's deletion.
+func isUsable(created, lvTime, deleted int64) bool {
+	return created >= lvTime*1000 && (deleted == 0 || created <= deleted*1000)
 }
 
 func (in *treeInput) detail(inc *Incarnation) *VMDetail {
 	disks := in.disks(inc)
 	d := &VMDetail{VMView: in.view(inc, disks), DiskList: disks, Points: []Point{}}
-	points := map[string]*Point{}
+	var snaps []Snapshot
+	onVolume := map[string][]DiskView{} // "array/volume" -> the VM's disks there
 	for _, dk := range disks {
 		if dk.Mapping != Mapped {
 			continue
 		}
-		for _, s := range in.snaps[dk.Array+"/"+dk.Volume] {
-			if inc.Deleted != 0 && s.Created > inc.Deleted*1000 {
-				continue // taken after the VM was gone
-			}
-			id := s.Array + ":" + s.Point
-			p := points[id]
-			if p == nil {
-				p = &Point{ID: id, Array: s.Array, Point: s.Point, PGroup: s.PGroup, Created: s.Created, Snapshots: map[string]string{}}
-				points[id] = p
-			}
-			p.Created = min(p.Created, s.Created)
-			p.Snapshots[dk.Key] = s.Name
-			if s.Created < dk.LVTime*1000 {
-				p.PredatesDisk = append(p.PredatesDisk, dk.Key)
+		k := dk.Array + "/" + dk.Volume
+		if _, ok := onVolume[k]; !ok {
+			for _, s := range in.snaps[k] {
+				if inc.Deleted == 0 || s.Created <= inc.Deleted*1000 { // else taken after the VM was gone
+					snaps = append(snaps, s)
+				}
 			}
 		}
+		onVolume[k] = append(onVolume[k], dk)
 	}
-	for _, p := range points {
+	groups := groupPoints(snaps)
+	ids := namePoints(groups)
+	for i, g := range groups {
+		p := Point{ID: ids[i], Array: g.array, Point: g.key, PGroup: g.pgroup, Created: g.created, Snapshots: map[string]string{}}
+		for _, s := range g.members {
+			for _, dk := range onVolume[s.Array+"/"+s.Volume] {
+				p.Snapshots[dk.Key] = s.Name
+				if s.Created < dk.LVTime*1000 {
+					p.PredatesDisk = append(p.PredatesDisk, dk.Key)
+				}
+			}
+		}
 		for _, dk := range disks {
 			if _, ok := p.Snapshots[dk.Key]; !ok && dk.Mapping == Mapped {
 				p.Missing = append(p.Missing, dk.Key)
 			}
 		}
 		sort.Strings(p.PredatesDisk)
-		if len(p.PredatesDisk) < len(p.Snapshots) {
-			d.Points = append(d.Points, *p)
+		sort.Strings(p.Missing)
+		if len(p.PredatesDisk) < len(p.Snapshots) { // else shown, flagged: nothing in it can be restored
 			d.VMView.Newest = max(d.VMView.Newest, p.Created)
-		} else {
-			d.Points = append(d.Points, *p) // shown, flagged: nothing in it can be restored
+			d.VMView.Restorable++
 		}
+		d.Points = append(d.Points, p)
 	}
 	sort.Slice(d.Points, func(i, j int) bool {
 		return d.Points[i].Created > d.Points[j].Created || (d.Points[i].Created == d.Points[j].Created && d.Points[i].ID < d.Points[j].ID)
 	})
-	n := 0
-	for _, p := range d.Points {
-		if len(p.PredatesDisk) < len(p.Snapshots) {
-			n++
-		}
-	}
-	d.VMView.Restorable = n
 	return d
 }
 
@@ -292,9 +279,13 @@ func (inv *Inventory) Sources(ctx context.Context, vmid, ctime int64, pointID st
 	}
 	var p *Point
 	for i := range d.Points {
-		if d.Points[i].ID == pointID {
-			p = &d.Points[i]
+		if d.Points[i].ID != pointID {
+			continue
 		}
+		if p != nil {
+			return nil, nil, fmt.Errorf("restore point %s of VM %d names two points (a protection-group snapshot and a volume snapshot of the same name): pvesnap will not guess which; rename the volume or the protection group on the array", pointID, vmid)
+		}
+		p = &d.Points[i]
 	}
 	if p == nil {
 		return nil, nil, fmt.Errorf("VM %d (created %s) has no restore point %s: %w", vmid, fmtTime(d.CTime*1000), pointID, ErrUnknown)
@@ -308,10 +299,13 @@ func (inv *Inventory) Sources(ctx context.Context, vmid, ctime int64, pointID st
 		if len(want) > 0 && !want[dk.Key] {
 			continue
 		}
+		if len(want) == 0 && strings.HasPrefix(dk.Key, "unused") {
+			continue // unusedN: detached from the VM, restored only when asked for by name
+		}
 		delete(unseen, dk.Key)
 		if dk.Mapping != Mapped {
-			if len(keys) == 0 {
-				continue
+			if len(keys) == 0 && dk.Mapping != VolumeChain {
+				continue // not on the array: not part of a restore from it
 			}
 			return nil, nil, fmt.Errorf("disk %s (%s) of VM %d cannot be restored from the array: %s", dk.Key, dk.Volid, vmid, dk.Reason)
 		}

@@ -269,7 +269,7 @@ func TestProxmoxerCSI(t *testing.T) {
 	_, secret, _ := e.Sim.AddToken("csi@pve", "csi", false)
 	host, port, _ := strings.Cut(strings.TrimPrefix(e.URL("pve1"), "https://"), ":")
 	for _, mode := range []string{"token-json", "password"} {
-		cmd := exec.Command("/usr/bin/python3", "testdata/csi_client.py", host, port, mode, "local-zfs", "vm-100-disk-0", "vm-9999-snapshot-"+strings.Split(mode, "-")[0])
+		cmd := exec.Command("/usr/bin/python3", "testdata/pvesnap_client.py", host, port, mode, "local-zfs", "vm-100-disk-0", "vm-9999-snapshot-"+strings.Split(mode, "-")[0])
 		cmd.Env = append(os.Environ(), "REQUESTS_CA_BUNDLE="+e.Sim.CAFile(), "PVE_USER=csi@pve", "PVE_TOKEN_NAME=csi",
 			"PVE_TOKEN_VALUE="+secret, "PVE_PASSWORD=secret")
 		out, err := cmd.CombinedOutput()

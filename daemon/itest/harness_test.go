@@ -68,7 +68,7 @@ func (w workerSetup) runner() runner.Runner {
 	for vg, d := range w.VGs {
 		l.VGs[vg] = fakecli.VG{Store: volstore.Store{Dir: d}, ThinPool: w.Thin[vg], PVs: w.PVs[vg]}
 	}
-	return &fakecli.Dispatch{ZFS: z, LVM: l, QM: fakecli.QMAgentless}
+	return runner.Emulator((&fakecli.Dispatch{ZFS: z, LVM: l}).Command)
 }
 
 // restorer runs restores over the fake LVM and hardware (device waits are short: no device
@@ -180,7 +180,9 @@ func StartWith(t *testing.T, o simpve.Options, nodes ...string) *Env {
 	if len(nodes) == 0 {
 		nodes = []string{"pve1"}
 	}
-	o.Dir, o.Nodes, o.ClusterName, o.AuthFailDelay, o.PvestatdInterval = t.TempDir(), nodes, "lab", time.Millisecond, time.Hour
+	// pveproxy closes idle connections after 5 s; sooner here, so that load tests measure the
+	// daemon with its pools to pveproxy drained as they are between bursts.
+	o.Dir, o.Nodes, o.ClusterName, o.AuthFailDelay, o.PvestatdInterval, o.Timeout = t.TempDir(), nodes, "lab", time.Millisecond, time.Hour, 300*time.Millisecond
 	sim, err := simpve.Start(o)
 	if err != nil {
 		t.Fatal(err)

@@ -3,8 +3,10 @@ package itest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -149,6 +151,146 @@ func TestRestoreArrayUnreachable(t *testing.T) {
 func hasTemp(fa *flasharray.Array) bool {
 	for _, v := range fa.VolumeNames() {
 		if strings.HasPrefix(v, "pvesnap-") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestProxmoxerRestore drives the restore API with Debian's python3-proxmoxer, an
+// independent client: the VM list, an on-demand snapshot, the VM's restore points and a
+// restore as a new VM, followed through pvesnap's task endpoints. Without hardware the
+// restored volume never appears, so the task must fail that way and leave no VM behind.
+func TestProxmoxerRestore(t *testing.T) {
+	if err := exec.Command("/usr/bin/python3", "-c", "import proxmoxer, requests").Run(); err != nil {
+		t.Skipf("SKIP: python3-proxmoxer is not installed (make test installs it): %v", err)
+	}
+	e := Start(t)
+	e.inventoryVM()
+	e.Sim.AddUser("backup@pve", "pw")
+	e.Sim.AddACL("/vms", "backup@pve", "PVEVMAdmin", true)
+	e.Sim.AddACL("/storage", "backup@pve", "PVEDatastoreAdmin", true)
+	_, secret, err := e.Sim.AddToken("backup@pve", "restore", false)
+	must(t, err)
+	host, port, _ := strings.Cut(strings.TrimPrefix(e.URL("pve1"), "https://"), ":")
+	cmd := exec.Command("/usr/bin/python3", "testdata/pvesnap_client.py", host, port, "restore", "100", "proxmoxer", "150", "no device with serial")
+	cmd.Env = append(os.Environ(), "REQUESTS_CA_BUNDLE="+e.Sim.CAFile(), "PVE_USER=backup@pve", "PVE_TOKEN_NAME=restore", "PVE_TOKEN_VALUE="+secret)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK restore") {
+		t.Fatalf("proxmoxer restore: %v\n%s", err, out)
+	}
+	t.Log(strings.TrimSpace(string(out)))
+}
+
+// Restoring VM X's point reads X's data: PVE's rule for restoring X's backup (VM.Backup on
+// /vms/X) holds in both modes, whatever the caller may do to the target; an in-place restore
+// of a VM PVE would not restore over is refused before any work, in PVE's words.
+func TestRestorePermissionsAndGuards(t *testing.T) {
+	e := Start(t)
+	e.inventoryVM()
+	_, err := e.fa.Array.SnapshotVolumes("good", "pve-san1")
+	must(t, err)
+	// An auditor of VM 100 who may create VM 150 must not copy VM 100's disks into it.
+	spy, _ := e.Token("pve1", "spy@pve", map[string]string{"/vms/100": "PVEAuditor", "/vms/150": "PVEVMAdmin", "/storage": "PVEDatastoreUser"})
+	r, _ := spy.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"150"}})
+	if r.Code != 403 || !strings.Contains(r.Status, "Permission check failed (/vms/100, VM.Backup)") {
+		t.Fatalf("new VM from a VM the caller may only audit: %d %s", r.Code, r.Status)
+	}
+	r, _ = spy.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "mode": {"overwrite"}})
+	if r.Code != 403 || !strings.Contains(r.Status, "(/vms/100, VM.Backup)") {
+		t.Fatalf("overwrite by an auditor: %d %s", r.Code, r.Status)
+	}
+	// A backup operator of VM 100 with VM.Allocate on 150 but no SDN.Use on its bridge.
+	must(t, e.Sim.WriteVMConfig("pve1", 100, fmt.Sprintf("name: web\nmemory: 1024\nmeta: creation-qemu=9.2.0,ctime=%d\nscsi0: san1:vm-100-disk-0,size=4G\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\n",
+		time.Now().Add(-time.Hour).Unix())))
+	ops, _ := e.Token("pve1", "ops@pve", map[string]string{"/vms/100": "PVEVMAdmin", "/vms/150": "PVEVMAdmin", "/storage": "PVEDatastoreUser"})
+	r, _ = ops.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"150"}})
+	if r.Code != 403 || !strings.Contains(r.Status, "(/sdn/zones/localnetwork/vmbr0, SDN.Use)") {
+		t.Fatalf("a new VM on a bridge the caller may not use: %d %s", r.Code, r.Status)
+	}
+	// A VM under backup: refused at once, with PVE's words.
+	must(t, e.Sim.WriteVMConfig("pve1", 100, fmt.Sprintf("name: web\nmemory: 1024\nlock: backup\nmeta: creation-qemu=9.2.0,ctime=%d\nscsi0: san1:vm-100-disk-0,size=4G\n",
+		time.Now().Add(-time.Hour).Unix())))
+	r, _ = e.Root("pve1").Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "mode": {"overwrite"}})
+	if r.Code != 409 || !strings.Contains(r.Status, "unable to restore VM 100 - VM is locked (backup)") {
+		t.Fatalf("overwrite of a VM under backup: %d %s", r.Code, r.Status)
+	}
+	for _, v := range e.fa.Array.VolumeNames() {
+		if strings.HasPrefix(v, "pvesnap-") {
+			t.Errorf("array volume %s made by a refused restore", v)
+		}
+	}
+}
+
+// Temporary volumes carry their cluster, node and job in their names; a sweep removes this
+// node's leftovers that no journal knows and those of nodes that left the cluster, once old
+// enough, and never another cluster's, a member node's, a running job's or a young one.
+func TestSweepLeftovers(t *testing.T) {
+	e := Start(t, "pve1", "pve2")
+	e.inventoryVM()
+	fa := e.fa.Array
+	r := e.Restore["pve1"].R
+	id, err := restore.NewIdentity(e.Sim.NodePaths("pve1").PVE, "pve1")
+	must(t, err)
+	db, err := store.Open(filepath.Join(e.Sim.NodePaths("pve1").State, "pvesnap.db"))
+	must(t, err)
+	defer db.Close()
+	_, err = restore.Begin(t0ctx(), db, "running01", restore.KindRestore, "vm:300", nil)
+	must(t, err)
+	old := time.Now().Add(-3 * time.Hour)
+	fa.Now = func() time.Time { return old }
+	mk := func(name string) {
+		_, err := fa.CreateVolume(name, 1<<30)
+		must(t, err)
+	}
+	lost := id.TempVolume("lostjob01", 0)                                                                    // ours, job unknown: swept
+	running := id.TempVolume("running01", 0)                                                                 // ours, job running: kept
+	member := restore.Identity{Cluster: id.Cluster, Node: restore.NodeTag("pve2")}.TempVolume("job0002", 0)  // pve2 sweeps its own: kept
+	gone := restore.Identity{Cluster: id.Cluster, Node: restore.NodeTag("retired")}.TempVolume("job0003", 1) // node left: swept
+	other := restore.Identity{Cluster: "0badc0de", Node: id.Node}.TempVolume("job0004", 0)                   // another cluster: kept
+	for _, v := range []string{lost, running, member, gone, other, "pvesnap-legacy01-0", "vm-900-disk-0"} {
+		mk(v)
+	}
+	fa.Now = time.Now
+	young := id.TempVolume("youngjob1", 0) // ours, unknown, but just made: kept for now
+	mk(young)
+	var log strings.Builder
+	logf := func(f string, a ...any) { fmt.Fprintf(&log, f+"\n", a...) }
+	found, err := r.Sweep(t0ctx(), true, restore.SweepGrace, logf)
+	must(t, err)
+	var names []string
+	for _, s := range found {
+		names = append(names, s.Volume)
+	}
+	if strings.Join(names, " ") != lost+" "+gone && strings.Join(names, " ") != gone+" "+lost {
+		t.Fatalf("dry run found %v, want %s and %s\n%s", names, lost, gone, log.String())
+	}
+	if !strings.Contains(log.String(), "no journal of this node knows restore job lostjob01") || !strings.Contains(log.String(), "no member of the cluster") {
+		t.Errorf("dry-run log:\n%s", log.String())
+	}
+	for _, v := range []string{lost, gone} {
+		if !slicesContains(fa.VolumeNames(), v) {
+			t.Fatalf("dry run removed %s", v)
+		}
+	}
+	_, err = r.Sweep(t0ctx(), false, restore.SweepGrace, logf)
+	must(t, err)
+	left := fa.VolumeNames()
+	for _, v := range []string{lost, gone} {
+		if slicesContains(left, v) {
+			t.Errorf("%s not swept: %v", v, left)
+		}
+	}
+	for _, v := range []string{running, member, other, young, "pvesnap-legacy01-0", "vm-900-disk-0"} {
+		if !slicesContains(left, v) {
+			t.Errorf("%s swept, but it is not a leftover of this cluster's:\n%s", v, log.String())
+		}
+	}
+}
+
+func slicesContains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
 			return true
 		}
 	}

@@ -12,68 +12,133 @@ import (
 	"strings"
 )
 
-// VMConfig is a qemu-server config: the current section, pending changes and snapshots.
+// VMConfig is a qemu-server config: the current section, pending changes, special sections
+// ([special:cloudinit], [special:fleecing]) and snapshots, each with its own description.
 type VMConfig struct {
 	Description string
 	Props       map[string]string
 	Order       []string
 	Pending     map[string]string
 	Snapshots   map[string]map[string]string
+	Special     map[string]map[string]string
+	// SectionDescriptions are the descriptions ('#' lines) of the other sections, by
+	// "PENDING", the snapshot name, or "special:NAME", decoded as Description is.
+	SectionDescriptions map[string]string
 	// Raw is the file as read (for remembered VMs and digests).
 	Raw []byte
 }
 
+// The line forms of qemu-server's parse_vm_config.
 var (
-	cfgLineRe    = regexp.MustCompile(`^([a-z][a-z_]*\d*):\s*(.*?)\s*$`)
-	cfgSectionRe = regexp.MustCompile(`^\[([a-zA-Z0-9_\-:]+)\]\s*$`)
-	diskKeyRe    = regexp.MustCompile(`^(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efidisk0|tpmstate0|unused\d+)$`)
-	netKeyRe     = regexp.MustCompile(`^net\d+$`)
+	// Keys as qemu-server's parse_vm_config takes them: letters, '_' and '-' (allow-ksm,
+	// amd-sev, intel-tdx), an optional index.
+	cfgLineRe     = regexp.MustCompile(`^([a-z][a-z_\-]*\d*):\s*(.*?)\s*$`)
+	cfgPendingRe  = regexp.MustCompile(`(?i)^\[PENDING\]\s*$`)
+	cfgSpecialRe  = regexp.MustCompile(`(?i)^\[special:(cloudinit|fleecing)\]\s*$`)
+	cfgSnapshotRe = regexp.MustCompile(`(?i)^\[([a-z][a-z0-9_\-]+)\]\s*$`)
+	cfgUnknownRe  = regexp.MustCompile(`^\[([^\]]*)\]\s*$`)
+	diskKeyRe     = regexp.MustCompile(`^(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efidisk0|tpmstate0|unused\d+)$`)
+	netKeyRe      = regexp.MustCompile(`^net\d+$`)
 )
 
-// ParseVMConfig parses "key: value" lines, '#' description lines and [section] blocks.
+// ParseVMConfig parses "key: value" lines, '#' description lines and [section] blocks as
+// qemu-server does: descriptions belong to the section they are in, and the lines of a
+// section of unknown kind are skipped (qemu-server warns and skips them too).
 func ParseVMConfig(b []byte) (*VMConfig, error) {
-	c := &VMConfig{Props: map[string]string{}, Pending: map[string]string{}, Snapshots: map[string]map[string]string{}, Raw: b}
+	c := &VMConfig{Props: map[string]string{}, Pending: map[string]string{}, Snapshots: map[string]map[string]string{},
+		Special: map[string]map[string]string{}, SectionDescriptions: map[string]string{}, Raw: b}
 	cur := c.Props
+	section := "" // "" is the main section
 	var desc []string
+	finish := func() {
+		if len(desc) > 0 {
+			if section == "" {
+				c.Description = strings.Join(desc, "\n")
+			} else {
+				c.SectionDescriptions[section] = strings.Join(desc, "\n")
+			}
+		}
+		desc = nil
+	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	main := true
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		if m := cfgSectionRe.FindStringSubmatch(line); m != nil {
-			main = false
-			if m[1] == "PENDING" {
-				cur = c.Pending
-			} else {
-				cur = map[string]string{}
-				c.Snapshots[m[1]] = cur
-			}
+		if m := cfgPendingRe.FindStringSubmatch(line); m != nil {
+			finish()
+			section, cur = "PENDING", c.Pending
 			continue
 		}
-		if strings.HasPrefix(line, "#") {
-			if main {
-				desc = append(desc, strings.TrimPrefix(line, "#"))
-			}
+		if m := cfgSpecialRe.FindStringSubmatch(line); m != nil {
+			finish()
+			name := strings.ToLower(m[1])
+			section, cur = "special:"+name, map[string]string{}
+			c.Special[name] = cur
+			continue
+		}
+		if m := cfgSnapshotRe.FindStringSubmatch(line); m != nil {
+			finish()
+			section, cur = m[1], map[string]string{}
+			c.Snapshots[m[1]] = cur
+			continue
+		}
+		if cfgUnknownRe.MatchString(line) {
+			finish()
+			section, cur = "", nil // skipped up to the next known section
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		if d, ok := strings.CutPrefix(line, "#"); ok {
+			desc = append(desc, decodeText(d))
 			continue
 		}
 		m := cfgLineRe.FindStringSubmatch(line)
 		if m == nil {
 			return nil, fmt.Errorf("vm config line %d: cannot parse %q", n, line)
 		}
-		if main {
+		if section == "" {
 			if _, dup := cur[m[1]]; !dup {
 				c.Order = append(c.Order, m[1])
 			}
 		}
 		cur[m[1]] = m[2]
 	}
-	if len(desc) > 0 {
-		c.Description = strings.Join(desc, "\n")
-	}
+	finish()
 	return c, sc.Err()
+}
+
+// Format writes the whole config back as qemu-server lays it out: the current section, then
+// [PENDING], the special sections and the snapshots, each with its description.
+func (c *VMConfig) Format() []byte {
+	b := FormatVMConfig(c.Description, c.Order, c.Props)
+	section := func(header, name string, props map[string]string) {
+		b = append(b, "\n["+header+"]\n"...)
+		b = append(b, FormatVMConfig(c.SectionDescriptions[name], nil, props)...)
+	}
+	if len(c.Pending) > 0 {
+		section("PENDING", "PENDING", c.Pending)
+	}
+	for _, name := range sortedKeys(c.Special) {
+		section("special:"+name, "special:"+name, c.Special[name])
+	}
+	for _, name := range sortedKeys(c.Snapshots) {
+		section(name, name, c.Snapshots[name])
+	}
+	return b
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Digest is PVE's config digest: the SHA-1 of the raw file in hex.
@@ -158,7 +223,7 @@ func FormatVMConfig(desc string, order []string, props map[string]string) []byte
 	var b bytes.Buffer
 	if desc != "" {
 		for _, l := range strings.Split(desc, "\n") {
-			b.WriteString("#" + l + "\n")
+			b.WriteString("#" + encodeText(l) + "\n")
 		}
 	}
 	done := map[string]bool{}
@@ -179,4 +244,37 @@ func FormatVMConfig(desc string, order []string, props map[string]string) []byte
 		fmt.Fprintf(&b, "%s: %s\n", k, props[k])
 	}
 	return b.Bytes()
+}
+
+// encodeText is PVE::Tools::encode_text for description lines: control and non-ASCII bytes,
+// '%' and ':' written as %XX, so that a line reads back as written.
+func encodeText(s string) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e || c == '%' || c == ':' {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// decodeText is decode_text: %XX sequences decoded, anything else kept as it is.
+func decodeText(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -11,9 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pvesnap/pvesnap/daemon/store"
 )
@@ -21,13 +24,32 @@ import (
 // Action is an undo (or cleanup) that a fresh process can run from its record alone. Every
 // action is idempotent and checks, before it destroys anything, that the object is the one
 // the job created.
+//
+// When an action runs depends on how the job ended:
+//   - Revert actions undo the restore itself: they run only when the job did not commit.
+//   - Committed actions remove what the restore replaced (a VM's original disk): they run only
+//     after the job committed, so an original is never removed by a rollback.
+//   - The others clean up staging and run on every end (success, failure, recovery).
 type Action struct {
-	Kind string            `json:"kind"`
-	Args map[string]string `json:"args,omitempty"`
-	// Revert actions undo the restore itself and run only when a job did not commit; the
-	// others clean up staging and run on every end (success, failure, recovery).
-	Revert bool `json:"revert,omitempty"`
+	Kind      string            `json:"kind"`
+	Args      map[string]string `json:"args,omitempty"`
+	Revert    bool              `json:"revert,omitempty"`
+	Committed bool              `json:"committed,omitempty"`
+	// Chain names the actions that depend on each other: an action of a chain runs only while
+	// every later action of the same chain (undone first) succeeded. A failed rename-back of a
+	// VM's disk thus holds the VM's unlock and restart, and a device that cannot be removed
+	// holds the disconnect and destruction of its array volume. Actions without a chain are
+	// independent.
+	Chain string `json:"chain,omitempty"`
 }
+
+// Chains of a restore's actions.
+const (
+	// ChainTarget: the VM, its config, lock and disks (what the user has).
+	ChainTarget = "target"
+	// ChainStaging: the temporary array volume, its connection, devices and imported VG.
+	ChainStaging = "staging"
+)
 
 // None is a step without undo.
 var None = Action{Kind: "none"}
@@ -57,9 +79,20 @@ type Journal struct {
 	DB  *store.DB
 	Job string
 	seq int
-	// FaultStep kills the process right after step FaultStep ran, before it is marked done
-	// (fault-injection tests; PVESNAP_FAULT_STEP).
+	// FaultStep stops the process right after step FaultStep ran, before it is marked done
+	// (fault-injection tests; PVESNAP_FAULT_STEP): killed, as by kill -9, or, with FaultMark
+	// set (PVESNAP_FAULT_MARK), frozen (SIGSTOP) after creating the file FaultMark, for a lab
+	// test to cut the node's power at that instant.
 	FaultStep int
+	FaultMark string
+}
+
+// faultHook reads the fault-injection settings from the environment.
+func (j *Journal) faultHook() {
+	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
+		j.FaultStep = n
+		j.FaultMark = os.Getenv("PVESNAP_FAULT_MARK")
+	}
 }
 
 // Begin records a new job; a job in progress (running, committed or whose cleanup failed)
@@ -91,11 +124,7 @@ func Begin(ctx context.Context, db *store.DB, id, kind, target string, spec any)
 	if err := tx.Commit(); err != nil {
 		return nil, err
 	}
-	j := &Journal{DB: db, Job: id}
-	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
-		j.FaultStep = n
-	}
-	return j, nil
+	return &Journal{DB: db, Job: id}, nil
 }
 
 // SetUPID ties the job to its task.
@@ -115,6 +144,10 @@ func (j *Journal) Step(ctx context.Context, name string, undo Action, run func()
 	}
 	err := run()
 	if j.FaultStep == j.seq {
+		if j.FaultMark != "" {
+			os.WriteFile(j.FaultMark, []byte(strconv.Itoa(j.seq)), 0o644)
+			syscall.Kill(os.Getpid(), syscall.SIGSTOP) // the power-loss test cuts power now
+		}
 		syscall.Kill(os.Getpid(), syscall.SIGKILL) // the fault test's kill -9, mid-step
 		select {}
 	}
@@ -145,9 +178,11 @@ func setState(ctx context.Context, db *store.DB, job, state, errMsg string) erro
 // Executor runs an action.
 type Executor func(ctx context.Context, a Action) error
 
-// Unwind runs the job's pending undos in reverse order: all of them when the job did not
-// commit, the cleanups only when it did. Undos that fail are kept for the next attempt and the
-// job is left in state cleanup-failed; log receives one line per action.
+// Unwind runs the job's pending undos in reverse order: the reverts and cleanups when the job
+// did not commit, the cleanups and the removal of what it replaced when it did. An action
+// that fails holds every earlier action of its chain (they depend on it); failed and held
+// actions stay pending for the next attempt (recovery, or 'pvesnap restore --resume') and
+// the job is left in state cleanup-failed; log receives one line per action.
 func Unwind(ctx context.Context, db *store.DB, job string, exec Executor, log func(string, ...any)) error {
 	var state string
 	if err := db.QueryRowContext(ctx, `SELECT state FROM jobs WHERE id = ?`, job).Scan(&state); err != nil {
@@ -184,22 +219,39 @@ func Unwind(ctx context.Context, db *store.DB, job string, exec Executor, log fu
 	}
 	rows.Close()
 	var failed []error
+	held := map[string]int{} // chain -> the step whose undo failed
+	nheld := 0
 	for _, e := range todo {
-		if e.undo.Kind == "none" || (committed && e.undo.Revert) {
+		if e.undo.Kind == "none" || (committed && e.undo.Revert) || (!committed && e.undo.Committed) {
 			db.ExecContext(ctx, `UPDATE journal SET state = ?, updated = ? WHERE job_id = ? AND seq = ?`, entryUndone, time.Now().Unix(), job, e.seq)
 			continue
 		}
+		if by, ok := held[e.undo.Chain]; ok && e.undo.Chain != "" {
+			log("held: step %d (%s): %s %v waits for step %d", e.seq, e.step, e.undo.Kind, e.undo.Args, by)
+			nheld++
+			continue
+		}
 		what := "clean up"
-		if e.undo.Revert {
+		switch {
+		case e.undo.Revert:
 			what = "undo"
+		case e.undo.Committed:
+			what = "remove replaced"
 		}
 		log("%s step %d (%s): %s %v", what, e.seq, e.step, e.undo.Kind, e.undo.Args)
 		if err := exec(ctx, e.undo); err != nil {
 			log("  failed: %v", err)
+			db.ExecContext(ctx, `UPDATE journal SET undo_error = ?, updated = ? WHERE job_id = ? AND seq = ?`, oneLine(err), time.Now().Unix(), job, e.seq)
 			failed = append(failed, fmt.Errorf("step %d (%s): %s: %w", e.seq, e.step, e.undo.Kind, err))
+			if e.undo.Chain != "" {
+				held[e.undo.Chain] = e.seq
+			}
 			continue
 		}
-		db.ExecContext(ctx, `UPDATE journal SET state = ?, updated = ? WHERE job_id = ? AND seq = ?`, entryUndone, time.Now().Unix(), job, e.seq)
+		db.ExecContext(ctx, `UPDATE journal SET state = ?, undo_error = '', updated = ? WHERE job_id = ? AND seq = ?`, entryUndone, time.Now().Unix(), job, e.seq)
+	}
+	if nheld > 0 {
+		failed = append(failed, fmt.Errorf("%d earlier step(s) held until the failed ones succeed (see 'pvesnap restore --status')", nheld))
 	}
 	final := StateRolledBack
 	if committed {
@@ -219,10 +271,34 @@ func Unwind(ctx context.Context, db *store.DB, job string, exec Executor, log fu
 	return ferr
 }
 
+// lockJob serialises the unwinds of one job between processes (the daemon's recovery and
+// 'pvesnap restore --resume'): wait 0 tries once.
+func (r *Restorer) lockJob(job string, wait time.Duration) (func(), error) {
+	dir := filepath.Join(r.VMs.Lock, "pvesnap")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "restore-"+job+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			return func() { f.Close() }, nil
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("restore job %s is being unwound by another process", job)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // Unfinished lists jobs that are not done: running or committed ones whose worker may have
 // died, and those whose cleanup failed.
 func Unfinished(ctx context.Context, db *store.DB) ([]JobRecord, error) {
-	rows, err := db.QueryContext(ctx, `SELECT id, kind, state, COALESCE(upid, ''), target, spec FROM jobs WHERE state IN (?, ?, ?) ORDER BY created`,
+	rows, err := db.QueryContext(ctx, `SELECT id, kind, state, COALESCE(upid, ''), target, spec, created FROM jobs WHERE state IN (?, ?, ?) ORDER BY created`,
 		StateRunning, StateCommitted, StateStuck)
 	if err != nil {
 		return nil, err
@@ -231,9 +307,11 @@ func Unfinished(ctx context.Context, db *store.DB) ([]JobRecord, error) {
 	var out []JobRecord
 	for rows.Next() {
 		var r JobRecord
-		if err := rows.Scan(&r.ID, &r.Kind, &r.State, &r.UPID, &r.Target, &r.Spec); err != nil {
+		var created int64
+		if err := rows.Scan(&r.ID, &r.Kind, &r.State, &r.UPID, &r.Target, &r.Spec, &created); err != nil {
 			return nil, err
 		}
+		r.created = time.Unix(created, 0)
 		out = append(out, r)
 	}
 	return out, rows.Err()
@@ -242,4 +320,5 @@ func Unfinished(ctx context.Context, db *store.DB) ([]JobRecord, error) {
 // JobRecord is a job's row.
 type JobRecord struct {
 	ID, Kind, State, UPID, Target, Spec string
+	created                             time.Time
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,8 +27,17 @@ type Module struct {
 	RecoverEvery time.Duration
 }
 
-// KindRestore is the task handler.
-const KindRestore = "restore"
+// Task kinds: a restore, and a sweep of leftover temporary array volumes.
+const (
+	KindRestore = "restore"
+	KindSweep   = "sweep"
+)
+
+// SweepSpec is a sweep task's job.
+type SweepSpec struct {
+	DryRun bool          `json:"dry_run,omitempty"`
+	Grace  time.Duration `json:"grace"`
+}
 
 // Handlers are the restore's task kinds.
 func (m *Module) Handlers() map[string]tasks.Handler {
@@ -39,18 +49,37 @@ func (m *Module) Handlers() map[string]tasks.Handler {
 			}
 			return m.R.Run(ctx, t, s)
 		},
+		KindSweep: func(ctx context.Context, t *tasks.Task, raw json.RawMessage) error {
+			var s SweepSpec
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return err
+			}
+			found, err := m.R.Sweep(ctx, s.DryRun, s.Grace, t.Logf)
+			t.Logf("%d leftover temporary volume(s) found", len(found))
+			return err
+		},
 	}
 }
 
-// Start recovers dead jobs now and then periodically.
+// SweepEvery is how often the daemon looks for leftover temporary array volumes (and at start).
+const SweepEvery = 6 * time.Hour
+
+// Start recovers dead jobs now and then periodically, and sweeps leftover temporary array
+// volumes at start and every SweepEvery: a sweep that finds something runs as a task, so what
+// it removes is in the task list.
 func (m *Module) Start(ctx context.Context) error {
 	every := m.RecoverEvery
 	if every == 0 {
 		every = 30 * time.Second
 	}
 	go func() {
+		var swept time.Time
 		for {
 			m.Recover(ctx)
+			if time.Since(swept) > SweepEvery {
+				swept = time.Now()
+				m.sweepIfNeeded(ctx)
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -59,6 +88,30 @@ func (m *Module) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// sweepIfNeeded looks (read-only) for leftovers and starts a sweep task when there are any.
+func (m *Module) sweepIfNeeded(ctx context.Context) {
+	found, err := m.R.Sweep(ctx, true, SweepGrace, func(string, ...any) {})
+	if err != nil {
+		m.R.Logger.Warn("looking for leftover temporary array volumes", "err", err)
+	}
+	if len(found) == 0 || m.Tasks == nil {
+		return
+	}
+	if _, err := m.StartSweep(ctx, SweepSpec{Grace: SweepGrace}, "root@pam"); err != nil {
+		m.R.Logger.Warn("starting a sweep of leftover temporary array volumes", "err", err)
+	}
+}
+
+// StartSweep starts a sweep task.
+func (m *Module) StartSweep(ctx context.Context, s SweepSpec, user string) (string, error) {
+	b, _ := json.Marshal(s)
+	st, err := m.Tasks.Start(ctx, tasks.Job{Type: "pvesnapsweep", User: user, Kind: KindSweep, Spec: b})
+	if err != nil {
+		return "", err
+	}
+	return st.UPID, nil
 }
 
 // Recover unwinds every unfinished job whose worker is gone: the undos of a job that did
@@ -71,46 +124,101 @@ func (m *Module) Recover(ctx context.Context) int {
 	}
 	n := 0
 	for _, jr := range jobs {
-		if u, err := tasks.ParseUPID(jr.UPID); err == nil && m.Tasks != nil && m.Tasks.Dir.IsRunning(u) {
-			continue // its worker is alive and will finish
+		if m.workerAlive(jr) {
+			continue // its worker will finish
 		}
-		if jr.UPID == "" && jr.State == StateRunning {
+		if jr.UPID == "" && jr.State == StateRunning && time.Since(jr.created) < orphanGrace {
 			continue // between the API's Begin and the task's start
 		}
-		m.R.Logger.Info("recovering restore job whose worker is gone", "job", jr.ID, "state", jr.State, "upid", jr.UPID)
-		logf := func(f string, a ...any) { m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID) }
-		if jr.UPID != "" && m.Tasks != nil {
-			if w := m.Tasks.Dir.AppendLog(jr.UPID); w != nil {
-				fmt.Fprintf(w, "pvesnap: the worker of this restore is gone; the daemon finishes its journal (%s)\n", jr.State)
-				logf = func(f string, a ...any) {
-					fmt.Fprintf(w, f+"\n", a...)
-					m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID)
-				}
-				defer w.Close()
-			}
-		}
-		m.R.ReleaseLocks(ctx, jr.ID)
-		err := Unwind(ctx, m.R.DB, jr.ID, m.R.Exec, logf)
+		unlock, err := m.R.lockJob(jr.ID, 0)
 		if err != nil {
-			m.R.Logger.Warn("recovery incomplete; retried later", "job", jr.ID, "err", err)
-			logf("TASK ERROR: restore interrupted; recovery incomplete, retried later: %v", oneLine(err))
-			continue
+			continue // 'pvesnap restore --resume' has it
 		}
-		if jr.State == StateCommitted {
-			logf("TASK WARNINGS: 1 (restore interrupted after it committed: completed by recovery)")
-		} else {
-			logf("TASK ERROR: restore interrupted and rolled back by recovery")
+		if m.recoverJob(ctx, jr, nil) == nil {
+			n++
 		}
-		n++
+		unlock()
 	}
 	return n
+}
+
+// orphanGrace is how long a job may wait for its task after Begin: a daemon that died in
+// between left a job no worker will ever run, which would hold its VM for good. Such a job
+// never journaled a step (the worker journals the first), so rolling it back does nothing.
+const orphanGrace = 2 * time.Minute
+
+func (m *Module) workerAlive(jr JobRecord) bool {
+	u, err := tasks.ParseUPID(jr.UPID)
+	return err == nil && m.Tasks != nil && m.Tasks.Dir.IsRunning(u)
+}
+
+// Resume finishes one job's unwind now ('pvesnap restore --resume'): after its failed undo's
+// cause was fixed, or for a job whose worker died. A job whose worker still runs is refused.
+func (m *Module) Resume(ctx context.Context, job string, out func(string, ...any)) error {
+	if !jobRe.MatchString(job) {
+		return fmt.Errorf("invalid job id %q", job)
+	}
+	// The daemon's recovery may be at it: wait for it, then look again.
+	unlock, err := m.R.lockJob(job, 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := JobStatusOf(ctx, m.R.DB, job)
+	if err != nil {
+		return err
+	}
+	switch st.State {
+	case StateRunning, StateCommitted, StateStuck:
+	default:
+		out("restore job %s is %s: nothing left to do", job, st.State)
+		return nil
+	}
+	if m.workerAlive(st.JobRecord) {
+		return fmt.Errorf("restore job %s is still run by its worker (task %s)", job, st.UPID)
+	}
+	return m.recoverJob(ctx, st.JobRecord, out)
+}
+
+// recoverJob unwinds a job whose worker is gone, logging to the job's task log (and out).
+func (m *Module) recoverJob(ctx context.Context, jr JobRecord, out func(string, ...any)) error {
+	m.R.Logger.Info("recovering restore job whose worker is gone", "job", jr.ID, "state", jr.State, "upid", jr.UPID)
+	logf := func(f string, a ...any) {
+		m.R.Logger.Info(fmt.Sprintf(f, a...), "job", jr.ID)
+		if out != nil {
+			out(f, a...)
+		}
+	}
+	if jr.UPID != "" && m.Tasks != nil {
+		if w := m.Tasks.Dir.AppendLog(jr.UPID); w != nil {
+			fmt.Fprintf(w, "pvesnap: the worker of this restore is gone; the daemon finishes its journal (%s)\n", jr.State)
+			inner := logf
+			logf = func(f string, a ...any) {
+				fmt.Fprintf(w, f+"\n", a...)
+				inner(f, a...)
+			}
+			defer w.Close()
+		}
+	}
+	m.R.ReleaseLocks(ctx, jr.ID)
+	err := Unwind(ctx, m.R.DB, jr.ID, m.R.Exec, logf)
+	switch {
+	case err != nil:
+		m.R.Logger.Warn("recovery incomplete; retried later", "job", jr.ID, "err", err)
+		logf("TASK ERROR: restore interrupted; recovery incomplete, retried later: %v", oneLine(err))
+	case jr.State == StateCommitted:
+		logf("TASK WARNINGS: 1 (restore interrupted after it committed: completed by recovery)")
+	default:
+		logf("TASK ERROR: restore interrupted and rolled back by recovery")
+	}
+	return err
 }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 
 var (
 	nodeParam  = api.Param{Name: "node", Type: api.String, Format: "pve-node", Check: pve.CheckNode, Description: "The cluster node name."}
-	pointRe    = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,38}[a-z0-9]:[A-Za-z0-9][A-Za-z0-9:._-]{0,200}$`)
+	pointRe    = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,38}[a-z0-9]:[A-Za-z0-9][A-Za-z0-9:._/-]{0,200}$`)
 	diskListRe = regexp.MustCompile(`^[a-z]+[0-9]+(,[a-z]+[0-9]+)*$`)
 )
 
@@ -125,11 +233,11 @@ func (m *Module) Routes() []*api.Route {
 	return []*api.Route{{
 		Method: "POST", Path: "/nodes/{node}/pvesnap/restore", Name: "restore",
 		Description: "Restore a VM from an array snapshot, in place (mode=overwrite: the VM's disks are replaced; a safety snapshot is taken first) or as a new VM (mode=new). Runs as a task.",
-		Permission:  api.Permission{User: "all", Description: "VM.Audit on /vms/<vmid>; overwrite: VM.Config.Disk and VM.PowerMgmt on /vms/<vmid> and Datastore.AllocateSpace on the disks' storages; new: VM.Allocate on /vms/<newid>, Datastore.AllocateSpace on the target storage, VM.PowerMgmt on /vms/<newid> to start it"},
+		Permission:  api.Permission{User: "all", Description: "What PVE requires to restore a backup of <vmid>: VM.Backup on /vms/<vmid>. Overwrite: also VM.PowerMgmt on /vms/<vmid> (pvesnap stops and starts it) and Datastore.AllocateSpace on the disks' storages. New: VM.Allocate on /vms/<newid>, Datastore.AllocateSpace on the target storages, VM.PowerMgmt on /vms/<newid> to start it, and for its config what qmrestore checks: SDN.Use on its bridges and VLANs, Mapping.Use on mapped devices, root@pam for raw host PCI and USB devices."},
 		Params: []api.Param{nodeParam,
 			{Name: "vmid", Type: api.Integer, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "The source VM (existing or deleted)."},
 			{Name: "ctime", Type: api.Integer, Optional: true, Minimum: api.Min(1), Description: "Creation time of the source incarnation (a reused VMID). Default: the existing VM, else the newest deleted one."},
-			{Name: "point", Type: api.String, Pattern: pointRe, MaxLength: 256, Description: "The restore point: <array>:<protection group snapshot or suffix>, as listed by /nodes/{node}/pvesnap/vms/{vmid}."},
+			{Name: "point", Type: api.String, Pattern: pointRe, MaxLength: 256, Description: "The restore point as listed by /nodes/{node}/pvesnap/vms/{vmid}: <array>:<protection group snapshot>, <array>:<suffix> of volume snapshots taken together, or <array>:<snapshot> where a suffix names several points."},
 			{Name: "mode", Type: api.String, Enum: []string{NewVM, Overwrite}, Optional: true, Default: NewVM, Description: "overwrite: replace the VM's disks; new: create a new VM."},
 			{Name: "disks", Type: api.String, Optional: true, Pattern: diskListRe, MaxLength: 512, Description: "Disks to restore (comma-separated keys such as scsi0). Default: every disk on an array volume."},
 			{Name: "newid", Type: api.Integer, Optional: true, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "VMID of the new VM. Default: the next free one."},
@@ -169,8 +277,10 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 	if spec.Mode == "" {
 		spec.Mode = NewVM
 	}
+	// Reading X's disks is what restoring a backup of X is: VM.Backup on /vms/X (PVE's
+	// check_volume_access for backup archives), whatever the mode.
 	vmPath := fmt.Sprintf("/vms/%d", spec.VMID)
-	if err := check(vmPath, "VM.Audit"); err != nil {
+	if err := check(vmPath, "VM.Backup"); err != nil {
 		return "", err
 	}
 	inv := m.R.Inv
@@ -187,6 +297,18 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 	if err != nil {
 		return "", inventoryError(err)
 	}
+	if spec.Mode == NewVM {
+		keys, err := withVMState(detail, spec.Disks)
+		if err != nil {
+			return "", refusedError(err)
+		}
+		if len(keys) != len(spec.Disks) {
+			spec.Disks = keys
+			if detail, sources, err = inv.Sources(ctx, spec.VMID, spec.CTime, spec.Point, spec.Disks); err != nil {
+				return "", inventoryError(err)
+			}
+		}
+	}
 	spec.CTime = detail.CTime
 	storages := map[string]bool{}
 	switch spec.Mode {
@@ -198,8 +320,13 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 		if spec.NewVMID != 0 || spec.Name != "" || spec.Storage != "" || spec.PreserveMACs {
 			return "", api.ParamErr("mode", "newid, name, storage and preserve-macs apply to mode=new only")
 		}
-		if err := check(vmPath, "VM.Config.Disk", "VM.PowerMgmt"); err != nil {
+		// PVE lets a user with VM.Backup restore over the existing VM (checked above); pvesnap
+		// also stops and restarts it, which is VM.PowerMgmt.
+		if err := check(vmPath, "VM.PowerMgmt"); err != nil {
 			return "", err
+		}
+		if _, err := m.R.VMs.CheckOverwrite(spec.VMID, "", spec.Start); err != nil {
+			return "", refusedError(err)
 		}
 		for _, s := range sources {
 			storages[s.Disk.Storage] = true
@@ -228,6 +355,13 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 				storages[s.Disk.Storage] = true
 			}
 		}
+		src, err := m.R.sourceConfig(ctx, spec.VMID, detail.CTime)
+		if err != nil {
+			return "", err
+		}
+		if err := CheckRestoredConfig(src, user, check, SDNZone(m.R.VMs.PVE)); err != nil {
+			return "", refusedError(err)
+		}
 	default:
 		return "", api.ParamErr("mode", "value '"+spec.Mode+"' does not have a value in the enumeration 'new, overwrite'")
 	}
@@ -254,6 +388,35 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 	}
 	j.SetUPID(ctx, st.UPID)
 	return st.UPID, nil
+}
+
+// withVMState adds the VM's EFI variables and TPM state to the disks a new VM gets: they are
+// part of the machine (boot entries, Secure Boot keys, sealed secrets such as BitLocker's),
+// so a new VM gets them from the same point in time, and is refused when the point cannot
+// hold them.
+func withVMState(d *inventory.VMDetail, keys []string) ([]string, error) {
+	for _, dk := range d.DiskList {
+		if dk.Key != "efidisk0" && dk.Key != "tpmstate0" {
+			continue
+		}
+		if dk.Mapping != inventory.Mapped {
+			return nil, refusef("VM %d's %s (%s) is not on an array volume (%s), so no restore point holds it, and a new VM without it would not be the same machine (EFI variables, TPM state): restore in place, or move the disk to array-backed storage first",
+				d.VMID, dk.Key, dk.Volid, dk.Reason)
+		}
+		if len(keys) > 0 && !slices.Contains(keys, dk.Key) {
+			keys = append(keys, dk.Key)
+		}
+	}
+	return keys, nil
+}
+
+// refusedError answers a restore PVE would refuse with 409 and its words; a failed privilege
+// check passes through as the 403 it is.
+func refusedError(err error) error {
+	if errors.Is(err, ErrRefused) {
+		return api.Errorf(http.StatusConflict, "%s", strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
+	}
+	return err
 }
 
 func inventoryError(err error) error {

@@ -75,13 +75,13 @@ type Restorer struct {
 	DeviceWait time.Duration
 }
 
-// names of what a job creates: all start with pvesnap, so cleanup can only touch them.
-func tempVolume(job string, i int) string { return fmt.Sprintf("pvesnap-%s-%d", job, i) }
-func tempVG(job string, i int) string     { return fmt.Sprintf("pvesnap_%s_%d", job, i) }
-func newLV(job, key string) string        { return fmt.Sprintf("pvesnap-%s-%s", job, key) }
-func oldLV(job, key string) string        { return fmt.Sprintf("pvesnap-%s-old-%s", job, key) }
-func jobTag(job string) string            { return "pvesnap-" + job }
-func marker(job string) string            { return "pvesnap restore job " + job + " in progress" }
+// names of what a job creates: all start with pvesnap, so cleanup can only touch them (the
+// temporary array volumes also name cluster and node: Identity.TempVolume).
+func tempVG(job string, i int) string { return fmt.Sprintf("pvesnap_%s_%d", job, i) }
+func newLV(job, key string) string    { return fmt.Sprintf("pvesnap-%s-%s", job, key) }
+func oldLV(job, key string) string    { return fmt.Sprintf("pvesnap-%s-old-%s", job, key) }
+func jobTag(job string) string        { return "pvesnap-" + job }
+func marker(job string) string        { return "pvesnap restore job " + job + " in progress" }
 
 // staged is one source array volume imported on this node.
 type staged struct {
@@ -96,9 +96,7 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 		return fmt.Errorf("invalid job id %q", spec.Job)
 	}
 	j := &Journal{DB: r.DB, Job: spec.Job}
-	if n, err := strconv.Atoi(os.Getenv("PVESNAP_FAULT_STEP")); err == nil {
-		j.FaultStep = n
-	}
+	j.faultHook()
 	j.SetUPID(ctx, t.ID)
 	defer func() {
 		if err != nil {
@@ -118,6 +116,19 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 	if spec.Mode == Overwrite && detail.State != inventory.Live {
 		return fmt.Errorf("VM %d does not exist any more: restore it as a new VM", spec.VMID)
 	}
+	// In place: refuse what PVE would refuse before anything is done, and take the VM's lock
+	// first, so nothing (a backup, a migration, a config change) starts on it meanwhile.
+	if spec.Mode == Overwrite {
+		if _, err := r.VMs.CheckOverwrite(spec.VMID, "", spec.Start); err != nil {
+			return err
+		}
+		if err := j.Step(ctx, "lock VM", Action{Kind: "vm-unlock", Chain: ChainTarget,
+			Args: map[string]string{"vmid": strconv.FormatInt(spec.VMID, 10), "lock": lockRestore}},
+			func() error { return r.VMs.SetLock(ctx, spec.VMID, lockRestore) }); err != nil {
+			return fmt.Errorf("%s %w", emsg(spec.VMID), err)
+		}
+		t.Logf("VM %d locked (%s)", spec.VMID, lockRestore)
+	}
 	arr, err := r.Inv.Arrays.Get(sources[0].Array)
 	if err != nil {
 		return err
@@ -129,7 +140,7 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 
 	// New VM: reserve the VMID first, so a clash fails before any work.
 	if spec.Mode == NewVM {
-		if err := j.Step(ctx, "reserve VMID", Action{Kind: "vm-unreserve", Revert: true,
+		if err := j.Step(ctx, "reserve VMID", Action{Kind: "vm-unreserve", Revert: true, Chain: ChainTarget,
 			Args: map[string]string{"vmid": strconv.FormatInt(spec.NewVMID, 10), "marker": marker(spec.Job)}},
 			func() error { return r.VMs.Reserve(spec.NewVMID, marker(spec.Job)) }); err != nil {
 			return err
@@ -170,9 +181,13 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 	if err != nil {
 		return err
 	}
+	id, err := NewIdentity(r.VMs.PVE, r.Node)
+	if err != nil {
+		return err
+	}
 	for i, vol := range order {
 		st := stage[vol]
-		st.volume, st.vg = tempVolume(spec.Job, i), tempVG(spec.Job, i)
+		st.volume, st.vg = id.TempVolume(spec.Job, i), tempVG(spec.Job, i)
 		if err := r.stage(ctx, t, j, client, arr, target, st); err != nil {
 			return err
 		}
@@ -211,7 +226,7 @@ type plan struct {
 }
 
 func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure.Client, arr arrays.Array, target pure.Target, st *staged) error {
-	if err := j.Step(ctx, "copy "+st.snapshot, Action{Kind: "array-destroy-volume", Args: map[string]string{"array": arr.ID, "volume": st.volume}},
+	if err := j.Step(ctx, "copy "+st.snapshot, Action{Kind: "array-destroy-volume", Chain: ChainStaging, Args: map[string]string{"array": arr.ID, "volume": st.volume}},
 		func() error {
 			v, err := c.CopyVolume(ctx, st.volume, st.snapshot, false)
 			st.serial = v.Serial
@@ -221,7 +236,7 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 	}
 	t.Logf("array %s: %s copied to %s (serial %s)", arr.ID, st.snapshot, st.volume, st.serial)
 	var lun int
-	if err := j.Step(ctx, "connect "+st.volume, Action{Kind: "array-disconnect", Args: map[string]string{"array": arr.ID,
+	if err := j.Step(ctx, "connect "+st.volume, Action{Kind: "array-disconnect", Chain: ChainStaging, Args: map[string]string{"array": arr.ID,
 		"volume": st.volume, "host": target.Host, "hostgroup": target.HostGroup}},
 		func() error {
 			conn, err := c.Connect(ctx, st.volume, target)
@@ -234,7 +249,7 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 		return err
 	}
 	t.Logf("connected %s to %s as LUN %d", st.volume, target, lun)
-	if err := j.Step(ctx, "find device "+st.serial, Action{Kind: "host-remove-devices", Args: map[string]string{"serial": st.serial}},
+	if err := j.Step(ctx, "find device "+st.serial, Action{Kind: "host-remove-devices", Chain: ChainStaging, Args: map[string]string{"serial": st.serial}},
 		func() error {
 			r.Host.Rescan(st.serial, lun, t.Logf)
 			wait := r.DeviceWait
@@ -248,7 +263,7 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 		return err
 	}
 	t.Logf("device %s has serial %s", st.device, st.serial)
-	if err := j.Step(ctx, "import VG as "+st.vg, Action{Kind: "lvm-deactivate-vg", Args: map[string]string{"vg": st.vg}},
+	if err := j.Step(ctx, "import VG as "+st.vg, Action{Kind: "lvm-deactivate-vg", Chain: ChainStaging, Args: map[string]string{"vg": st.vg}},
 		func() error { return r.LVM.ImportClone(ctx, st.vg, st.device) }); err != nil {
 		return fmt.Errorf("vgimportclone %s: %w", st.device, err)
 	}
@@ -346,7 +361,7 @@ func (r *Restorer) ReleaseLocks(ctx context.Context, job string) {
 // createLV allocates a target LV tagged for the VM and for this job (the job tag is what
 // allows the undo to remove it).
 func (r *Restorer) createLV(ctx context.Context, j *Journal, sid, vg, name string, size int64, vmid int64) error {
-	return j.Step(ctx, "create "+vg+"/"+name, Action{Kind: "lvm-remove-lv", Revert: true,
+	return j.Step(ctx, "create "+vg+"/"+name, Action{Kind: "lvm-remove-lv", Revert: true, Chain: ChainTarget,
 		Args: map[string]string{"storage": sid, "vg": vg, "lv": name, "tag": jobTag(j.Job)}},
 		func() error {
 			unlock, err := r.lockStorage(j, sid)
@@ -366,6 +381,9 @@ func (r *Restorer) createLV(ctx context.Context, j *Journal, sid, vg, name strin
 			return r.LVM.Create(ctx, vg, name, size, lvm.CreateOptions{Tags: []string{fmt.Sprintf("pve-vm-%d", vmid), jobTag(j.Job)}})
 		})
 }
+
+// cloudInitSize is PVE's size of a cloud-init volume (QemuServer::Cloudinit::CLOUDINIT_DISK_SIZE).
+const cloudInitSize = 4 << 20
 
 // freeDiskName is the first vm-<vmid>-disk-<n> not taken, as PVE's find_free_diskname picks
 // it: a VMID that is free in the cluster can still have orphaned volumes on a storage (a
@@ -401,7 +419,6 @@ func (r *Restorer) copyDisk(ctx context.Context, t *tasks.Task, j *Journal, p pl
 }
 
 func (r *Restorer) overwrite(ctx context.Context, t *tasks.Task, j *Journal, spec Spec, plans []plan) error {
-	vmid := strconv.FormatInt(spec.VMID, 10)
 	for i := range plans {
 		p := &plans[i]
 		vg, err := r.storageVG(p.src.Disk.Storage)
@@ -416,57 +433,68 @@ func (r *Restorer) overwrite(ctx context.Context, t *tasks.Task, j *Journal, spe
 			return err
 		}
 	}
-	// The data is ready beside the VM's disks: stop the VM, lock it and swap the LVs.
+	return r.swapDisks(ctx, t, j, spec, plans)
+}
+
+// lockRestore is the lock an in-place restore holds on the VM: the one qemu-server's restore
+// over an existing VM takes (create_and_lock_config).
+const lockRestore = "create"
+
+// swapDisks replaces the VM's disks with the restored LVs beside them: the VM, locked since
+// the restore began, is checked again, stopped, and each original LV is set aside under the
+// job's name before the restored one takes its name. The originals are removed only after
+// the commit; a rollback renames them back.
+func (r *Restorer) swapDisks(ctx context.Context, t *tasks.Task, j *Journal, spec Spec, plans []plan) error {
+	vmid := strconv.FormatInt(spec.VMID, 10)
+	cfg, err := r.VMs.CheckOverwrite(spec.VMID, lockRestore, spec.Start)
+	if err != nil {
+		return err
+	}
+	for _, p := range plans {
+		if got := pve.ParsePropertyString(cfg.Props[p.src.Disk.Key], "file")["file"]; got != p.src.Disk.Volid {
+			return refusef("%s disk %s changed while the restore ran (now '%s', was %s): refusing to replace it", emsg(spec.VMID), p.src.Disk.Key, got, p.src.Disk.Volid)
+		}
+	}
 	running, err := r.VMs.Running(ctx, spec.VMID)
 	if err != nil {
 		return err
 	}
-	if err := j.Step(ctx, "stop VM", Action{Kind: "vm-start", Revert: true, Args: map[string]string{"vmid": vmid, "was_running": strconv.FormatBool(running)}},
+	if err := j.Step(ctx, "stop VM", Action{Kind: "vm-start", Revert: true, Chain: ChainTarget, Args: map[string]string{"vmid": vmid, "was_running": strconv.FormatBool(running)}},
 		func() error {
-			if !running {
-				return nil
+			if running {
+				t.Logf("shutting VM %d down", spec.VMID)
+				if err := r.VMs.Shutdown(ctx, spec.VMID, 3*time.Minute); err != nil {
+					return err
+				}
 			}
-			t.Logf("shutting VM %d down", spec.VMID)
-			return r.VMs.Shutdown(ctx, spec.VMID, 3*time.Minute)
+			// Stopped, and it stays so: the lock refuses a start by anyone but root with
+			// skiplock. Checked, because a disk swapped under a running VM is corruption.
+			if still, err := r.VMs.Running(ctx, spec.VMID); err != nil || still {
+				if err == nil {
+					err = refusef("%s vm is running", emsg(spec.VMID))
+				}
+				return err
+			}
+			return nil
 		}); err != nil {
 		return err
 	}
-	if err := j.Step(ctx, "lock VM", Action{Kind: "vm-unlock", Args: map[string]string{"vmid": vmid, "lock": "create"}},
-		func() error { return r.VMs.SetLock(ctx, spec.VMID, "create") }); err != nil {
-		return err
-	}
 	for _, p := range plans {
-		_, orig, _ := strings.Cut(p.src.Disk.Volid, ":")
-		old := oldLV(spec.Job, p.src.Disk.Key)
-		// The replaced disk goes with the cleanup once the restore commits (the safety
-		// snapshot keeps its data). Recorded before it is set aside, so a crash at any later
-		// point still removes it; in a rollback it has been renamed back first and this finds
-		// nothing to remove.
-		if err := j.Step(ctx, "replaced disk "+p.src.Disk.Key, Action{Kind: "lvm-remove-lv",
-			Args: map[string]string{"storage": p.src.Disk.Storage, "vg": p.vg, "lv": old, "require_prefix": oldLV(spec.Job, "")}},
-			func() error { return nil }); err != nil {
+		if err := r.swapDisk(ctx, t, j, spec, p); err != nil {
 			return err
 		}
-		unlock, err := r.lockStorage(j, p.src.Disk.Storage)
-		if err != nil {
-			return err
-		}
-		err = j.Step(ctx, "set aside "+orig, Action{Kind: "lvm-rename-lv", Revert: true,
-			Args: map[string]string{"vg": p.vg, "from": old, "to": orig, "require_prefix": oldLV(spec.Job, "")}},
-			func() error { return r.LVM.Rename(ctx, p.vg, orig, old) })
-		if err == nil {
-			err = j.Step(ctx, "swap in "+orig, Action{Kind: "lvm-rename-lv", Revert: true,
-				Args: map[string]string{"vg": p.vg, "from": orig, "to": p.dst, "require_tag": jobTag(spec.Job)}},
-				func() error { return r.LVM.Rename(ctx, p.vg, p.dst, orig) })
-		}
-		unlock()
-		if err != nil {
-			return err
-		}
-		t.Logf("disk %s: %s/%s now holds the snapshot's data", p.src.Disk.Key, p.vg, orig)
 	}
 	if spec.LinkDown {
-		if err := j.Step(ctx, "link_down", None, func() error { return r.VMs.Update(spec.VMID, SetLinkDown) }); err != nil {
+		nets := map[string]string{}
+		for k, v := range cfg.Props {
+			if pve.IsNetKey(k) {
+				nets[k] = v
+			}
+		}
+		b, _ := json.Marshal(nets)
+		if err := j.Step(ctx, "link_down", Action{Kind: "vm-set-nets", Revert: true, Chain: ChainTarget,
+			Args: map[string]string{"vmid": vmid, "nets": string(b)}},
+			func() error { return r.VMs.Update(spec.VMID, SetLinkDown) }); err != nil {
 			return err
 		}
 	}
@@ -493,6 +521,38 @@ func (r *Restorer) overwrite(ctx context.Context, t *tasks.Task, j *Journal, spe
 	return r.finish(ctx, t, j, spec, spec.VMID)
 }
 
+// swapDisk sets the VM's original LV aside and gives its name to the restored one, under the
+// storage's lock. The original's removal is journaled first, as an action that runs only
+// after the commit (a crash at any later point still removes it once the job commits; a
+// rollback renames it back instead and never removes it).
+func (r *Restorer) swapDisk(ctx context.Context, t *tasks.Task, j *Journal, spec Spec, p plan) error {
+	sid := p.src.Disk.Storage
+	_, orig, _ := strings.Cut(p.src.Disk.Volid, ":")
+	old := oldLV(spec.Job, p.src.Disk.Key)
+	if err := j.Step(ctx, "replaced disk "+p.src.Disk.Key, Action{Kind: "lvm-remove-lv", Committed: true,
+		Args: map[string]string{"storage": sid, "vg": p.vg, "lv": old, "require_prefix": oldLV(spec.Job, "")}},
+		func() error { return nil }); err != nil {
+		return err
+	}
+	unlock, err := r.lockStorage(j, sid)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := j.Step(ctx, "set aside "+orig, Action{Kind: "lvm-rename-lv", Revert: true, Chain: ChainTarget,
+		Args: map[string]string{"storage": sid, "vg": p.vg, "from": old, "to": orig, "require_prefix": oldLV(spec.Job, "")}},
+		func() error { return r.LVM.Rename(ctx, p.vg, orig, old) }); err != nil {
+		return err
+	}
+	if err := j.Step(ctx, "swap in "+orig, Action{Kind: "lvm-rename-lv", Revert: true, Chain: ChainTarget,
+		Args: map[string]string{"storage": sid, "vg": p.vg, "from": orig, "to": p.dst, "require_tag": jobTag(spec.Job)}},
+		func() error { return r.LVM.Rename(ctx, p.vg, p.dst, orig) }); err != nil {
+		return err
+	}
+	t.Logf("disk %s: %s/%s now holds the snapshot's data", p.src.Disk.Key, p.vg, orig)
+	return nil
+}
+
 func (r *Restorer) commit(ctx context.Context, j *Journal) error {
 	return j.Step(ctx, "commit", None, func() error { return j.Commit(ctx) })
 }
@@ -505,32 +565,51 @@ func (r *Restorer) finish(ctx context.Context, t *tasks.Task, j *Journal, spec S
 	}
 	if spec.Start {
 		t.Logf("starting VM %d", vmid)
-		if err := r.VMs.Start(ctx, vmid); err != nil {
+		if err := r.VMs.Start(ctx, vmid, false); err != nil {
 			t.Warnf("VM %d restored but did not start: %v", vmid, err)
 		}
 	}
 	return nil
 }
 
+// sourceConfig is the remembered config of the incarnation of vmid created at ctime.
+func (r *Restorer) sourceConfig(ctx context.Context, vmid, ctime int64) (*pve.VMConfig, error) {
+	incs, err := r.Inv.Incarnations(ctx, vmid)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range incs {
+		if in.CTime == ctime {
+			cfg, err := pve.ParseVMConfig([]byte(in.Config))
+			if err != nil {
+				return nil, fmt.Errorf("remembered config of VM %d: %w", vmid, err)
+			}
+			return cfg, nil
+		}
+	}
+	return nil, fmt.Errorf("no config of VM %d (created %d) is remembered", vmid, ctime)
+}
+
 func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Spec, detail *inventory.VMDetail, plans []plan) error {
-	incs, err := r.Inv.Incarnations(ctx, spec.VMID)
+	srcCfg, err := r.sourceConfig(ctx, spec.VMID, detail.CTime)
 	if err != nil {
 		return err
 	}
-	var srcCfg *pve.VMConfig
-	for _, in := range incs {
-		if in.CTime == detail.CTime {
-			srcCfg, err = pve.ParseVMConfig([]byte(in.Config))
-			if err != nil {
-				return fmt.Errorf("remembered config of VM %d: %w", spec.VMID, err)
-			}
-		}
-	}
-	if srcCfg == nil {
-		return fmt.Errorf("no config of VM %d (created %d) is remembered", spec.VMID, detail.CTime)
-	}
 	disks := map[string]string{}
 	taken := map[string]map[string]bool{} // per VG: LV names that exist or this restore chose
+	takenIn := func(vg string) (map[string]bool, error) {
+		if taken[vg] == nil {
+			lvs, err := r.LVM.LVs(ctx, vg)
+			if err != nil {
+				return nil, err
+			}
+			taken[vg] = map[string]bool{}
+			for _, lv := range lvs {
+				taken[vg][lv.Name] = true
+			}
+		}
+		return taken[vg], nil
+	}
 	sort.Slice(plans, func(a, b int) bool { return plans[a].src.Disk.Key < plans[b].src.Disk.Key })
 	for i := range plans {
 		p := &plans[i]
@@ -542,21 +621,15 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 		if err != nil {
 			return err
 		}
-		if taken[vg] == nil {
-			lvs, err := r.LVM.LVs(ctx, vg)
-			if err != nil {
-				return err
-			}
-			taken[vg] = map[string]bool{}
-			for _, lv := range lvs {
-				taken[vg][lv.Name] = true
-			}
+		names, err := takenIn(vg)
+		if err != nil {
+			return err
 		}
-		name, err := freeDiskName(taken[vg], spec.NewVMID)
+		name, err := freeDiskName(names, spec.NewVMID)
 		if err != nil {
 			return fmt.Errorf("storage '%s': %w", sid, err)
 		}
-		taken[vg][name] = true
+		names[name] = true
 		p.vg, p.dst = vg, name
 		if err := r.createLV(ctx, j, sid, vg, p.dst, p.srcLV.Size, spec.NewVMID); err != nil {
 			return err
@@ -566,25 +639,68 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 			return err
 		}
 	}
+	// The cloud-init drive is the new VM's own, as a clone's is: an empty volume of PVE's
+	// size, named after the new VM, whose content PVE generates when the VM starts.
+	cloudInit := ""
+	for _, k := range slices.Sorted(maps.Keys(srcCfg.Props)) {
+		if !pve.IsDiskKey(k) || !IsCloudInit(srcCfg.Props[k]) {
+			continue
+		}
+		sid := spec.Storage
+		if sid == "" {
+			sid, _, _ = strings.Cut(pve.ParsePropertyString(srcCfg.Props[k], "file")["file"], ":")
+			if _, err := r.storageVG(sid); err != nil {
+				sid = plans[0].src.Disk.Storage // not an LVM storage of this node: beside the first disk
+			}
+		}
+		vg, err := r.storageVG(sid)
+		if err != nil {
+			return err
+		}
+		names, err := takenIn(vg)
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("vm-%d-cloudinit", spec.NewVMID)
+		if names[name] {
+			return fmt.Errorf("storage '%s' already has %s, which this restore did not make: remove it or restore as another VMID", sid, name)
+		}
+		names[name] = true
+		if err := r.createLV(ctx, j, sid, vg, name, cloudInitSize, spec.NewVMID); err != nil {
+			return err
+		}
+		cloudInit = sid + ":" + name
+		t.Logf("cloud-init drive %s: %s (generated by PVE when the VM starts)", k, cloudInit)
+		break
+	}
 	name := spec.Name
 	if name == "" {
 		name = srcCfg.Props["name"]
 	}
-	cfg, dropped := Replay(srcCfg, ReplayOptions{Name: name, Disks: disks, PreserveMACs: spec.PreserveMACs, LinkDown: spec.LinkDown,
-		MACPrefix: MACPrefix(r.VMs.PVE), Now: time.Now()})
-	for _, d := range dropped {
-		t.Warnf("disk %s of the source is not restored (not on the restored array volumes)", d)
+	cfg, notes := Replay(srcCfg, ReplayOptions{Name: name, Disks: disks, CloudInit: cloudInit, PreserveMACs: spec.PreserveMACs,
+		LinkDown: spec.LinkDown, MACPrefix: MACPrefix(r.VMs.PVE), Now: time.Now()})
+	for _, n := range notes {
+		if strings.HasPrefix(n, "disk ") {
+			t.Warnf("%s", n)
+		} else {
+			t.Logf("%s", n)
+		}
 	}
 	// The config keeps the job's marker and lock until the commit, so a rollback removes it.
 	withMarker := append([]byte("#"+marker(spec.Job)+"\nlock: create\n"), cfg...)
 	if err := j.Step(ctx, "write config", None, func() error { return r.VMs.Write(spec.NewVMID, withMarker) }); err != nil {
 		return err
 	}
+	// Journaled before the commit, run only after it: a crash between the two cannot leave the
+	// new VM with 'lock: create' for good, and a rollback never makes the half-made VM usable.
+	if err := j.Step(ctx, "finalize config", Action{Kind: "vm-finalize", Committed: true, Chain: ChainTarget,
+		Args: map[string]string{"vmid": strconv.FormatInt(spec.NewVMID, 10), "marker": marker(spec.Job)}},
+		func() error { return nil }); err != nil {
+		return err
+	}
 	if err := r.commit(ctx, j); err != nil {
 		return err
 	}
-	j.Step(ctx, "finalize config", Action{Kind: "vm-finalize", Args: map[string]string{"vmid": strconv.FormatInt(spec.NewVMID, 10),
-		"marker": marker(spec.Job)}}, func() error { return nil })
 	t.Logf("VM %d created from VM %d at %s", spec.NewVMID, spec.VMID, spec.Point)
 	return r.finish(ctx, t, j, spec, spec.NewVMID)
 }
@@ -657,6 +773,15 @@ func (r *Restorer) Exec(ctx context.Context, a Action) error {
 		defer unlock()
 		return r.LVM.Remove(ctx, arg["vg"], arg["lv"])
 	case "lvm-rename-lv":
+		// Under the storage's lock, as the forward rename was: LVM metadata of a shared VG
+		// changes from one node at a time.
+		if arg["storage"] != "" {
+			unlock, err := r.lockStorage(nil, arg["storage"])
+			if err != nil {
+				return err
+			}
+			defer unlock()
+		}
 		lv, err := r.findLV(ctx, arg["vg"], arg["from"])
 		if err != nil || lv == nil {
 			return err // already renamed back, or never renamed
@@ -676,7 +801,14 @@ func (r *Restorer) Exec(ctx context.Context, a Action) error {
 		if running, err := r.VMs.Running(ctx, vmid); err != nil || running {
 			return err
 		}
-		return r.VMs.Start(ctx, vmid)
+		return r.VMs.Start(ctx, vmid, true) // the restore's own lock is still held
+	case "vm-set-nets":
+		vmid, _ := strconv.ParseInt(arg["vmid"], 10, 64)
+		var nets map[string]string
+		if err := json.Unmarshal([]byte(arg["nets"]), &nets); err != nil {
+			return fmt.Errorf("NIC settings to restore: %w", err)
+		}
+		return r.VMs.Update(vmid, func(c *pve.VMConfig) { maps.Copy(c.Props, nets) })
 	case "vm-unreserve":
 		vmid, _ := strconv.ParseInt(arg["vmid"], 10, 64)
 		return r.VMs.Unreserve(vmid, arg["marker"])

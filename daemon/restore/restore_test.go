@@ -98,6 +98,7 @@ func TestJournalUnwind(t *testing.T) {
 }
 
 const srcConfig = `#web server
+#second%20line
 agent: 1
 boot: order=scsi0;net0
 lock: backup
@@ -109,39 +110,61 @@ net1: e1000=BC:24:11:DD:EE:FF,bridge=vmbr1,link_down=0
 parent: pre-upgrade
 scsi0: san1:vm-100-disk-0,discard=on,size=32G
 scsi1: san1:vm-100-disk-1,size=8G
-ide2: local:iso/debian.iso,media=cdrom
+ide0: local:iso/debian.iso,media=cdrom
+ide2: san1:vm-100-cloudinit,media=cdrom
 efidisk0: local-lvm:vm-100-disk-2,efitype=4m,size=4M
 unused0: san1:vm-100-disk-9
 smbios1: uuid=0b9d3fb0-7a0c-4a4e-8a4c-5b0c3b8f0e11
 vmgenid: 6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d
 
+[PENDING]
+memory: 4096
+
+[special:cloudinit]
+ipconfig0: ip=dhcp
+
 [pre-upgrade]
+#before the upgrade
 memory: 2048
 scsi0: san1:vm-100-disk-0,size=32G
 `
 
+// A new VM's config is what qmrestore makes of a vzdump backup of the source: only the current
+// section (snapshots, pending changes and special sections left out, and said so), the
+// restored disks, unusedN only when restored, its own cloud-init drive, fresh MACs and
+// identities.
 func TestReplay(t *testing.T) {
 	src, err := pve.ParseVMConfig([]byte(srcConfig))
 	must(t, err)
 	now := time.Unix(1800000000, 0)
-	out, dropped := Replay(src, ReplayOptions{Name: "web-restored", Disks: map[string]string{"scsi0": "san2:vm-200-disk-0", "scsi1": "san2:vm-200-disk-1"},
-		LinkDown: true, MACPrefix: "02:AB:CD", Now: now})
+	out, notes := Replay(src, ReplayOptions{Name: "web-restored", Disks: map[string]string{"scsi0": "san2:vm-200-disk-0", "scsi1": "san2:vm-200-disk-1"},
+		CloudInit: "san2:vm-200-cloudinit", LinkDown: true, MACPrefix: "02:AB:CD", Now: now})
 	cfg, err := pve.ParseVMConfig(out)
 	must(t, err)
 	p := cfg.Props
-	if p["scsi0"] != "san2:vm-200-disk-0,discard=on,size=32G" || p["scsi1"] != "san2:vm-200-disk-1,size=8G" || p["ide2"] != "local:iso/debian.iso,media=cdrom" {
+	if p["scsi0"] != "san2:vm-200-disk-0,discard=on,size=32G" || p["scsi1"] != "san2:vm-200-disk-1,size=8G" || p["ide0"] != "local:iso/debian.iso,media=cdrom" {
 		t.Errorf("disks: %v", p)
 	}
-	if _, ok := p["efidisk0"]; ok || len(dropped) != 1 || dropped[0] != "efidisk0 (local-lvm:vm-100-disk-2)" {
-		t.Errorf("the disk not on the array: %v, dropped %v", p["efidisk0"], dropped)
+	if p["ide2"] != "san2:vm-200-cloudinit,media=cdrom" {
+		t.Errorf("the cloud-init drive must be the new VM's own, not VM 100's: %q", p["ide2"])
+	}
+	wantNotes := []string{"disk efidisk0 (local-lvm:vm-100-disk-2) is not restored (not on the restored array volumes)",
+		"pending configuration changes found (not included into the restored VM)",
+		"snapshots found (not included into the restored VM)",
+		"special config section found (not included into the restored VM)"}
+	if _, ok := p["efidisk0"]; ok || strings.Join(notes, "|") != strings.Join(wantNotes, "|") {
+		t.Errorf("efidisk0 %q, notes %q", p["efidisk0"], notes)
 	}
 	for _, k := range []string{"lock", "parent", "unused0"} {
 		if _, ok := p[k]; ok {
 			t.Errorf("%s carried over", k)
 		}
 	}
-	if len(cfg.Snapshots) != 0 || p["name"] != "web-restored" || p["meta"] != "creation-qemu=9.2.0,ctime=1800000000" {
-		t.Errorf("snapshots %v name %s meta %s", cfg.Snapshots, p["name"], p["meta"])
+	if len(cfg.Snapshots) != 0 || len(cfg.Pending) != 0 || len(cfg.Special) != 0 || p["memory"] != "2048" {
+		t.Errorf("sections carried over: snapshots %v pending %v special %v memory %s", cfg.Snapshots, cfg.Pending, cfg.Special, p["memory"])
+	}
+	if p["name"] != "web-restored" || p["meta"] != "creation-qemu=9.2.0,ctime=1800000000" {
+		t.Errorf("name %s meta %s", p["name"], p["meta"])
 	}
 	mac := regexp.MustCompile(`^virtio=02:AB:CD:[0-9A-F]{2}:[0-9A-F]{2}:[0-9A-F]{2},bridge=vmbr0,firewall=1,link_down=1$`)
 	if !mac.MatchString(p["net0"]) || !strings.Contains(p["net1"], "link_down=1") || strings.Contains(p["net1"], "DD:EE:FF") {
@@ -150,13 +173,42 @@ func TestReplay(t *testing.T) {
 	if p["vmgenid"] == src.Props["vmgenid"] || !strings.HasPrefix(p["smbios1"], "uuid=") || p["smbios1"] == src.Props["smbios1"] {
 		t.Errorf("a restored copy must not share vmgenid/SMBIOS UUID: %s %s", p["vmgenid"], p["smbios1"])
 	}
-	if cfg.Description != "web server" || p["agent"] != "1" || p["boot"] != "order=scsi0;net0" {
+	if cfg.Description != "web server\nsecond line" || p["agent"] != "1" || p["boot"] != "order=scsi0;net0" {
 		t.Errorf("kept settings: %q %v", cfg.Description, p)
 	}
-	out, _ = Replay(src, ReplayOptions{Disks: map[string]string{"scsi0": "san1:vm-300-disk-0"}, PreserveMACs: true, Now: now})
+	// unused0 asked for and restored: it stays a detached disk of the new VM.
+	out, _ = Replay(src, ReplayOptions{Disks: map[string]string{"scsi0": "san1:vm-300-disk-0", "unused0": "san1:vm-300-disk-1"}, PreserveMACs: true, Now: now})
 	cfg, _ = pve.ParseVMConfig(out)
 	if cfg.Props["net0"] != "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0,firewall=1" || cfg.Props["net1"] != "e1000=BC:24:11:DD:EE:FF,bridge=vmbr1,link_down=0" {
 		t.Errorf("preserved MACs: %s / %s", cfg.Props["net0"], cfg.Props["net1"])
+	}
+	if cfg.Props["unused0"] != "san1:vm-300-disk-1" {
+		t.Errorf("restored unused0: %q", cfg.Props["unused0"])
+	}
+	if _, ok := cfg.Props["ide2"]; ok {
+		t.Errorf("a cloud-init drive without a volume made for it: %q", cfg.Props["ide2"])
+	}
+}
+
+// Every section keeps its own '#' description when a config is rewritten (an in-place
+// restore's link_down and unlock rewrite the VM's whole config).
+func TestConfigRewriteKeepsSections(t *testing.T) {
+	root := t.TempDir()
+	v := VMs{PVE: filepath.Join(root, "pve"), Lock: filepath.Join(root, "lock"), Node: "pve1"}
+	must(t, os.MkdirAll(filepath.Join(v.PVE, "nodes", "pve1", "qemu-server"), 0o755))
+	must(t, os.WriteFile(filepath.Join(v.PVE, "nodes", "pve1", "qemu-server", "100.conf"), []byte(srcConfig+"\n[old-day]\n#first line\n#second line\nmemory: 1024\n"), 0o640))
+	must(t, v.Update(100, SetLinkDown))
+	b, _ := os.ReadFile(filepath.Join(v.PVE, "nodes", "pve1", "qemu-server", "100.conf"))
+	cfg, err := pve.ParseVMConfig(b)
+	must(t, err)
+	if cfg.SectionDescriptions["pre-upgrade"] != "before the upgrade" || cfg.SectionDescriptions["old-day"] != "first line\nsecond line" {
+		t.Errorf("snapshot descriptions lost:\n%s", b)
+	}
+	if cfg.Description != "web server\nsecond line" || cfg.Pending["memory"] != "4096" || cfg.Special["cloudinit"]["ipconfig0"] != "ip=dhcp" {
+		t.Errorf("sections lost:\n%s", b)
+	}
+	if !strings.Contains(cfg.Props["net0"], "link_down=1") {
+		t.Errorf("the change itself: %s", cfg.Props["net0"])
 	}
 }
 

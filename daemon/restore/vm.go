@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,15 +83,20 @@ func (v VMs) Running(ctx context.Context, vmid int64) (bool, error) {
 	return strings.Contains(out, "status: running"), nil
 }
 
-// Shutdown shuts the VM down cleanly, stopping it after timeout.
+// Shutdown shuts the VM down cleanly, stopping it after timeout. The restore holds the VM's
+// lock by then, which only root may pass (skiplock).
 func (v VMs) Shutdown(ctx context.Context, vmid int64, timeout time.Duration) error {
-	_, err := v.qm(ctx, "shutdown", strconv.FormatInt(vmid, 10), "--timeout", strconv.Itoa(int(timeout.Seconds())), "--forceStop", "1")
+	_, err := v.qm(ctx, "shutdown", strconv.FormatInt(vmid, 10), "--timeout", strconv.Itoa(int(timeout.Seconds())), "--forceStop", "1", "--skiplock", "1")
 	return err
 }
 
-// Start starts the VM.
-func (v VMs) Start(ctx context.Context, vmid int64) error {
-	_, err := v.qm(ctx, "start", strconv.FormatInt(vmid, 10))
+// Start starts the VM; skiplock passes the restore's own lock (an undo restarting the VM).
+func (v VMs) Start(ctx context.Context, vmid int64, skiplock bool) error {
+	args := []string{"start", strconv.FormatInt(vmid, 10)}
+	if skiplock {
+		args = append(args, "--skiplock", "1")
+	}
+	_, err := v.qm(ctx, args...)
 	return err
 }
 
@@ -232,28 +235,15 @@ func (v VMs) Update(vmid int64, change func(*pve.VMConfig)) error {
 			return err
 		}
 		change(cfg)
-		return v.replace(vmid, formatWithSections(cfg))
+		return v.replace(vmid, cfg.Format())
 	})
-}
-
-// formatWithSections writes a whole config back, snapshots and pending included.
-func formatWithSections(cfg *pve.VMConfig) []byte {
-	b := pve.FormatVMConfig(cfg.Description, cfg.Order, cfg.Props)
-	if len(cfg.Pending) > 0 {
-		b = append(b, "\n[PENDING]\n"...)
-		b = append(b, pve.FormatVMConfig("", nil, cfg.Pending)...)
-	}
-	for _, name := range slices.Sorted(maps.Keys(cfg.Snapshots)) {
-		b = append(b, fmt.Sprintf("\n[%s]\n", name)...)
-		b = append(b, pve.FormatVMConfig("", nil, cfg.Snapshots[name])...)
-	}
-	return b
 }
 
 // ReplayOptions shape the config of a VM restored as a new one.
 type ReplayOptions struct {
 	Name         string
 	Disks        map[string]string // disk key -> new volid; other disks are dropped
+	CloudInit    string            // the new VM's own cloud-init volume ("" when the source has none)
 	PreserveMACs bool
 	LinkDown     bool
 	MACPrefix    string // datacenter mac_prefix (default BC:24:11)
@@ -262,28 +252,49 @@ type ReplayOptions struct {
 
 var macRe = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
 
-// Replay builds a new VM's config from a source config: the restored disks with their new
-// volids, NICs with fresh MACs (unless preserved) and optionally link_down, a new creation
-// time and vmgenid; locks, snapshots, pending changes, the VM state, unused and unrestored
-// disks are not carried over. It returns the dropped disks.
+// cloudInitRe matches a cloud-init drive's volume as qemu-server's drive_is_cloudinit does.
+var cloudInitRe = regexp.MustCompile(`[:/](?:vm-\d+-)?cloudinit(?:\.(?:raw|qcow2|vmdk))?$`)
+
+// IsCloudInit reports whether a drive value ("san1:vm-100-cloudinit,media=cdrom") is a
+// cloud-init drive.
+func IsCloudInit(val string) bool {
+	return cloudInitRe.MatchString(pve.ParsePropertyString(val, "file")["file"])
+}
+
+// Replay builds a new VM's config from a source config the way qmrestore builds it from a
+// vzdump backup, which holds only the current section: snapshots, pending changes and
+// special sections are left out (and said so), as are the lock, the snapshot parent and the
+// VM state. The restored disks get their new volids, unusedN disks only when they were
+// restored, the cloud-init drive the new VM's own volume (regenerated at its start, as a
+// clone's is); NICs get fresh MACs (unless preserved) and optionally link_down, the VM a new
+// creation time, vmgenid and SMBIOS UUID. It returns the config and what it left out, for the
+// task log.
 func Replay(src *pve.VMConfig, o ReplayOptions) ([]byte, []string) {
 	props := map[string]string{}
-	var dropped []string
+	var notes []string
 	for k, val := range src.Props {
 		switch {
 		case k == "lock" || k == "parent" || k == "vmstate" || k == "digest" || k == "runningmachine" || k == "runningcpu":
 			continue
-		case strings.HasPrefix(k, "unused"):
-			continue
 		case pve.IsDiskKey(k):
 			opts := pve.ParsePropertyString(val, "file")
+			if IsCloudInit(val) {
+				if o.CloudInit == "" {
+					notes = append(notes, "cloud-init drive "+k+" ("+opts["file"]+") left out: no volume was made for it")
+					continue
+				}
+				props[k] = replaceFirst(val, opts["file"], o.CloudInit)
+				continue
+			}
 			if opts["media"] == "cdrom" || opts["file"] == "none" {
 				props[k] = val
 				continue
 			}
 			nv, ok := o.Disks[k]
 			if !ok {
-				dropped = append(dropped, k+" ("+opts["file"]+")")
+				if !strings.HasPrefix(k, "unused") {
+					notes = append(notes, "disk "+k+" ("+opts["file"]+") is not restored (not on the restored array volumes)")
+				}
 				continue
 			}
 			props[k] = replaceFirst(val, opts["file"], nv)
@@ -292,6 +303,16 @@ func Replay(src *pve.VMConfig, o ReplayOptions) ([]byte, []string) {
 		default:
 			props[k] = val
 		}
+	}
+	// vzdump's words for what a backup does not include.
+	if len(src.Snapshots) > 0 {
+		notes = append(notes, "snapshots found (not included into the restored VM)")
+	}
+	if len(src.Pending) > 0 {
+		notes = append(notes, "pending configuration changes found (not included into the restored VM)")
+	}
+	if len(src.Special) > 0 {
+		notes = append(notes, "special config section found (not included into the restored VM)")
 	}
 	if o.Name != "" {
 		props["name"] = o.Name
@@ -309,8 +330,8 @@ func Replay(src *pve.VMConfig, o ReplayOptions) ([]byte, []string) {
 		props["smbios1"] = replaceUUID(smb)
 	}
 	order := append([]string(nil), src.Order...)
-	sort.Strings(dropped)
-	return pve.FormatVMConfig(src.Description, order, props), dropped
+	sort.Strings(notes)
+	return pve.FormatVMConfig(src.Description, order, props), notes
 }
 
 func replaceFirst(s, old, new string) string {

@@ -63,3 +63,17 @@ func (s *Script) Done() error {
 	}
 	return nil
 }
+
+// Emulator adapts an in-process command emulator to Runner: given argv it answers what the
+// program would print on stdout and stderr and its exit status (the simulator's zfs, LVM and
+// qm, sim/fakecli). A non-zero status is an *ExecError, as from Exec.
+type Emulator func(argv []string) (stdout []byte, stderr string, code int)
+
+// Run calls the emulator.
+func (e Emulator) Run(ctx context.Context, argv []string, opts ...Option) ([]byte, error) {
+	out, stderr, code := e(argv)
+	if code != 0 {
+		return out, &ExecError{Argv: argv, ExitCode: code, Stderr: stderr}
+	}
+	return out, nil
+}

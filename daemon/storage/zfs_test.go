@@ -37,7 +37,7 @@ func TestExistingOneCommand(t *testing.T) {
 	if err := st.Snapshot("vm-100-disk-0", "pvesnap-a"); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ZFS{Run: z}.Existing(context.Background(), "rpool/data/vm-100-disk-0", "rpool/data/vm-101-disk-0", "rpool/data/vm-100-disk-0@pvesnap-a")
+	got, err := ZFS{Run: runner.Emulator(z.Command)}.Existing(context.Background(), "rpool/data/vm-100-disk-0", "rpool/data/vm-101-disk-0", "rpool/data/vm-100-disk-0@pvesnap-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestExistingOneCommand(t *testing.T) {
 	if _, err := (ZFS{Run: denied}).Existing(context.Background(), "rpool/data/vm-100-disk-0"); err == nil || !strings.Contains(err.Error(), "Permission denied") {
 		t.Fatalf("zfs refused: %v", err)
 	}
-	if _, err := (ZFS{Run: z}).Existing(context.Background(), "rpool/data/../x"); err == nil {
+	if _, err := (ZFS{Run: runner.Emulator(z.Command)}).Existing(context.Background(), "rpool/data/../x"); err == nil {
 		t.Fatal("an invalid name reached zfs")
 	}
 }
@@ -62,7 +62,7 @@ func TestExistingOneCommand(t *testing.T) {
 // says so in PVE's words, and the snapshot taken for it is removed again.
 func TestCloneOntoTargetMadeMeanwhile(t *testing.T) {
 	z, st := fakePool(t, "vm-100-disk-0", "vm-9999-snap")
-	m := &Module{Run: z, LockDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}
+	m := &Module{Run: runner.Emulator(z.Command), LockDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}
 	spec, _ := json.Marshal(CopySpec{Storage: "local-zfs", Pool: "rpool/data", Source: "vm-100-disk-0", Target: "vm-9999-snap"})
 	var log bytes.Buffer
 	err := m.zfsClone(context.Background(), tasks.NewTask(tasks.UPID{Node: "pve1"}, tasks.Job{}, &log), spec)
@@ -84,7 +84,7 @@ func TestKernelFallsBackToCommand(t *testing.T) {
 	}
 	for _, dev := range []string{t.TempDir() + "/missing", notZFS} {
 		z, st := fakePool(t, "vm-100-disk-0")
-		zz := ZFS{Run: z, Dev: dev}
+		zz := ZFS{Run: runner.Emulator(z.Command), Dev: dev}
 		got, err := zz.Existing(context.Background(), "rpool/data/vm-100-disk-0", "rpool/data/vm-101-disk-0")
 		if err != nil || !got["rpool/data/vm-100-disk-0"] || got["rpool/data/vm-101-disk-0"] {
 			t.Fatalf("%s: existing %v %v", dev, got, err)

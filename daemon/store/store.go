@@ -126,6 +126,8 @@ var migrations = []string{
 		origin_time INTEGER NOT NULL,
 		recorded    INTEGER NOT NULL
 	);`,
+	// 3: why an undo failed, so that 'pvesnap restore --status' can say it.
+	`ALTER TABLE journal ADD COLUMN undo_error TEXT NOT NULL DEFAULT '';`,
 }
 
 // Open opens (creating if needed) the database at path and applies pending migrations.
@@ -134,7 +136,11 @@ func Open(path string) (*DB, error) {
 		return nil, err
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+	// synchronous=FULL: every commit is on stable media before it returns. The restore journal
+	// records each step's undo before the step's side effect (an array volume, a renamed LV);
+	// with NORMAL, a WAL commit could still be lost to a power failure after that side effect
+	// happened, leaving an object no journal knows.
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(FULL)"} {
 		q.Add("_pragma", p)
 	}
 	// Every transaction pvesnap opens writes, most after reading first (the restore journal

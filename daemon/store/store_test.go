@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -72,5 +73,32 @@ func TestConcurrentReadThenWrite(t *testing.T) {
 	}
 	if failed != 0 || n != workers*rounds {
 		t.Fatalf("%d of %d transactions failed; %d rows", failed, workers*rounds, n)
+	}
+}
+
+// Every connection commits durably (synchronous=FULL): the restore journal's rows precede
+// side effects on arrays and LVM, and must not be lost to a power failure after them.
+func TestSynchronousFull(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "pvesnap.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxIdleConns(4)
+	conns := make([]*sql.Conn, 4)
+	for i := range conns {
+		c, err := db.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+		var mode int
+		if err := c.QueryRowContext(context.Background(), `PRAGMA synchronous`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		if mode != 2 {
+			t.Fatalf("connection %d: synchronous=%d, want 2 (FULL)", i, mode)
+		}
 	}
 }

@@ -43,6 +43,12 @@ type Options struct {
 	// Sim are simulator options (the demo's GUI page and static files); Dir is set here.
 	Sim     simpve.Options
 	LogPath string // the daemon's log ("": Work/daemon.log)
+	// State is pvesnap's state directory ("": the simulator's node state directory); the
+	// power-loss test gives it a file system of its own, on a device it can cut.
+	State string
+	// FaultMark is passed as PVESNAP_FAULT_MARK with a fault step: the worker then freezes
+	// at that step after creating this file, instead of killing itself.
+	FaultMark string
 }
 
 // Node is the running node.
@@ -88,7 +94,7 @@ func Start(o Options) (*Node, error) {
 		}
 		n.mounts = append(n.mounts, data)
 	}
-	li, err := lio.Setup()
+	li, err := guest.SetupLIO()
 	if err != nil {
 		return nil, err
 	}
@@ -173,11 +179,19 @@ paths:
   lock: %s
   iscsi: %s
   bin: %s/bin:/usr/sbin:/usr/bin:/sbin:/bin
-`, listen, n.Sim.URL("pve1"), p.PVE, p.Tasks, p.State, p.Run, p.Lock, filepath.Join(o.Work, "iscsi"), o.Work)), 0o644)
+`, listen, n.Sim.URL("pve1"), p.PVE, p.Tasks, n.StateDir(), p.Run, p.Lock, filepath.Join(o.Work, "iscsi"), o.Work)), 0o644)
 	if err := n.StartDaemon(""); err != nil {
 		return nil, err
 	}
 	return n, nil
+}
+
+// StateDir is where pvesnap keeps its state database.
+func (n *Node) StateDir() string {
+	if n.O.State != "" {
+		return n.O.State
+	}
+	return n.Sim.NodePaths("pve1").State
 }
 
 // AddVM creates VM vmid's LVs (size each) on san1 and its config; it returns the disk paths.
@@ -201,6 +215,9 @@ func (n *Node) AddVM(vmid int, name string, disks int, size int64, ctime time.Ti
 func (n *Node) StartDaemon(fault string) error {
 	cmd := exec.Command(n.O.Binary, "--config", n.Config, "serve")
 	cmd.Env = append(os.Environ(), "PVESNAP_FAULT_STEP="+fault)
+	if fault != "" && n.O.FaultMark != "" {
+		cmd.Env = append(cmd.Env, "PVESNAP_FAULT_MARK="+n.O.FaultMark)
+	}
 	logPath := n.O.LogPath
 	if logPath == "" {
 		logPath = filepath.Join(n.O.Work, "daemon.log")

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/ioctl"
 	"github.com/pvesnap/pvesnap/lab/guest"
@@ -20,7 +19,7 @@ import (
 // RealVolumes backs the simulated pveproxy's zfspool and lvmthin storages with the guest's
 // real pools, as PVE's ZFSPoolPlugin and LvmThinPlugin manage them, so that what pvesnap does
 // on a pool is what pveproxy lists and deletes. Other storages keep the simulator's files.
-func RealVolumes(_ string, st *pve.Storage) simpve.Volumes {
+func RealVolumes(_ string, st *simpve.Storage) simpve.Volumes {
 	switch st.Type {
 	case "zfspool":
 		return ZFSVolumes{Pool: st.Pool}
@@ -146,7 +145,7 @@ func (t ThinVolumes) List() ([]volstore.Vol, error) {
 		if !lv.Thin() || lv.Pool != t.Pool {
 			continue
 		}
-		vols = append(vols, volstore.Vol{Name: lv.Name, Size: lv.Size, Meta: volstore.Meta{Created: lv.Time.Unix(), Origin: lv.Origin, Tags: lv.Tags}})
+		vols = append(vols, volstore.Vol{Name: lv.Name, Size: lv.Size, Meta: volstore.Meta{Created: lv.Time.Unix(), ThinOrigin: lv.Origin, Tags: lv.Tags}})
 	}
 	return vols, nil
 }

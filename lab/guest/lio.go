@@ -18,11 +18,18 @@ type (
 )
 
 var (
-	SetupLIO   = lio.Setup
 	PureNAA    = lio.PureNAA
 	WaitForNAA = lio.WaitForNAA
 	FindByNAA  = lio.FindByNAA
 )
+
+// SetupLIO loads the target and SCSI modules (lio.Modules) and opens LIO's configfs tree.
+func SetupLIO() (*LIO, error) {
+	if out, err := Run("modprobe", append([]string{"-a"}, lio.Modules...)...); err != nil {
+		return nil, fmt.Errorf("modprobe %s: %v: %s", strings.Join(lio.Modules, " "), err, out)
+	}
+	return lio.Open()
+}
 
 // Partition splits a disk into n equal partitions (sfdisk) and returns their devices.
 func Partition(disk string, n int) ([]string, error) {

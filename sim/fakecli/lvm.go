@@ -1,7 +1,6 @@
 package fakecli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -12,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/sim/volstore"
 )
 
@@ -25,20 +23,27 @@ type VG struct {
 	PVs []string
 }
 
-// LVM emulates lvs, lvcreate, lvchange and lvremove over volume stores.
+// LVM emulates lvs, pvs, lvcreate, lvchange and lvremove over volume stores, with lvm2's
+// exit codes: 3 for a refused command line (EINVALID_CMD_LINE), 5 for a failed command
+// (ECMD_FAILED).
 type LVM struct {
 	VGs   map[string]VG
 	mu    sync.Mutex
 	Calls [][]string
 }
 
-// Run implements runner.Runner.
-func (l *LVM) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byte, error) {
+const (
+	lvmBadCmdLine = 3
+	lvmFailed     = 5
+)
+
+// Exec answers one LVM command.
+func (l *LVM) Exec(argv []string) Result {
 	l.mu.Lock()
 	l.Calls = append(l.Calls, append([]string(nil), argv...))
 	l.mu.Unlock()
 	if len(argv) == 0 {
-		return nil, fail(argv, 3, "no command")
+		return fail(lvmBadCmdLine, "no command")
 	}
 	switch argv[0] {
 	case "lvs":
@@ -52,28 +57,67 @@ func (l *LVM) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 	case "lvremove":
 		return l.lvremove(argv)
 	}
-	return nil, fail(argv, 3, fmt.Sprintf("fakecli: %s not emulated", argv[0]))
+	return fail(127, fmt.Sprintf("fakecli: %s not emulated", argv[0]))
 }
 
-func (l *LVM) vgOf(argv []string, spec string) (VG, string, string, error) {
+func noVG(vg string) Result {
+	return fail(lvmFailed, fmt.Sprintf("  Volume group \"%s\" not found\n  Cannot process volume group %s", vg, vg))
+}
+
+func (l *LVM) vgOf(spec string) (VG, string, string, *Result) {
 	vg, lv, _ := strings.Cut(spec, "/")
 	g, ok := l.VGs[vg]
 	if !ok {
-		return VG{}, "", "", fail(argv, 5, fmt.Sprintf("  Volume group \"%s\" not found\n  Cannot process volume group %s", vg, vg))
+		r := noVG(vg)
+		return VG{}, "", "", &r
 	}
 	return g, vg, lv, nil
 }
 
-func (l *LVM) lvs(argv []string) ([]byte, error) {
+// NameMax is lvm2's limit on VG and LV names: NAME_LEN (128) including the terminating NUL.
+const NameMax = 127
+
+// checkLVName is lvm2's validate_restricted_lvname_param for a new LV's name (tools/toollib.c,
+// lib/misc/lvm-string.c): 1 to 127 characters of [A-Za-z0-9._+-], not starting with '-',
+// not "." or "..", no reserved prefix ("snapshot", "pvmove") and no reserved component
+// string ("_tmeta", "_rimage", …).
+func checkLVName(name string) *Result {
+	valid := name != "" && name[0] != '-' && name != "." && name != ".." && len(name) <= NameMax
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '+') {
+			valid = false
+		}
+	}
+	if !valid {
+		r := fail(lvmBadCmdLine, fmt.Sprintf("  Logical volume name \"%s\" is invalid.", name))
+		return &r
+	}
+	for _, p := range []string{"pvmove", "snapshot"} {
+		if strings.HasPrefix(name, p) {
+			r := fail(lvmBadCmdLine, fmt.Sprintf("  Names starting \"%s\" are reserved. Please choose a different LV name.", p))
+			return &r
+		}
+	}
+	if i := strings.IndexByte(name, '_'); i >= 0 {
+		for _, s := range []string{"_cdata", "_cmeta", "_corig", "_cpool", "_cvol", "_wcorig", "_mimage", "_mlog", "_rimage",
+			"_rmeta", "_tdata", "_tmeta", "_vdata", "_imeta", "_iorig", "_pmspare", "_vorigin"} {
+			if strings.Contains(name[i:], s) {
+				r := fail(lvmBadCmdLine, fmt.Sprintf("  Names including \"%s\" are reserved. Please choose a different LV name.", s))
+				return &r
+			}
+		}
+	}
+	return nil
+}
+
+func (l *LVM) lvs(argv []string) Result {
 	vgName := argv[len(argv)-1]
 	var names []string
 	if strings.HasPrefix(vgName, "-") || strings.Contains(vgName, ",") {
-		for n := range l.VGs {
-			names = append(names, n)
-		}
+		names = slices.Sorted(maps.Keys(l.VGs))
 	} else {
 		if _, ok := l.VGs[vgName]; !ok {
-			return nil, fail(argv, 5, fmt.Sprintf("  Volume group \"%s\" not found\n  Cannot process volume group %s", vgName, vgName))
+			return noVG(vgName)
 		}
 		names = []string{vgName}
 	}
@@ -86,7 +130,11 @@ func (l *LVM) lvs(argv []string) ([]byte, error) {
 		}
 		vols, err := g.Store.List()
 		if err != nil {
-			return nil, err
+			return fail(lvmFailed, err.Error())
+		}
+		exists := map[string]bool{}
+		for _, v := range vols {
+			exists[v.Name] = true
 		}
 		for _, v := range vols {
 			attr, pool := "-wi-a-----", ""
@@ -97,8 +145,8 @@ func (l *LVM) lvs(argv []string) ([]byte, error) {
 				attr = attr[:4] + "-" + attr[5:]
 			}
 			origin := ""
-			if v.Meta.Origin != "" {
-				origin, _, _ = strings.Cut(v.Meta.Origin, "@")
+			if o := v.Meta.ThinOrigin; o != "" && exists[o] {
+				origin = o // a removed origin leaves the snapshot without one
 			}
 			rows = append(rows, map[string]string{"vg_name": vn, "lv_name": v.Name, "lv_uuid": v.Meta.UUID,
 				"lv_size": strconv.FormatInt(v.Size, 10), "lv_attr": attr, "lv_path": "/dev/" + vn + "/" + v.Name,
@@ -109,10 +157,10 @@ func (l *LVM) lvs(argv []string) ([]byte, error) {
 		}
 	}
 	b, _ := json.Marshal(map[string]any{"report": []map[string]any{{"lv": rows}}})
-	return b, nil
+	return Result{Stdout: b}
 }
 
-func (l *LVM) pvs() ([]byte, error) {
+func (l *LVM) pvs() Result {
 	rows := []map[string]string{}
 	for _, vn := range slices.Sorted(maps.Keys(l.VGs)) {
 		for i, pv := range l.VGs[vn].PVs {
@@ -121,140 +169,188 @@ func (l *LVM) pvs() ([]byte, error) {
 		}
 	}
 	b, _ := json.Marshal(map[string]any{"report": []map[string]any{{"pv": rows}}})
-	return b, nil
+	return Result{Stdout: b}
 }
 
-func argAfter(argv []string, flag string) string {
-	for i, a := range argv {
-		if a == flag && i+1 < len(argv) {
-			return argv[i+1]
+// lvcreateArgs are the lvcreate options the emulator knows, parsed like lvm2's getopt: a
+// value follows its option; anything else is refused as lvm2 refuses an unknown option.
+type lvcreateArgs struct {
+	name, size, virtual, thinpool string
+	tags                          []string
+	snapshot, skipOff, activate   bool
+	deactivate, autoactivation    bool
+	positional                    []string
+}
+
+func parseLVCreate(argv []string) (lvcreateArgs, *Result) {
+	var a lvcreateArgs
+	a.activate = true
+	for i := 1; i < len(argv); i++ {
+		arg := argv[i]
+		value := func() (string, bool) {
+			if i+1 >= len(argv) {
+				return "", false
+			}
+			i++
+			return argv[i], true
+		}
+		var ok = true
+		switch arg {
+		case "--yes", "-Wy", "-y":
+		case "-aly", "-ay":
+			a.activate = true
+		case "-an":
+			a.activate, a.deactivate = false, true
+		case "-s", "--snapshot":
+			a.snapshot = true
+		case "-kn", "--setactivationskip=n":
+			a.skipOff = true
+		case "-n", "--name":
+			a.name, ok = value()
+		case "-L", "--size":
+			a.size, ok = value()
+		case "-V", "--virtualsize":
+			a.virtual, ok = value()
+		case "--thinpool", "-T":
+			a.thinpool, ok = value()
+		case "--addtag":
+			var t string
+			t, ok = value()
+			a.tags = append(a.tags, t)
+		case "--setautoactivation":
+			_, ok = value()
+			a.autoactivation = true
+		default:
+			if strings.HasPrefix(arg, "-") {
+				r := fail(lvmBadCmdLine, fmt.Sprintf("lvcreate: unrecognized option '%s'\n  Error during parsing of command line.", arg))
+				return a, &r
+			}
+			a.positional = append(a.positional, arg)
+		}
+		if !ok {
+			r := fail(lvmBadCmdLine, fmt.Sprintf("lvcreate: option '%s' requires an argument\n  Error during parsing of command line.", arg))
+			return a, &r
 		}
 	}
-	return ""
+	return a, nil
 }
 
+// kib reads an lvm2 size argument ("1048576k"; the daemon always passes KiB).
 func kib(s string) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimSuffix(s, "k"), 10, 64)
+	n, err := strconv.ParseInt(strings.TrimSuffix(strings.ToLower(s), "k"), 10, 64)
 	return n * 1024, err
 }
 
-func (l *LVM) lvcreate(argv []string) ([]byte, error) {
-	name := argAfter(argv, "--name")
-	if name == "" {
-		name = argAfter(argv, "-n")
+func (l *LVM) lvcreate(argv []string) Result {
+	a, bad := parseLVCreate(argv)
+	if bad != nil {
+		return *bad
 	}
-	var tags []string
-	for i, a := range argv {
-		if a == "--addtag" && i+1 < len(argv) {
-			tags = append(tags, argv[i+1])
+	if a.name != "" {
+		if r := checkLVName(a.name); r != nil {
+			return *r
 		}
 	}
-	if slices.Contains(argv, "-s") { // thin snapshot: lvcreate --yes -s -kn -ay -n <name> vg/origin
-		g, vg, origin, err := l.vgOf(argv, argv[len(argv)-1])
-		if err != nil {
-			return nil, err
+	if a.snapshot { // thin snapshot: lvcreate --yes -s -kn -ay -n <name> vg/origin
+		if len(a.positional) != 1 {
+			return fail(lvmBadCmdLine, "  Please specify a logical volume to act as the snapshot origin.")
+		}
+		g, vg, origin, r := l.vgOf(a.positional[0])
+		if r != nil {
+			return *r
 		}
 		if g.ThinPool == "" {
-			return nil, fail(argv, 5, "  Please specify either size or extents with snapshots.")
+			return fail(lvmBadCmdLine, "  Please specify either size or extents with snapshots.")
 		}
-		if g.Store.Exists(name) {
-			return nil, fail(argv, 5, fmt.Sprintf("  Logical Volume \"%s\" already exists in volume group \"%s\"", name, vg))
+		if g.Store.Exists(a.name) {
+			return fail(lvmFailed, fmt.Sprintf("  Logical Volume \"%s\" already exists in volume group \"%s\"", a.name, vg))
 		}
 		if !g.Store.Exists(origin) {
-			return nil, fail(argv, 5, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, origin))
+			return fail(lvmFailed, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, origin))
 		}
-		fi, _ := os.Stat(g.Store.Path(origin))
-		if err := g.Store.Create(name, fi.Size(), volstore.Meta{Origin: origin + "@thin",
-			// lvm2 gives thin snapshots the activation skip flag unless -kn; skipped LVs stay
-			// inactive, others are activated unless -an.
-			Active: slices.Contains(argv, "-kn") && !slices.Contains(argv, "-an")}); err != nil {
-			return nil, err
+		fi, err := os.Stat(g.Store.Path(origin))
+		if err != nil {
+			return fail(lvmFailed, err.Error())
 		}
-		return nil, volstore.CopySparse(g.Store.Path(origin), g.Store.Path(name))
+		// lvm2 gives thin snapshots the activation skip flag unless -kn; skipped LVs stay
+		// inactive, others are activated unless -an.
+		if err := g.Store.Create(a.name, fi.Size(), volstore.Meta{ThinOrigin: origin, Active: a.skipOff && !a.deactivate}); err != nil {
+			return fail(lvmFailed, err.Error())
+		}
+		if err := volstore.CopySparse(g.Store.Path(origin), g.Store.Path(a.name)); err != nil {
+			return fail(lvmFailed, err.Error())
+		}
+		return Result{Stdout: []byte(fmt.Sprintf("  Logical volume \"%s\" created.\n", a.name))}
 	}
 	var g VG
-	var vg string
-	var size int64
-	var err error
-	if pool := argAfter(argv, "--thinpool"); pool != "" {
-		if slices.Contains(argv, "--setautoactivation") { // lvm2 2.03.16, found in the lab
-			return nil, fail(argv, 3, "Option --setautoactivation is unsupported with thins.")
+	var vg, sizeArg string
+	if a.thinpool != "" {
+		if a.autoactivation { // lvm2 2.03.16, found in the lab
+			return fail(lvmBadCmdLine, "Option --setautoactivation is unsupported with thins.")
 		}
-		g, vg, _, err = l.vgOf(argv, pool)
-		if err != nil {
-			return nil, err
+		var r *Result
+		if g, vg, _, r = l.vgOf(a.thinpool); r != nil {
+			return *r
 		}
-		size, err = kib(argAfter(argv, "-V"))
+		sizeArg = a.virtual
 	} else {
-		g, vg, _, err = l.vgOf(argv, argv[len(argv)-1])
-		if err != nil {
-			return nil, err
+		if len(a.positional) != 1 {
+			return fail(lvmBadCmdLine, "  Please provide a volume group name")
 		}
-		size, err = kib(argAfter(argv, "--size"))
+		var r *Result
+		if g, vg, _, r = l.vgOf(a.positional[0]); r != nil {
+			return *r
+		}
+		sizeArg = a.size
 	}
+	if a.name == "" {
+		return fail(lvmBadCmdLine, "  fakecli: lvcreate without --name is not emulated")
+	}
+	size, err := kib(sizeArg)
 	if err != nil || size <= 0 {
-		return nil, fail(argv, 3, "  Invalid size")
+		return fail(lvmBadCmdLine, fmt.Sprintf("  Invalid argument for --size: %s", sizeArg))
 	}
 	size = (size + 4<<20 - 1) / (4 << 20) * (4 << 20) // 4 MiB extents
-	if g.Store.Exists(name) {
-		return nil, fail(argv, 5, fmt.Sprintf("  Logical Volume \"%s\" already exists in volume group \"%s\"", name, vg))
+	if g.Store.Exists(a.name) {
+		return fail(lvmFailed, fmt.Sprintf("  Logical Volume \"%s\" already exists in volume group \"%s\"", a.name, vg))
 	}
-	return nil, g.Store.Create(name, size, volstore.Meta{Tags: tags, Active: true})
+	if err := g.Store.Create(a.name, size, volstore.Meta{Tags: a.tags, Active: !a.deactivate}); err != nil {
+		return fail(lvmFailed, err.Error())
+	}
+	return Result{Stdout: []byte(fmt.Sprintf("  Logical volume \"%s\" created.\n", a.name))}
 }
 
-func (l *LVM) lvchange(argv []string) ([]byte, error) {
-	if len(argv) != 3 {
-		return nil, fail(argv, 3, "fakecli: unsupported lvchange form")
+func (l *LVM) lvchange(argv []string) Result {
+	if len(argv) != 3 || (argv[1] != "-ay" && argv[1] != "-an") {
+		return fail(lvmBadCmdLine, "fakecli: only lvchange -ay|-an VG/LV is emulated")
 	}
-	g, vg, lv, err := l.vgOf(argv, argv[2])
-	if err != nil {
-		return nil, err
+	g, vg, lv, r := l.vgOf(argv[2])
+	if r != nil {
+		return *r
 	}
 	if !g.Store.Exists(lv) {
-		return nil, fail(argv, 5, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, lv))
+		return fail(lvmFailed, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, lv))
 	}
 	m, _ := g.Store.Meta(lv)
 	m.Active = argv[1] == "-ay"
-	return nil, g.Store.SetMeta(lv, m)
+	if err := g.Store.SetMeta(lv, m); err != nil {
+		return fail(lvmFailed, err.Error())
+	}
+	return Result{}
 }
 
-func (l *LVM) lvremove(argv []string) ([]byte, error) {
-	g, vg, lv, err := l.vgOf(argv, argv[len(argv)-1])
-	if err != nil {
-		return nil, err
+// lvremove -f VG/LV. A thin snapshot's origin can be removed before the snapshot: they share
+// the pool's blocks, and the snapshot keeps its data.
+func (l *LVM) lvremove(argv []string) Result {
+	g, vg, lv, r := l.vgOf(argv[len(argv)-1])
+	if r != nil {
+		return *r
+	}
+	if lv == g.ThinPool && lv != "" {
+		return fail(lvmFailed, fmt.Sprintf("  Removing pool \"%s\" will remove its thin volumes: fakecli refuses", lv))
 	}
 	if err := g.Store.Destroy(lv, true); err != nil {
-		return nil, fail(argv, 5, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, lv))
+		return fail(lvmFailed, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, lv))
 	}
-	return nil, nil
-}
-
-// Dispatch routes a command to the emulator for its program.
-type Dispatch struct {
-	ZFS *ZFS
-	LVM *LVM
-	// QM answers qm commands (guest-agent calls).
-	QM runner.Func
-}
-
-// QMAgentless answers qm guest commands as PVE does for a VM without a running agent.
-var QMAgentless runner.Func = func(ctx context.Context, argv []string) ([]byte, error) {
-	if len(argv) >= 4 && argv[1] == "guest" && argv[2] == "cmd" {
-		return nil, fail(argv, 255, "QEMU guest agent is not running")
-	}
-	return nil, fail(argv, 2, "fakecli: qm "+strings.Join(argv[1:], " ")+" not emulated")
-}
-
-// Run implements runner.Runner.
-func (d *Dispatch) Run(ctx context.Context, argv []string, opts ...runner.Option) ([]byte, error) {
-	if len(argv) > 0 && argv[0] == "qm" && d.QM != nil {
-		return d.QM(ctx, argv)
-	}
-	if len(argv) > 0 && argv[0] == "zfs" && d.ZFS != nil {
-		return d.ZFS.Run(ctx, argv, opts...)
-	}
-	if d.LVM != nil {
-		return d.LVM.Run(ctx, argv, opts...)
-	}
-	return nil, fail(argv, 127, "fakecli: no emulator for "+strings.Join(argv, " "))
+	return Result{Stdout: []byte(fmt.Sprintf("  Logical volume \"%s\" successfully removed.\n", lv))}
 }

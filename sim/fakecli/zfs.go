@@ -1,10 +1,11 @@
 // Package fakecli emulates the zfs and LVM command lines over the simulator's volume stores,
-// with the real tools' output formats and error messages, so pvesnap's storage code can be
-// tested against sim/pve without a kernel. The lab runs the same code against the real tools.
+// with the real tools' output formats, error messages and exit codes, so pvesnap's storage
+// code can be tested against sim/pve without a kernel. The lab runs the same code against the
+// real tools. The emulators answer argv with what the program would print and its exit status
+// (Result): in process for the tests, or as real executables (sim/node).
 package fakecli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,19 +14,23 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/sim/volstore"
 )
+
+// Result is what a command leaves behind: its standard output and error and its exit status.
+type Result struct {
+	Stdout []byte
+	Stderr string
+	Code   int
+}
+
+func fail(code int, msg string) Result { return Result{Code: code, Stderr: msg + "\n"} }
 
 // ZFS emulates /usr/sbin/zfs for zvols in pools mapped to volume stores.
 type ZFS struct {
 	Pools map[string]volstore.Store // "rpool/data" -> store
 	mu    sync.Mutex
 	Calls [][]string
-}
-
-func fail(argv []string, code int, msg string) error {
-	return &runner.ExecError{Argv: argv, ExitCode: code, Stderr: msg + "\n"}
 }
 
 // split resolves "pool/path/vol[@snap]" to the store and the volume name.
@@ -47,13 +52,17 @@ func (z *ZFS) split(ds string) (volstore.Store, string, string, bool) {
 	return z.Pools[best], best, rest, true
 }
 
-// Run implements runner.Runner.
-func (z *ZFS) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byte, error) {
+// DatasetNameMax is OpenZFS's limit on a dataset or snapshot name, pool included:
+// ZFS_MAX_DATASET_NAME_LEN (256) with the terminating NUL.
+const DatasetNameMax = 255
+
+// Exec answers one zfs command.
+func (z *ZFS) Exec(argv []string) Result {
 	z.mu.Lock()
 	z.Calls = append(z.Calls, append([]string(nil), argv...))
 	z.mu.Unlock()
 	if len(argv) < 2 || argv[0] != "zfs" {
-		return nil, fail(argv, 2, fmt.Sprintf("fakecli: not a zfs command: %v", argv))
+		return fail(2, fmt.Sprintf("fakecli: not a zfs command: %v", argv))
 	}
 	switch argv[1] {
 	case "get":
@@ -69,23 +78,23 @@ func (z *ZFS) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 	case "promote":
 		return z.promote(argv)
 	}
-	return nil, fail(argv, 2, fmt.Sprintf("unrecognized command '%s'", argv[1]))
+	return fail(2, fmt.Sprintf("unrecognized command '%s'", argv[1]))
 }
 
-func noDataset(argv []string, ds string) error {
-	return fail(argv, 1, fmt.Sprintf("cannot open '%s': dataset does not exist", ds))
+func noDataset(ds string) Result {
+	return fail(1, fmt.Sprintf("cannot open '%s': dataset does not exist", ds))
 }
 
 // get: zfs get -H -p -o property,value <props> <ds>
-func (z *ZFS) get(argv []string) ([]byte, error) {
+func (z *ZFS) get(argv []string) Result {
 	if len(argv) != 8 || argv[2] != "-H" || argv[3] != "-p" || argv[4] != "-o" || argv[5] != "property,value" {
-		return nil, fail(argv, 2, "fakecli: unsupported zfs get form")
+		return fail(2, "fakecli: unsupported zfs get form")
 	}
 	props := strings.Split(argv[6], ",")
 	ds := argv[7]
 	st, pool, rest, ok := z.split(ds)
 	if !ok {
-		return nil, noDataset(argv, ds)
+		return noDataset(ds)
 	}
 	vol, _, isSnap := strings.Cut(rest, "@")
 	var m volstore.Meta
@@ -99,11 +108,11 @@ func (z *ZFS) get(argv []string) ([]byte, error) {
 			}
 		}
 		if !found {
-			return nil, noDataset(argv, ds)
+			return noDataset(ds)
 		}
 	} else {
 		if !st.Exists(vol) {
-			return nil, noDataset(argv, ds)
+			return noDataset(ds)
 		}
 		m, _ = st.Meta(vol)
 		fi, _ := os.Stat(st.Path(vol))
@@ -136,16 +145,16 @@ func (z *ZFS) get(argv []string) ([]byte, error) {
 				v = strings.Join(full, ",")
 			}
 		default:
-			return nil, fail(argv, 2, fmt.Sprintf("bad property list: invalid property '%s'", p))
+			return fail(2, fmt.Sprintf("bad property list: invalid property '%s'", p))
 		}
 		fmt.Fprintf(&b, "%s\t%s\n", p, v)
 	}
-	return []byte(b.String()), nil
+	return Result{Stdout: []byte(b.String())}
 }
 
 // names: zfs list -H -o name <ds>…: the datasets that exist on stdout, one line each, and
 // for each missing one "cannot open '<ds>': dataset does not exist" on stderr (exit 1).
-func (z *ZFS) names(argv []string) ([]byte, error) {
+func (z *ZFS) names(argv []string) Result {
 	var out, errs strings.Builder
 	for _, ds := range argv[5:] {
 		st, _, rest, ok := z.split(ds)
@@ -168,28 +177,28 @@ func (z *ZFS) names(argv []string) ([]byte, error) {
 		}
 	}
 	if errs.Len() > 0 {
-		return []byte(out.String()), &runner.ExecError{Argv: argv, ExitCode: 1, Stderr: errs.String()}
+		return Result{Stdout: []byte(out.String()), Stderr: errs.String(), Code: 1}
 	}
-	return []byte(out.String()), nil
+	return Result{Stdout: []byte(out.String())}
 }
 
 // list: zfs list -H -p -t snapshot -o name,clones,creation -d 1 <ds>, or the names form.
-func (z *ZFS) list(argv []string) ([]byte, error) {
+func (z *ZFS) list(argv []string) Result {
 	if len(argv) > 5 && strings.Join(argv[:5], " ") == "zfs list -H -o name" {
 		return z.names(argv)
 	}
 	want := []string{"zfs", "list", "-H", "-p", "-t", "snapshot", "-o", "name,clones,creation", "-d", "1"}
 	if len(argv) != len(want)+1 || strings.Join(argv[:len(want)], " ") != strings.Join(want, " ") {
-		return nil, fail(argv, 2, "fakecli: unsupported zfs list form")
+		return fail(2, "fakecli: unsupported zfs list form")
 	}
 	ds := argv[len(argv)-1]
 	st, pool, vol, ok := z.split(ds)
 	if !ok || !st.Exists(vol) {
-		return nil, noDataset(argv, ds)
+		return noDataset(ds)
 	}
 	snaps, err := st.Snapshots(vol)
 	if err != nil {
-		return nil, err
+		return fail(1, err.Error())
 	}
 	var b strings.Builder
 	for _, s := range snaps {
@@ -204,67 +213,73 @@ func (z *ZFS) list(argv []string) ([]byte, error) {
 		}
 		fmt.Fprintf(&b, "%s/%s\t%s\t%d\n", pool, s.Name, clones, s.Meta.Created)
 	}
-	return []byte(b.String()), nil
+	return Result{Stdout: []byte(b.String())}
 }
 
-func (z *ZFS) snapshot(argv []string) ([]byte, error) {
+func (z *ZFS) snapshot(argv []string) Result {
 	if len(argv) != 3 {
-		return nil, fail(argv, 2, "usage: snapshot <dataset>@<snapname>")
+		return fail(2, "usage: snapshot <dataset>@<snapname>")
 	}
 	st, _, rest, ok := z.split(argv[2])
 	vol, snap, isSnap := strings.Cut(rest, "@")
 	if !ok || !isSnap {
-		return nil, noDataset(argv, argv[2])
+		return noDataset(argv[2])
+	}
+	if len(argv[2]) > DatasetNameMax {
+		return fail(1, fmt.Sprintf("cannot create snapshot '%s': name is too long", argv[2]))
 	}
 	if err := st.Snapshot(vol, snap); err != nil {
 		if errors.Is(err, volstore.ErrExists) {
-			return nil, fail(argv, 1, fmt.Sprintf("cannot create snapshot '%s': dataset already exists", argv[2]))
+			return fail(1, fmt.Sprintf("cannot create snapshot '%s': dataset already exists", argv[2]))
 		}
-		return nil, noDataset(argv, strings.SplitN(argv[2], "@", 2)[0])
+		return noDataset(strings.SplitN(argv[2], "@", 2)[0])
 	}
-	return nil, nil
+	return Result{}
 }
 
-func (z *ZFS) clone(argv []string) ([]byte, error) {
+func (z *ZFS) clone(argv []string) Result {
 	if len(argv) != 4 {
-		return nil, fail(argv, 2, "usage: clone <snapshot> <filesystem|volume>")
+		return fail(2, "usage: clone <snapshot> <filesystem|volume>")
 	}
 	st, _, origin, ok := z.split(argv[2])
 	st2, _, target, ok2 := z.split(argv[3])
 	if !ok || !ok2 || st.Dir != st2.Dir {
-		return nil, fail(argv, 1, fmt.Sprintf("cannot create '%s': source and target pools differ", argv[3]))
+		return fail(1, fmt.Sprintf("cannot create '%s': source and target pools differ", argv[3]))
+	}
+	if len(argv[3]) > DatasetNameMax {
+		return fail(1, fmt.Sprintf("cannot create '%s': name is too long", argv[3]))
 	}
 	if err := st.Clone(origin, target, volstore.Meta{}); err != nil {
 		switch {
 		case errors.Is(err, volstore.ErrExists):
-			return nil, fail(argv, 1, fmt.Sprintf("cannot create '%s': dataset already exists", argv[3]))
+			return fail(1, fmt.Sprintf("cannot create '%s': dataset already exists", argv[3]))
 		case errors.Is(err, volstore.ErrNotFound):
-			return nil, noDataset(argv, argv[2])
+			return noDataset(argv[2])
 		}
-		return nil, err
+		return fail(1, err.Error())
 	}
-	return nil, nil
+	return Result{}
 }
 
-func (z *ZFS) destroy(argv []string) ([]byte, error) {
+func (z *ZFS) destroy(argv []string) Result {
 	recursive := false
 	args := argv[2:]
 	if len(args) == 2 && args[0] == "-r" {
 		recursive, args = true, args[1:]
 	}
 	if len(args) != 1 {
-		return nil, fail(argv, 2, "usage: destroy [-r] <dataset>")
+		return fail(2, "usage: destroy [-r] <dataset>")
 	}
 	st, pool, rest, ok := z.split(args[0])
 	if !ok {
-		return nil, noDataset(argv, args[0])
+		return noDataset(args[0])
 	}
 	err := st.Destroy(rest, recursive)
 	switch {
 	case err == nil:
-		return nil, nil
+		return Result{}
 	case errors.Is(err, volstore.ErrNotFound):
-		return nil, noDataset(argv, args[0])
+		return noDataset(args[0])
 	case errors.Is(err, volstore.ErrBusy):
 		deps, _ := st.Dependents(rest)
 		var full []string
@@ -276,23 +291,23 @@ func (z *ZFS) destroy(argv []string) ([]byte, error) {
 		if strings.Contains(rest, "@") {
 			kind = "snapshot"
 		}
-		return nil, fail(argv, 1, fmt.Sprintf("cannot destroy '%s': %s has dependent clones\nuse '-R' to destroy the following datasets:\n%s", args[0], kind, strings.Join(full, "\n")))
+		return fail(1, fmt.Sprintf("cannot destroy '%s': %s has dependent clones\nuse '-R' to destroy the following datasets:\n%s", args[0], kind, strings.Join(full, "\n")))
 	case strings.Contains(err.Error(), "has children"):
-		return nil, fail(argv, 1, fmt.Sprintf("cannot destroy '%s': volume has children\nuse '-r' to destroy the following datasets:", args[0]))
+		return fail(1, fmt.Sprintf("cannot destroy '%s': volume has children\nuse '-r' to destroy the following datasets:", args[0]))
 	}
-	return nil, err
+	return fail(1, err.Error())
 }
 
-func (z *ZFS) promote(argv []string) ([]byte, error) {
+func (z *ZFS) promote(argv []string) Result {
 	if len(argv) != 3 {
-		return nil, fail(argv, 2, "usage: promote <clone-filesystem>")
+		return fail(2, "usage: promote <clone-filesystem>")
 	}
 	st, _, vol, ok := z.split(argv[2])
 	if !ok || !st.Exists(vol) {
-		return nil, noDataset(argv, argv[2])
+		return noDataset(argv[2])
 	}
 	if err := st.Promote(vol); err != nil {
-		return nil, fail(argv, 1, fmt.Sprintf("cannot promote '%s': %v", argv[2], err))
+		return fail(1, fmt.Sprintf("cannot promote '%s': %v", argv[2], err))
 	}
-	return nil, nil
+	return Result{}
 }

@@ -107,9 +107,11 @@ type ref struct{ name, id string }
 
 // Fault makes the next authenticated requests fail like an overloaded array.
 type Fault struct {
-	Status     int    // 429, 503 or 500
+	Status     int    // 429, 503, 500, or 400 with Message
 	RetryAfter string // Retry-After header value ("" = none)
 	Count      int
+	Route      string // "DELETE /connections": only that call fails ("" = any call)
+	Message    string // a 400's message
 }
 
 // New makes an empty array with a fresh identity.
@@ -214,6 +216,13 @@ func (a *Array) Inject(f Fault) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.faults = append(a.faults, f)
+}
+
+// ClearFaults drops the faults not yet answered.
+func (a *Array) ClearFaults() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.faults = nil
 }
 
 // Requests counts authenticated API requests served (faults included).

@@ -61,12 +61,15 @@ func (a *Array) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.requests++
-	if len(a.faults) > 0 {
-		f := &a.faults[0]
-		if f.Count--; f.Count <= 0 {
-			a.faults = a.faults[1:]
+	for i := range a.faults {
+		f := a.faults[i]
+		if f.Route != "" && f.Route != r.Method+" "+path {
+			continue
 		}
-		a.writeFault(w, *f)
+		if a.faults[i].Count--; a.faults[i].Count <= 0 {
+			a.faults = append(a.faults[:i], a.faults[i+1:]...)
+		}
+		a.writeFault(w, f)
 		return
 	}
 	a.reap()
@@ -102,6 +105,8 @@ func (a *Array) writeFault(w http.ResponseWriter, f Fault) {
 		writeJSON(w, 429, obj{"message": "API rate limit exceeded"})
 	case 503:
 		writeError(w, &Error{Status: 503, Message: "Service unavailable."})
+	case 400:
+		writeError(w, &Error{Status: 400, Message: f.Message})
 	default:
 		writeError(w, &Error{Status: f.Status, Message: "Server is busy. Please try again later."})
 	}

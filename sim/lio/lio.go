@@ -2,11 +2,11 @@
 // fileio and iblock backstores that report a FlashArray volume's identity, and tcm_loop
 // targets whose LUNs appear and disappear on the local SCSI bus like array connections. The
 // lab's tests and the FlashArray simulator's LIO data plane use it; it needs root and the
-// target modules, so it runs inside the lab guest.
+// target modules, so it runs inside the lab guest. It starts no programs: whoever sets the
+// machine up loads Modules first (modprobe), the rest is configfs and one mount(2).
 package lio
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/runner"
+	"golang.org/x/sys/unix"
 )
 
 // LIO drives the Linux SCSI target through configfs (no targetcli).
@@ -23,18 +23,31 @@ type LIO struct {
 	Root string // /sys/kernel/config/target
 }
 
-// Setup loads the target modules and mounts configfs.
-func Setup() (*LIO, error) {
-	run := &runner.Exec{Timeout: time.Minute}
-	if _, err := run.Run(context.Background(), []string{"modprobe", "-a", "configfs", "target_core_mod", "target_core_file", "tcm_loop", "sd_mod", "sg", "dm_mod", "dm_multipath"}); err != nil {
-		return nil, err
+// Modules are the kernel modules the LIO helpers and the lab's SCSI tests need loaded: the
+// target core with its file and loopback fabrics, sd and sg for the LUNs on the host side, and
+// device-mapper with multipath. The target core asks for the backstore and fabric modules it
+// lacks itself; loading them up front only makes failures show early.
+var Modules = []string{"configfs", "target_core_mod", "target_core_file", "tcm_loop", "sd_mod", "sg", "dm_mod", "dm_multipath"}
+
+// Root is where the target core appears in configfs.
+const Root = "/sys/kernel/config/target"
+
+// Open mounts configfs when it is not mounted yet and returns the target core's tree; the
+// modules must be loaded (see Modules).
+func Open() (*LIO, error) {
+	if _, err := os.Stat(Root); err == nil {
+		return &LIO{Root: Root}, nil
 	}
-	if _, err := os.Stat("/sys/kernel/config/target"); err != nil {
-		if _, err := run.Run(context.Background(), []string{"mount", "-t", "configfs", "configfs", "/sys/kernel/config"}); err != nil {
-			return nil, err
-		}
+	if _, err := os.Stat("/sys/kernel/config"); err != nil {
+		return nil, fmt.Errorf("no /sys/kernel/config: load the configfs module first (%v)", err)
 	}
-	return &LIO{Root: "/sys/kernel/config/target"}, nil
+	if err := unix.Mount("configfs", "/sys/kernel/config", "configfs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("mount configfs on /sys/kernel/config: %w", err)
+	}
+	if _, err := os.Stat(Root); err != nil {
+		return nil, fmt.Errorf("%s is missing after mounting configfs: load target_core_mod first (%v)", Root, err)
+	}
+	return &LIO{Root: Root}, nil
 }
 
 func write(p, v string) error {

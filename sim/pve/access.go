@@ -1,107 +1,104 @@
 package pve
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/api"
-	"github.com/pvesnap/pvesnap/daemon/auth"
+	"github.com/pvesnap/pvesnap/sim/pveschema"
 )
 
-// Privilege groups as PVE's AccessControl.pm defines them; the predefined roles are built
-// from them the same way.
-var privGroups = map[string]map[string][]string{
-	"VM": {
-		"admin": {"VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network", "VM.Config.HWType",
-			"VM.Config.Options", "VM.Allocate", "VM.Clone", "VM.Migrate", "VM.Monitor", "VM.Snapshot", "VM.Snapshot.Rollback"},
-		"user":  {"VM.Config.CDROM", "VM.Config.Cloudinit", "VM.Console", "VM.Backup", "VM.PowerMgmt"},
-		"audit": {"VM.Audit"},
-	},
-	"Sys": {
-		"root":  {"Sys.PowerMgmt", "Sys.Modify"},
-		"admin": {"Permissions.Modify", "Sys.Console", "Sys.Syslog"},
-		"audit": {"Sys.Audit"},
-	},
-	"Datastore": {
-		"admin": {"Datastore.Allocate", "Datastore.AllocateTemplate"},
-		"user":  {"Datastore.AllocateSpace"},
-		"audit": {"Datastore.Audit"},
-	},
-	"SDN": {
-		"admin": {"SDN.Allocate"},
-		"user":  {"SDN.Use"},
-		"audit": {"SDN.Audit"},
-	},
-	"User": {
-		"root":  {"Realm.Allocate"},
-		"admin": {"User.Modify", "Group.Allocate", "Realm.AllocateUser"},
-	},
-	"Pool": {
-		"admin": {"Pool.Allocate"},
-		"audit": {"Pool.Audit"},
-	},
-	"Mapping": {
-		"admin": {"Mapping.Modify"},
-		"user":  {"Mapping.Use"},
-		"audit": {"Mapping.Audit"},
-	},
+// Access control as pve-access-control computes it (AccessControl.pm parse_user_config,
+// roles; RPCEnvironment.pm permissions, compute_api_permission, get_effective_permissions)
+// and as pveproxy authenticates (pve-manager HTTPServer.pm auth_handler).
+
+var (
+	userRe    = `[^\s:/]+`
+	realmRe   = `[A-Za-z][A-Za-z0-9.\-_]+`
+	userIDRe  = regexp.MustCompile(`^` + userRe + `@` + realmRe + `$`)
+	tokenIDRe = regexp.MustCompile(`^((` + userRe + `)@(` + realmRe + `))!(` + realmRe + `)$`)
+	groupRe   = regexp.MustCompile(`^[A-Za-z0-9.\-_]+$`)
+	roleRe    = regexp.MustCompile(`^[A-Za-z0-9.\-_]+$`)
+	storeIDRe = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
+)
+
+// verifyUsername is Auth::Plugin::verify_username.
+func verifyUsername(u string) error {
+	if len(u) < 3 {
+		return fmt.Errorf("user name '%s' is too short", u)
+	}
+	if len(u) > 64 {
+		return fmt.Errorf("user name '%s' is too long (%d > 64)", u, len(u))
+	}
+	if !userIDRe.MatchString(u) {
+		return fmt.Errorf("value '%s' does not look like a valid user name", u)
+	}
+	return nil
 }
 
-// builtinRoles returns PVE's predefined roles.
-func builtinRoles() map[string][]string {
-	r := map[string][]string{"NoAccess": {}, "PVETemplateUser": {"VM.Clone", "VM.Audit"}}
-	var all, admin, audit []string
-	for g, parts := range privGroups {
-		var a, u []string
-		for _, lvl := range []string{"root", "admin", "user", "audit"} {
-			all = append(all, parts[lvl]...)
+// splitTokenID is split_tokenid.
+func splitTokenID(id string) (user, token string, ok bool) {
+	m := tokenIDRe.FindStringSubmatch(id)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], m[4], true
+}
+
+// builtinRoles is create_roles: PVE<Cat>Admin, PVE<Cat>User, PVEAdmin, PVEAuditor,
+// PVETemplateUser, NoAccess and Administrator.
+func builtinRoles() map[string]map[string]bool {
+	r := map[string]map[string]bool{"NoAccess": {}, "Administrator": {}, "PVEAdmin": {}, "PVEAuditor": {},
+		"PVETemplateUser": {"VM.Clone": true, "VM.Audit": true}}
+	add := func(role string, privs ...string) {
+		if r[role] == nil {
+			r[role] = map[string]bool{}
 		}
-		a = append(append(append(a, parts["admin"]...), parts["user"]...), parts["audit"]...)
-		u = append(append(u, parts["user"]...), parts["audit"]...)
-		admin = append(admin, a...)
-		audit = append(audit, parts["audit"]...)
-		r["PVE"+g+"Admin"] = a
-		if len(parts["user"]) > 0 {
-			r["PVE"+g+"User"] = u
+		for _, p := range privs {
+			r[role][p] = true
 		}
 	}
-	r["PVEPoolUser"] = []string{"Pool.Audit"}
-	r["Administrator"] = all
-	r["PVEAdmin"] = admin
-	r["PVEAuditor"] = audit
+	for p := range pveschema.ValidPrivileges {
+		r["Administrator"][p] = true
+	}
+	for cat, g := range pveschema.PrivGroups {
+		for _, lvl := range []string{"admin", "user", "audit"} {
+			add("PVE"+cat+"Admin", g[lvl]...)
+			add("PVEAdmin", g[lvl]...)
+		}
+		if len(g["user"]) > 0 {
+			add("PVE"+cat+"User", g["user"]...)
+			add("PVE"+cat+"User", g["audit"]...)
+		}
+		add("PVEAuditor", g["audit"]...)
+	}
+	delete(r["PVEAdmin"], "Mapping.Modify")
 	return r
 }
 
-// AllPrivileges lists every privilege name.
+// AllPrivileges lists every privilege PVE knows.
 func AllPrivileges() []string {
-	p := builtinRoles()["Administrator"]
-	sort.Strings(p)
-	return p
+	var out []string
+	for p := range pveschema.ValidPrivileges {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
 }
 
 type userEntry struct {
-	enabled bool
-	expire  int64
+	enable bool
+	expire int64
+	tokens map[string]*tokenEntry
 }
 
 type tokenEntry struct {
@@ -109,492 +106,644 @@ type tokenEntry struct {
 	privsep bool
 }
 
-type aclEntry struct {
-	path      string
-	propagate bool
-	ugid      string // user@realm, @group or user@realm!token
-	role      string
+// aclNode is one node of PVE's ACL tree: role -> propagate for users, groups and tokens.
+type aclNode struct {
+	children map[string]*aclNode
+	users    map[string]map[string]bool
+	groups   map[string]map[string]bool
+	tokens   map[string]map[string]bool
 }
 
-type accessConfig struct {
-	users  map[string]userEntry
-	tokens map[string]tokenEntry // full token id
-	groups map[string]map[string]bool
-	roles  map[string][]string
-	acls   []aclEntry
-	pools  map[string]poolEntry
-	vmPool map[string]string // vmid -> pool
-	stPool map[string]string // storage -> pool
+func (n *aclNode) child(name string) *aclNode {
+	if n.children == nil {
+		n.children = map[string]*aclNode{}
+	}
+	c := n.children[name]
+	if c == nil {
+		c = &aclNode{}
+		n.children[name] = c
+	}
+	return c
 }
 
 type poolEntry struct {
-	vms, storage []string
+	vms, storage map[string]bool
 }
 
-// accessStore reads user.cfg and priv/token.cfg (re-reading them when they change) and holds
-// the ticket key.
-type accessStore struct {
-	dir   string
-	delay time.Duration
-	mu    sync.Mutex
-	mod   time.Time
-	cfg   *accessConfig
-	key   *rsa.PrivateKey
+type userConfig struct {
+	users  map[string]*userEntry
+	groups map[string]map[string]bool // group -> members
+	roles  map[string]map[string]bool
+	acl    *aclNode
+	pools  map[string]*poolEntry
+	vms    map[string]string // vmid -> pool
 }
 
-func newAccessStore(dir string, delay time.Duration) *accessStore {
-	return &accessStore{dir: dir, delay: delay}
-}
-
-func (a *accessStore) ensureRoot(password string) error {
-	b, err := os.ReadFile(filepath.Join(a.dir, "user.cfg"))
-	if err != nil {
-		return err
+// splitPath is Perl's split("/", $path) as roles() uses it ("/" is one empty component).
+func splitPath(p string) []string {
+	if p == "/" {
+		return []string{""}
 	}
-	if !bytes.Contains(b, []byte("user:root@pam:")) {
-		b = append([]byte("user:root@pam:1:0:::root@pam.invalid:::\n"), b...)
-		if err := os.WriteFile(filepath.Join(a.dir, "user.cfg"), b, 0o640); err != nil {
-			return err
+	parts := strings.Split(p, "/")
+	for len(parts) > 0 && parts[len(parts)-1] == "" {
+		parts = parts[:len(parts)-1]
+	}
+	return parts
+}
+
+// findNode is find_acl_tree_node (creating nodes).
+func (c *userConfig) findNode(path string) *aclNode {
+	n := c.acl
+	for _, comp := range splitPath(path) {
+		if comp != "" {
+			n = n.child(comp)
 		}
 	}
-	return a.SetPassword("root@pam", password)
+	return n
 }
 
-func (a *accessStore) signingKey() (*rsa.PrivateKey, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.key != nil {
-		return a.key, nil
-	}
-	b, err := os.ReadFile(filepath.Join(a.dir, "priv", "authkey.key"))
-	if err != nil {
-		return nil, err
-	}
-	p, _ := pem.Decode(b)
-	if p == nil {
-		return nil, errors.New("authkey.key: no PEM block")
-	}
-	k, err := x509.ParsePKCS1PrivateKey(p.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	a.key = k
-	return k, nil
-}
-
-func (a *accessStore) config() (*accessConfig, error) {
-	fi, err := os.Stat(filepath.Join(a.dir, "user.cfg"))
-	if err != nil {
-		return nil, err
-	}
-	ft, _ := os.Stat(filepath.Join(a.dir, "priv", "token.cfg"))
-	mod := fi.ModTime()
-	if ft != nil && ft.ModTime().After(mod) {
-		mod = ft.ModTime()
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cfg != nil && mod.Equal(a.mod) {
-		return a.cfg, nil
-	}
-	b, err := os.ReadFile(filepath.Join(a.dir, "user.cfg"))
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := parseUserCfg(b)
-	if err != nil {
-		return nil, err
-	}
-	a.cfg, a.mod = cfg, mod
-	return cfg, nil
-}
-
-// parseUserCfg parses PVE's user.cfg: colon-separated user, token, group, role, acl and pool
-// lines.
-func parseUserCfg(b []byte) (*accessConfig, error) {
-	c := &accessConfig{users: map[string]userEntry{}, tokens: map[string]tokenEntry{}, groups: map[string]map[string]bool{},
-		roles: builtinRoles(), pools: map[string]poolEntry{}, vmPool: map[string]string{}, stPool: map[string]string{}}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
+// parseUserConfig is parse_user_config, with PVE's tolerance: invalid entries are skipped.
+func parseUserConfig(raw []byte) *userConfig {
+	c := &userConfig{users: map[string]*userEntry{}, groups: map[string]map[string]bool{}, roles: builtinRoles(),
+		acl: &aclNode{}, pools: map[string]*poolEntry{}, vms: map[string]string{}}
+	c.users["root@pam"] = &userEntry{enable: true}
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
 			continue
 		}
-		f := strings.Split(line, ":")
+		var data []string
+		for _, d := range strings.Split(line, ":") {
+			data = append(data, strings.TrimSpace(d))
+		}
+		for len(data) > 1 && data[len(data)-1] == "" {
+			data = data[:len(data)-1]
+		}
 		get := func(i int) string {
-			if i < len(f) {
-				return f[i]
+			if i < len(data) {
+				return data[i]
 			}
 			return ""
 		}
-		switch f[0] {
+		switch data[0] {
 		case "user":
-			exp, _ := strconv.ParseInt(get(3), 10, 64)
-			c.users[get(1)] = userEntry{enabled: get(2) != "0", expire: exp}
-		case "token":
-			exp, _ := strconv.ParseInt(get(2), 10, 64)
-			c.tokens[get(1)] = tokenEntry{expire: exp, privsep: get(3) != "0"}
-		case "group":
-			m := map[string]bool{}
-			for _, u := range splitComma(get(2)) {
-				m[u] = true
-			}
-			c.groups[get(1)] = m
-		case "role":
-			c.roles[get(1)] = splitComma(get(2))
-		case "acl":
-			for _, ug := range splitComma(get(3)) {
-				for _, role := range splitComma(get(4)) {
-					c.acls = append(c.acls, aclEntry{path: normPath(get(2)), propagate: get(1) == "1", ugid: ug, role: role})
-				}
-			}
-		case "pool":
-			p := poolEntry{vms: splitComma(get(3)), storage: splitComma(get(4))}
-			c.pools[get(1)] = p
-			for _, v := range p.vms {
-				c.vmPool[v] = get(1)
-			}
-			for _, s := range p.storage {
-				c.stPool[s] = get(1)
-			}
-		default:
-			return nil, fmt.Errorf("user.cfg:%d: unknown entry type %q", n, f[0])
-		}
-	}
-	return c, sc.Err()
-}
-
-func splitComma(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func normPath(p string) string {
-	p = "/" + strings.Trim(p, "/")
-	for strings.Contains(p, "//") {
-		p = strings.ReplaceAll(p, "//", "/")
-	}
-	return p
-}
-
-// roleSet maps role -> propagate flag.
-type roleSet map[string]bool
-
-// rolesOf is PVE's AccessControl::roles: walk the path from "/" down; at each level the user's
-// own applicable ACL entries replace what was inherited, else the groups' ones do; an entry
-// applies at its own level always and below it only with propagate.
-func (c *accessConfig) rolesOf(ugid, path string) roleSet {
-	var cur roleSet
-	comps := []string{"/"}
-	p := ""
-	for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
-		if part == "" {
-			continue
-		}
-		p += "/" + part
-		comps = append(comps, p)
-	}
-	for i, level := range comps {
-		final := i == len(comps)-1
-		user := roleSet{}
-		group := roleSet{}
-		for _, e := range c.acls {
-			if e.path != level || !(final || e.propagate) {
+			user := get(1)
+			if verifyUsername(user) != nil {
 				continue
 			}
-			switch {
-			case e.ugid == ugid:
-				user[e.role] = user[e.role] || e.propagate
-			case strings.HasPrefix(e.ugid, "@") && c.groups[e.ugid[1:]][ugid]:
-				group[e.role] = group[e.role] || e.propagate
+			expire := get(3)
+			if expire == "" {
+				expire = "0"
 			}
-		}
-		if len(user) > 0 {
-			cur = user
-		} else if len(group) > 0 {
-			cur = group
-		}
-	}
-	return cur
-}
-
-// privs turns a role set into privilege -> propagate.
-func (c *accessConfig) privs(rs roleSet) map[string]bool {
-	out := map[string]bool{}
-	if _, no := rs["NoAccess"]; no {
-		return out
-	}
-	for role, prop := range rs {
-		for _, p := range c.roles[role] {
-			out[p] = out[p] || prop
-		}
-	}
-	return out
-}
-
-// permissions is RPCEnvironment::permissions: root@pam has everything; others get their ACL
-// privileges plus those inherited through the pool of the VM or storage (never propagating);
-// a privilege-separated token gets the intersection of its own and its user's privileges.
-func (c *accessConfig) permissions(ugid, path string) map[string]bool {
-	if ugid == "root@pam" {
-		out := map[string]bool{}
-		for _, p := range c.roles["Administrator"] {
-			out[p] = true
-		}
-		return out
-	}
-	compile := func(id string) map[string]bool {
-		rs := c.rolesOf(id, path)
-		out := c.privs(rs)
-		if _, no := rs["NoAccess"]; no {
-			return out
-		}
-		var pool string
-		if strings.HasPrefix(path, "/vms/") {
-			pool = c.vmPool[strings.TrimPrefix(path, "/vms/")]
-		} else if strings.HasPrefix(path, "/storage/") {
-			pool = c.stPool[strings.TrimPrefix(path, "/storage/")]
-		}
-		if pool != "" {
-			prs := c.rolesOf(id, "/pool/"+pool)
-			if _, no := prs["NoAccess"]; !no {
-				for p := range c.privs(prs) {
-					if _, ok := out[p]; !ok {
-						out[p] = false
+			exp, err := strconv.ParseInt(expire, 10, 64)
+			if err != nil || strings.TrimLeft(expire, "0123456789") != "" {
+				continue
+			}
+			c.users[user] = &userEntry{enable: perlTrue(get(2)), expire: exp}
+		case "group":
+			g := get(1)
+			if !groupRe.MatchString(g) {
+				continue
+			}
+			if c.groups[g] == nil {
+				c.groups[g] = map[string]bool{}
+			}
+			for _, u := range pveschema.SplitList(get(2)) {
+				if verifyUsername(u) == nil {
+					c.groups[g][u] = true
+				}
+			}
+		case "role":
+			r := get(1)
+			if !roleRe.MatchString(r) {
+				continue
+			}
+			if c.roles[r] == nil {
+				c.roles[r] = map[string]bool{}
+			}
+			for _, p := range pveschema.SplitList(get(2)) {
+				if pveschema.ValidPrivileges[p] {
+					c.roles[r][p] = true
+				}
+			}
+		case "acl":
+			prop := perlTrue(get(1))
+			path := normalizePath(get(2))
+			if path == "" {
+				continue
+			}
+			for _, role := range pveschema.SplitList(get(4)) {
+				if !roleRe.MatchString(role) || c.roles[role] == nil {
+					continue
+				}
+				for _, ug := range pveschema.SplitList(get(3)) {
+					node := c.findNode(path)
+					switch {
+					case strings.HasPrefix(ug, "@") && groupRe.MatchString(ug[1:]):
+						setRole(&node.groups, ug[1:], role, prop)
+					case verifyUsername(ug) == nil:
+						setRole(&node.users, ug, role, prop)
+					default:
+						if u, t, ok := splitTokenID(ug); ok && c.users[u] != nil && c.users[u].tokens[t] != nil {
+							setRole(&node.tokens, ug, role, prop)
+						}
 					}
 				}
 			}
+		case "pool":
+			p := get(1)
+			if pveschema.CheckFormat("pve-poolid", p, "") != nil {
+				continue
+			}
+			if c.pools[p] == nil {
+				c.pools[p] = &poolEntry{vms: map[string]bool{}, storage: map[string]bool{}}
+			}
+			for _, v := range pveschema.SplitList(get(3)) {
+				n, err := strconv.Atoi(v)
+				if err != nil || strings.TrimLeft(v, "0123456789") != "" {
+					continue
+				}
+				id := strconv.Itoa(n)
+				if _, dup := c.vms[id]; dup {
+					continue
+				}
+				c.pools[p].vms[id] = true
+				c.vms[id] = p
+			}
+			for _, s := range pveschema.SplitList(get(4)) {
+				if storeIDRe.MatchString(s) {
+					c.pools[p].storage[s] = true
+				}
+			}
+		case "token":
+			u, t, ok := splitTokenID(get(1))
+			if !ok {
+				continue
+			}
+			expire := get(2)
+			if expire == "" {
+				expire = "0"
+			}
+			exp, err := strconv.ParseInt(expire, 10, 64)
+			if err != nil || c.users[u] == nil {
+				continue
+			}
+			if c.users[u].tokens == nil {
+				c.users[u].tokens = map[string]*tokenEntry{}
+			}
+			c.users[u].tokens[t] = &tokenEntry{expire: exp, privsep: perlTrue(get(3))}
+		}
+	}
+	return c
+}
+
+func setRole(m *map[string]map[string]bool, who, role string, propagate bool) {
+	if *m == nil {
+		*m = map[string]map[string]bool{}
+	}
+	if (*m)[who] == nil {
+		(*m)[who] = map[string]bool{}
+	}
+	(*m)[who][role] = propagate
+}
+
+func perlTrue(s string) bool { return s != "" && s != "0" }
+
+// rolesOn is AccessControl::roles: walking the path from the root, the user's (or token's)
+// applicable entries replace what was inherited, else the groups' do; an entry applies at
+// its own level, and below only when it propagates; NoAccess wins at the end.
+func (c *userConfig) rolesOn(user, path string) map[string]bool {
+	if u, t, ok := splitTokenID(user); ok {
+		ue := c.users[u]
+		if ue == nil || ue.tokens[t] == nil {
+			return map[string]bool{}
+		}
+		if !ue.tokens[t].privsep {
+			return c.rolesOn(u, path)
+		}
+	}
+	roles := map[string]bool{}
+	comps := splitPath(path)
+	node := c.acl
+	for i, p := range comps {
+		final := i == len(comps)-1
+		if p != "" {
+			if node != nil {
+				node = node.children[p]
+			}
+		}
+		if node == nil {
+			continue
+		}
+		pick := func(ri map[string]bool) map[string]bool {
+			var out map[string]bool
+			for role, prop := range ri {
+				if final || prop {
+					if out == nil {
+						out = map[string]bool{}
+					}
+					out[role] = prop
+				}
+			}
+			return out
+		}
+		if n := pick(node.tokens[user]); n != nil {
+			roles = n
+			continue
+		}
+		if n := pick(node.users[user]); n != nil {
+			roles = n
+			continue
+		}
+		var n map[string]bool
+		for g, ri := range node.groups {
+			if !c.groups[g][user] {
+				continue
+			}
+			for role, prop := range pick(ri) {
+				if n == nil {
+					n = map[string]bool{}
+				}
+				n[role] = prop
+			}
+		}
+		if n != nil {
+			roles = n
+		}
+	}
+	if prop, ok := roles["NoAccess"]; ok {
+		return map[string]bool{"NoAccess": prop}
+	}
+	return roles
+}
+
+// permissions is RPCEnvironment::permissions: privilege -> propagate (0/1), present when held.
+func (c *userConfig) permissions(user, path string) map[string]int {
+	if user == "root@pam" {
+		out := map[string]int{}
+		for p := range c.roles["Administrator"] {
+			out[p] = 1
 		}
 		return out
 	}
-	user, _, isToken := strings.Cut(ugid, "!")
-	if !isToken {
-		return compile(ugid)
+	owner := ""
+	if u, t, ok := splitTokenID(user); ok {
+		ue := c.users[u]
+		if ue == nil || ue.tokens[t] == nil {
+			return map[string]int{}
+		}
+		userPerms := c.permissions(u, path)
+		if !ue.tokens[t].privsep {
+			return userPerms
+		}
+		owner = u
+	} else if verifyUsername(user) != nil {
+		return map[string]int{}
 	}
-	t, ok := c.tokens[ugid]
-	if !ok {
-		return map[string]bool{}
+	roles := c.rolesOn(user, path)
+	// Roles inherited through pools apply to the pool's VMs and storages themselves.
+	poolRoles := map[string]bool{}
+	for name, p := range c.pools {
+		pr := c.rolesOn(user, "/pool/"+name)
+		if len(pr) == 0 {
+			continue
+		}
+		member := false
+		if id, ok := strings.CutPrefix(path, "/vms/"); ok && p.vms[id] {
+			member = true
+		}
+		if sid, ok := strings.CutPrefix(path, "/storage/"); ok && p.storage[sid] {
+			member = true
+		}
+		if member {
+			for r := range pr {
+				poolRoles[r] = true
+			}
+		}
 	}
-	up := c.permissions(user, path)
-	if !t.privsep {
-		return up
+	if len(poolRoles) > 0 {
+		if _, no := roles["NoAccess"]; !no {
+			if poolRoles["NoAccess"] {
+				roles = map[string]bool{"NoAccess": false}
+			} else {
+				merged := map[string]bool{}
+				for r, p := range roles {
+					merged[r] = p
+				}
+				for r := range poolRoles {
+					if _, set := merged[r]; !set {
+						merged[r] = false
+					}
+				}
+				roles = merged
+			}
+		}
 	}
-	out := map[string]bool{}
-	for p, prop := range compile(ugid) {
-		if _, ok := up[p]; ok {
-			out[p] = prop
+	privs := map[string]int{}
+	for role, prop := range roles {
+		for p := range c.roles[role] {
+			if prop {
+				privs[p] = 1
+			} else if _, ok := privs[p]; !ok {
+				privs[p] = 0
+			}
+		}
+	}
+	if owner != "" && owner != "root@pam" {
+		up := c.permissions(owner, path)
+		out := map[string]int{}
+		for p, v := range privs {
+			if uv, ok := up[p]; ok {
+				out[p] = uv & v
+			}
+		}
+		return out
+	}
+	return privs
+}
+
+// aclPaths lists every path of the ACL tree.
+func (c *userConfig) aclPaths() []string {
+	var out []string
+	var walk func(n *aclNode, p string)
+	walk = func(n *aclNode, p string) {
+		if len(n.users)+len(n.groups)+len(n.tokens) > 0 {
+			out = append(out, p)
+		}
+		for name, ch := range n.children {
+			child := p + "/" + name
+			if p == "/" {
+				child = "/" + name
+			}
+			walk(ch, child)
+		}
+	}
+	walk(c.acl, "/")
+	return out
+}
+
+// effectivePermissions is get_effective_permissions: default paths, ACL paths and pool
+// members, each with what the user holds there; paths without privileges left out.
+func (c *userConfig) effectivePermissions(user string) map[string]map[string]int {
+	paths := map[string]bool{"/": true, "/access": true, "/access/groups": true, "/nodes": true, "/pool": true,
+		"/sdn": true, "/storage": true, "/vms": true}
+	for _, p := range c.aclPaths() {
+		paths[p] = true
+	}
+	for _, p := range c.pools {
+		for v := range p.vms {
+			paths["/vms/"+v] = true
+		}
+		for s := range p.storage {
+			paths["/storage/"+s] = true
+		}
+	}
+	out := map[string]map[string]int{}
+	for p := range paths {
+		if perms := c.permissions(user, p); len(perms) > 0 {
+			out[p] = perms
 		}
 	}
 	return out
 }
 
-// effectivePaths is what GET /access/permissions without path reports: PVE's default paths,
-// every ACL path and the pools' members.
-func (c *accessConfig) effectivePaths() []string {
-	set := map[string]bool{"/": true, "/access": true, "/access/groups": true, "/nodes": true, "/pool": true,
-		"/sdn": true, "/storage": true, "/vms": true, "/mapping": true}
-	for _, e := range c.acls {
-		set[e.path] = true
+// apiCapabilities is compute_api_permission: what the GUI may show, per area.
+func (c *userConfig) apiCapabilities(user string) map[string]map[string]int {
+	re := map[string]*regexp.Regexp{
+		"vms":     regexp.MustCompile(`^(VM\.|Permissions\.Modify)`),
+		"access":  regexp.MustCompile(`^((User|Group)\.|Permissions\.Modify)`),
+		"storage": regexp.MustCompile(`^(Datastore\.|Permissions\.Modify)`),
+		"nodes":   regexp.MustCompile(`^(Sys\.|Permissions\.Modify)`),
+		"sdn":     regexp.MustCompile(`^(SDN\.|Permissions\.Modify)`),
+		"dc":      regexp.MustCompile(`^(Sys\.Audit|Sys\.Modify|SDN\.)`),
+		"mapping": regexp.MustCompile(`^(Mapping\.|Permissions.Modify)`),
 	}
-	for name, p := range c.pools {
-		set["/pool/"+name] = true
-		for _, v := range p.vms {
-			set["/vms/"+v] = true
+	res := map[string]map[string]int{}
+	for k := range re {
+		res[k] = map[string]int{}
+	}
+	seen := map[string]bool{}
+	top := regexp.MustCompile(`^/(\w+)`)
+	for _, p := range append([]string{"/", "/nodes", "/access/groups", "/vms", "/storage", "/sdn", "/mapping"}, c.aclPaths()...) {
+		if seen[p] {
+			continue
 		}
-		for _, s := range p.storage {
-			set["/storage/"+s] = true
+		seen[p] = true
+		perms := c.permissions(user, p)
+		level := "dc"
+		if m := top.FindStringSubmatch(p); m != nil {
+			level = m[1]
+		}
+		for priv := range perms {
+			if level == "pool" {
+				switch {
+				case strings.HasPrefix(priv, "VM."):
+					res["vms"][priv] = 1
+				case strings.HasPrefix(priv, "Datastore."):
+					res["storage"][priv] = 1
+				case priv == "Permissions.Modify":
+					res["storage"][priv], res["vms"][priv] = 1, 1
+				}
+				continue
+			}
+			if r := re[level]; r != nil && r.MatchString(priv) {
+				res[level][priv] = 1
+			}
 		}
 	}
-	return sortedNames(set)
+	return res
 }
 
-// Tickets: "PVE:<user>:<8 hex TS>::<base64 signature>", signed with priv/authkey.key.
-
-const ticketLifetime = 2 * time.Hour
-
-func (a *accessStore) makeTicket(user string, at time.Time) (string, error) {
-	k, err := a.signingKey()
-	if err != nil {
-		return "", err
-	}
-	plain := fmt.Sprintf("PVE:%s:%08X", user, at.Unix())
-	h := sha256.Sum256([]byte(plain))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, h[:])
-	if err != nil {
-		return "", err
-	}
-	return plain + "::" + base64.StdEncoding.EncodeToString(sig), nil
+// accessStore reads user.cfg (re-reading it when it changes) and holds the keys.
+type accessStore struct {
+	dir  string
+	mu   sync.Mutex
+	mod  time.Time
+	size int64
+	cfg  *userConfig
+	keys *ticketKeys
 }
 
-// verifyTicket returns the user of a valid ticket.
-func (a *accessStore) verifyTicket(t string, now time.Time) (string, bool) {
-	plain, sig, ok := strings.Cut(t, "::")
-	if !ok {
-		return "", false
-	}
-	f := strings.Split(plain, ":")
-	if len(f) != 3 || f[0] != "PVE" {
-		return "", false
-	}
-	raw, err := base64.StdEncoding.DecodeString(sig)
+func (a *accessStore) config() (*userConfig, error) {
+	p := filepath.Join(a.dir, "user.cfg")
+	fi, err := os.Stat(p)
 	if err != nil {
-		return "", false
+		return nil, err
 	}
-	k, err := a.signingKey()
-	if err != nil {
-		return "", false
-	}
-	h := sha256.Sum256([]byte(plain))
-	if rsa.VerifyPKCS1v15(&k.PublicKey, crypto.SHA256, h[:], raw) != nil {
-		return "", false
-	}
-	ts, err := strconv.ParseInt(f[2], 16, 64)
-	if err != nil {
-		return "", false
-	}
-	age := now.Sub(time.Unix(ts, 0))
-	if age < -5*time.Minute || age > ticketLifetime {
-		return "", false
-	}
-	return f[1], true
-}
-
-// Passwords live in priv/shadow.cfg as "user:sha256hex:" (the simulator's own format).
-
-func hashPassword(user, pw string) string {
-	h := sha256.Sum256([]byte(user + "\x00" + pw))
-	return hex.EncodeToString(h[:])
-}
-
-// SetPassword sets a user's password.
-func (a *accessStore) SetPassword(user, pw string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p := filepath.Join(a.dir, "priv", "shadow.cfg")
-	b, _ := os.ReadFile(p)
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if l != "" && !strings.HasPrefix(l, user+":") {
-			out = append(out, l)
-		}
+	if a.cfg != nil && fi.ModTime().Equal(a.mod) && fi.Size() == a.size {
+		return a.cfg, nil
 	}
-	out = append(out, user+":"+hashPassword(user, pw)+":")
-	return os.WriteFile(p, []byte(strings.Join(out, "\n")+"\n"), 0o600)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	a.cfg, a.mod, a.size = parseUserConfig(b), fi.ModTime(), fi.Size()
+	return a.cfg, nil
 }
 
-func (a *accessStore) checkPassword(user, pw string) bool {
-	b, err := os.ReadFile(filepath.Join(a.dir, "priv", "shadow.cfg"))
+// invalidate forces the next config() to read the file (mtimes are coarse on some file
+// systems; the admin helpers call it after each write).
+func (a *accessStore) invalidate() {
+	a.mu.Lock()
+	a.cfg = nil
+	a.mu.Unlock()
+}
+
+// checkUserEnabled is check_user_enabled.
+func (c *userConfig) checkUserEnabled(user string, now time.Time) error {
+	if err := verifyUsername(user); err != nil {
+		return err
+	}
+	u := c.users[user]
+	if u == nil {
+		return fmt.Errorf("no such user ('%s')", user)
+	}
+	if !u.enable {
+		return fmt.Errorf("user '%s' is disabled", user)
+	}
+	if u.expire != 0 && u.expire < now.Unix() {
+		return fmt.Errorf("user '%s' access expired", user)
+	}
+	return nil
+}
+
+// tokenSecret reads priv/token.cfg ("<tokenid> <secret>" lines, pmxcfs's format).
+func (a *accessStore) tokenValid(id, secret string) bool {
+	b, err := os.ReadFile(filepath.Join(a.dir, "priv", "token.cfg"))
 	if err != nil {
 		return false
 	}
-	want := hashPassword(user, pw)
-	for _, l := range strings.Split(string(b), "\n") {
-		if u, rest, ok := strings.Cut(l, ":"); ok && u == user {
-			return subtle.ConstantTimeCompare([]byte(strings.TrimSuffix(rest, ":")), []byte(want)) == 1
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		k, v, ok := strings.Cut(strings.TrimSpace(string(l)), " ")
+		if ok && k == id {
+			return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(v)), []byte(secret)) == 1
 		}
 	}
 	return false
 }
 
-func (a *accessStore) tokenSecret(id string) (string, bool) {
-	b, err := os.ReadFile(filepath.Join(a.dir, "priv", "token.cfg"))
-	if err != nil {
-		return "", false
+// authInfo is who auth_handler let in.
+type authInfo struct {
+	user  string // user or token id; "" for calls that need no authentication
+	token bool   // an API token header was sent
+}
+
+var authValueRe = map[string]*regexp.Regexp{
+	"PVEAuthCookie": regexp.MustCompile(`(?:^|\s)PVEAuthCookie(?:=| )([^;]*)`),
+	"PVEAPIToken":   regexp.MustCompile(`(?:^|\s)PVEAPIToken(?:=| )([^;]*)`),
+}
+
+// extractAuthValue is Formatter.pm's extract_auth_value.
+func extractAuthValue(header, key string) string {
+	m := authValueRe[key].FindStringSubmatch(header)
+	if m == nil || m[1] == "" {
+		return ""
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(l), " "); ok && k == id {
-			return strings.TrimSpace(v), true
+	return pctRe.ReplaceAllStringFunc(m[1], func(s string) string {
+		n, _ := strconv.ParseUint(s[1:], 16, 8)
+		return string([]byte{byte(n)})
+	})
+}
+
+// unifiedAuthFailure reports whether release answers every failed credential with
+// "Authentication failed!" (pve-manager 9.1.5 and later).
+func unifiedAuthFailure(release string) bool {
+	var v [3]int
+	for i, p := range strings.SplitN(release, ".", 3) {
+		v[i], _ = strconv.Atoi(strings.TrimLeftFunc(p, func(r rune) bool { return r < '0' || r > '9' }))
+	}
+	return v[0] > 9 || (v[0] == 9 && (v[1] > 1 || (v[1] == 1 && v[2] >= 5)))
+}
+
+// authenticate is auth_handler: the ticket cookie, then a ticket in the Authorization
+// header, then an API token; CSRF for ticket writes.
+func (a *accessStore) authenticate(req *request, rel, release string) (authInfo, *apiError) {
+	cookie := extractAuthValue(strings.Join(req.Header.Values("Cookie"), "; "), "PVEAuthCookie")
+	authz := req.Header.Get("Authorization")
+	ticket := cookie
+	if ticket == "" {
+		ticket = extractAuthValue(authz, "PVEAuthCookie")
+	}
+	apiToken := ""
+	if ticket == "" {
+		apiToken = extractAuthValue(authz, "PVEAPIToken")
+	}
+	open := (rel == "/access/domains" && req.Method == "GET") ||
+		(rel == "/access/ticket" && (req.Method == "GET" || req.Method == "POST")) ||
+		(rel == "/access/vncticket" && req.Method == "POST") ||
+		(rel == "/access/openid/login" && req.Method == "POST") ||
+		(rel == "/access/openid/auth-url" && req.Method == "POST")
+	if open {
+		return authInfo{token: apiToken != ""}, nil
+	}
+	unified := unifiedAuthFailure(release)
+	fail := func(err error) *apiError {
+		if unified {
+			return &apiError{Code: http.StatusUnauthorized, Message: "Authentication failed!\n"}
 		}
+		return asAPIError(err)
 	}
-	return "", false
-}
-
-// simAuthz is pveproxy's authentication and RPCEnvironment's permission check, in process.
-type simAuthz struct{ c *Cluster }
-
-func (s *simAuthz) deny(reason string) error {
-	if d := s.c.access.delay; d > 0 {
-		time.Sleep(d)
-	}
-	return api.Unauthorized(reason)
-}
-
-// Authenticate follows HTTPServer.pm's auth_handler.
-func (s *simAuthz) Authenticate(r *http.Request) (*api.Identity, error) {
-	a := s.c.access
 	cfg, err := a.config()
 	if err != nil {
-		return nil, err
+		return authInfo{}, asAPIError(err)
 	}
-	cred := auth.Extract(r)
 	now := time.Now()
-	switch cred.Kind {
-	case auth.Token:
-		if cred.Secret == "" && !strings.Contains(cred.TokenID, "=") {
-			return nil, s.deny("no tokenid specified")
+	if apiToken != "" {
+		id, err := cfg.verifyToken(a, apiToken, now)
+		if err != nil {
+			return authInfo{}, fail(err)
 		}
-		user, tok, ok := strings.Cut(cred.TokenID, "!")
-		if !ok {
-			return nil, s.deny(fmt.Sprintf("value '%s' does not look like a valid token ID", cred.TokenID))
-		}
-		u, ok := cfg.users[user]
-		if !ok {
-			return nil, s.deny(fmt.Sprintf("user '%s' does not exist", user))
-		}
-		if !u.enabled {
-			return nil, s.deny(fmt.Sprintf("user '%s' is disabled", user))
-		}
-		t, ok := cfg.tokens[cred.TokenID]
-		if !ok {
-			return nil, s.deny(fmt.Sprintf("no such token '%s' for user '%s'", tok, user))
-		}
-		if u.expire != 0 && u.expire < now.Unix() {
-			return nil, s.deny("account expired")
-		}
-		if t.expire != 0 && t.expire < now.Unix() {
-			return nil, s.deny("token expired")
-		}
-		secret, ok := a.tokenSecret(cred.TokenID)
-		if !ok || subtle.ConstantTimeCompare([]byte(secret), []byte(cred.Secret)) != 1 {
-			return nil, s.deny("invalid token value!")
-		}
-		return &api.Identity{UserID: user, TokenID: cred.TokenID}, nil
-	case auth.Ticket:
-		user, ok := a.verifyTicket(cred.Ticket, now)
-		if !ok {
-			return nil, s.deny(auth.ReasonBadTicket)
-		}
-		if u, ok := cfg.users[user]; !ok || !u.enabled {
-			return nil, s.deny(auth.ReasonBadTicket)
-		}
-		if r.Method != http.MethodGet && !strings.HasSuffix(r.URL.Path, "/upload") {
-			key, err := os.ReadFile(filepath.Join(s.c.shared, "pve-www.key"))
-			if err != nil {
-				return nil, err
-			}
-			if !auth.VerifyCSRF(key, user, cred.CSRF, now) {
-				return nil, s.deny(auth.ReasonBadCSRF)
-			}
-		}
-		return &api.Identity{UserID: user, Ticket: true}, nil
+		return authInfo{user: id, token: true}, nil
 	}
-	return nil, s.deny(auth.ReasonNoTicket)
+	if ticket == "" {
+		return authInfo{}, &apiError{Code: http.StatusUnauthorized, Message: "No ticket\n"}
+	}
+	user, err := a.keys.verifyTicket(ticket, now)
+	if err == nil {
+		if e := cfg.checkUserEnabled(user, now); e != nil {
+			err = &apiError{Code: http.StatusUnauthorized, Message: e.Error() + "\n"}
+		}
+	}
+	if err != nil {
+		return authInfo{}, fail(err)
+	}
+	if req.Method != "GET" {
+		if err := a.keys.verifyCSRF(user, req.Header.Get("CSRFPreventionToken"), now); err != nil {
+			return authInfo{}, err
+		}
+	}
+	return authInfo{user: user}, nil
 }
 
-// Privileges computes the caller's privileges on path.
-func (s *simAuthz) Privileges(ctx context.Context, r *http.Request, id *api.Identity, path string) (map[string]bool, error) {
-	cfg, err := s.c.access.config()
-	if err != nil {
-		return nil, err
+// verifyToken is AccessControl::verify_token.
+func (c *userConfig) verifyToken(a *accessStore, apiToken string, now time.Time) (string, error) {
+	i := strings.LastIndexByte(apiToken, '=')
+	if i < 0 {
+		return "", unauthorized("no tokenid specified")
 	}
-	out := map[string]bool{}
-	for p := range cfg.permissions(id.Name(), normPath(path)) {
-		out[p] = true
+	id, value := apiToken[:i], apiToken[i+1:]
+	user, token, ok := splitTokenID(id)
+	if !ok {
+		return "", unauthorized("'%s' is not a valid token ID - not able to split into user and token parts", id)
 	}
-	return out, nil
+	if err := c.checkUserEnabled(user, now); err != nil {
+		return "", unauthorized("%s", err.Error())
+	}
+	t := c.users[user].tokens[token]
+	if t == nil {
+		return "", unauthorized("no such token '%s' for user '%s'", token, user)
+	}
+	if t.expire != 0 && t.expire < now.Unix() {
+		return "", unauthorized("token '%s' access expired", token)
+	}
+	if !a.tokenValid(id, value) {
+		return "", unauthorized("invalid token value!")
+	}
+	return id, nil
+}
+
+func unauthorized(format string, args ...any) *apiError {
+	return httpErr(http.StatusUnauthorized, format, args...)
 }

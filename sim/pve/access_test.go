@@ -3,6 +3,7 @@ package pve_test
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,22 +117,42 @@ func TestACLSemantics(t *testing.T) {
 	}
 }
 
+// TestAuthFailures checks pveproxy's answer to each bad credential: from pve-manager 9.1.5 on
+// every failed ticket or token is "Authentication failed!" (the reason only goes to the log);
+// before, the checks' own messages reached the client. Expired and disabled accounts and
+// expired tokens are refused like the rest.
 func TestAuthFailures(t *testing.T) {
-	c, _ := startCluster(t, "pve1")
+	for _, release := range []string{"9.1.4", "9.1.7"} {
+		t.Run(release, func(t *testing.T) { authFailures(t, release) })
+	}
+}
+
+func authFailures(t *testing.T, release string) {
+	c, _ := startClusterWith(t, simpve.Options{Release: release}, "pve1")
 	c.AddUser("u@pve", "pw")
-	id, secret, _ := c.AddToken("u@pve", "t", false)
+	id, secret, _ := c.AddToken("u@pve", "tk", false)
 	c.AddACL("/", "u@pve", "PVEAuditor", true)
 	old, oldCSRF, _ := c.TicketAt("u@pve", time.Now().Add(-3*time.Hour))
 	good, goodCSRF, _ := c.Ticket("u@pve")
+	c.AddUser("gone@pve", "pw")
+	c.ExpireUser("gone@pve", time.Now().Add(-time.Minute))
+	goneTicket, _, _ := c.Ticket("gone@pve")
+	goneID, goneSecret, _ := c.AddToken("gone@pve", "tk", false)
+	c.AddUser("off@pve", "pw")
+	c.DisableUser("off@pve")
+	offTicket, _, _ := c.Ticket("off@pve")
+	oldTokID, oldTokSecret, _ := c.AddTokenExpiring("u@pve", "old", false, time.Now().Add(-time.Minute))
 	cases := []struct {
 		name   string
 		setup  func(cl *simpve.Client)
 		method string
-		status string
+		detail string // what releases before 9.1.5 say
 	}{
 		{"no credential", func(cl *simpve.Client) {}, "GET", "No ticket"},
 		{"expired ticket", func(cl *simpve.Client) { cl.Ticket, cl.CSRF = old, oldCSRF }, "GET", "permission denied - invalid PVE ticket"},
 		{"forged ticket", func(cl *simpve.Client) { cl.Ticket = good[:len(good)-4] + "AAAA" }, "GET", "permission denied - invalid PVE ticket"},
+		{"ticket of an expired account", func(cl *simpve.Client) { cl.Ticket = goneTicket }, "GET", "user 'gone@pve' access expired"},
+		{"ticket of a disabled account", func(cl *simpve.Client) { cl.Ticket = offTicket }, "GET", "user 'off@pve' is disabled"},
 		{"write without CSRF", func(cl *simpve.Client) { cl.Ticket, cl.CSRF = good, "" }, "POST", "Permission denied - invalid csrf token"},
 		{"write with another user's CSRF", func(cl *simpve.Client) {
 			_, rootCSRF, _ := c.Ticket("root@pam")
@@ -139,7 +160,11 @@ func TestAuthFailures(t *testing.T) {
 		}, "POST", "Permission denied - invalid csrf token"},
 		{"bad token secret", func(cl *simpve.Client) { cl.Token = id + "=wrong" }, "GET", "invalid token value!"},
 		{"unknown token", func(cl *simpve.Client) { cl.Token = "u@pve!nope=" + secret }, "GET", "no such token 'nope' for user 'u@pve'"},
+		{"token of an expired account", func(cl *simpve.Client) { cl.Token = goneID + "=" + goneSecret }, "GET", "user 'gone@pve' access expired"},
+		{"expired token", func(cl *simpve.Client) { cl.Token = oldTokID + "=" + oldTokSecret }, "GET", "token 'old' access expired"},
+		{"token without secret", func(cl *simpve.Client) { cl.Token = "u@pve!tk" }, "GET", "no tokenid specified"},
 	}
+	unified := release >= "9.1.5"
 	for _, tc := range cases {
 		cl, _ := simpve.NewClient(c.URL("pve1"), c.CAFile())
 		tc.setup(cl)
@@ -147,12 +172,19 @@ func TestAuthFailures(t *testing.T) {
 		if tc.method == "POST" {
 			path = "/nodes/pve1/qemu"
 		}
-		r, err := cl.Do(tc.method, path, url.Values{"vmid": {"150"}})
-		if err != nil {
-			t.Fatal(err)
+		want := tc.detail
+		if unified && want != "No ticket" && !strings.Contains(want, "csrf") {
+			want = "Authentication failed!"
 		}
-		if r.Code != 401 || r.Status != tc.status || len(r.Raw) != 0 {
-			t.Errorf("%s: got %d %q body %q, want 401 %q with an empty body", tc.name, r.Code, r.Status, r.Raw, tc.status)
+		for _, format := range []string{"json", "extjs"} {
+			cl.Format = format
+			r, err := cl.Do(tc.method, path, url.Values{"vmid": {"150"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Code != 401 || r.Status != want || len(r.Raw) != 0 {
+				t.Errorf("%s (%s): got %d %q body %q, want 401 %q with an empty body", tc.name, format, r.Code, r.Status, r.Raw, want)
+			}
 		}
 	}
 	// A valid ticket with its CSRF token is accepted for a write.
@@ -161,6 +193,11 @@ func TestAuthFailures(t *testing.T) {
 	r, _ := cl.Do("POST", "/nodes/pve1/qemu", url.Values{"vmid": {"150"}})
 	if r.Code != 403 || r.Status != "Permission check failed (/vms/150, VM.Allocate)" {
 		t.Fatalf("valid ticket+CSRF: %d %q (want the permission check to be reached)", r.Code, r.Status)
+	}
+	// An expired account cannot log in either.
+	login, _ := simpve.NewClient(c.URL("pve1"), c.CAFile())
+	if err := login.Login("gone@pve", "pw"); err == nil || !strings.Contains(err.Error(), "401 authentication failure") {
+		t.Errorf("login of an expired account: %v", err)
 	}
 }
 
@@ -178,5 +215,64 @@ func TestCopyIsRootPamOnly(t *testing.T) {
 	}
 	if !c.Store("pve1", "local-zfs").Exists("vm-100-disk-1") {
 		t.Fatal("the copy did not create the target volume")
+	}
+}
+
+// TestACLNoAccessAndPools checks the parts of PVE's permission computation that are easy to
+// get wrong: a NoAccess granted through a pool beats every other ACL of the member, a VM
+// belongs to the first pool that lists it only, NoAccess without propagation hides only its
+// own path, a group's grant deeper down replaces a user's inherited one, and a token's own
+// ACL never reaches past its user's privileges.
+func TestACLNoAccessAndPools(t *testing.T) {
+	c, _ := startCluster(t, "pve1")
+	c.AddUser("a@pve", "pw")
+	c.AddGroup("ops", "a@pve")
+	c.AddACL("/", "a@pve", "PVEVMAdmin", true)
+	// pool "locked" holds VM 100 and denies the user everything on it
+	c.AddPool("locked", []string{"100"}, nil)
+	c.AddACL("/pool/locked", "a@pve", "NoAccess", true)
+	// VM 100 is listed again in a later pool, which PVE ignores for it
+	c.AddPool("later", []string{"100", "101"}, nil)
+	c.AddACL("/pool/later", "a@pve", "Administrator", true)
+	// NoAccess on /vms/200 without propagation: /vms/200 itself is dark, nothing below it is
+	c.AddACL("/vms/200", "a@pve", "NoAccess", false)
+	// a group grant deeper down replaces the user's inherited roles on that subtree
+	c.AddACL("/vms/300", "@ops", "PVEAuditor", true)
+	tid, tsecret, err := c.AddToken("a@pve", "ro", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AddACL("/", tid, "Administrator", true)
+
+	a, _ := simpve.NewClient(c.URL("pve1"), c.CAFile())
+	if err := a.Login("a@pve", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	tok := tokenClient(t, c, tid, tsecret)
+	for _, tc := range []struct {
+		name       string
+		cl         *simpve.Client
+		path, priv string
+		has        bool
+	}{
+		{"pool NoAccess beats a propagated / grant", a, "/vms/100", "VM.Audit", false},
+		{"a VM's later pool does not apply", a, "/vms/100", "Sys.Modify", false},
+		{"the later pool applies to its own VM", a, "/vms/101", "Sys.Modify", true},
+		{"NoAccess without propagation on its path", a, "/vms/200", "VM.Audit", false},
+		{"… but not below it", a, "/vms/200/x", "VM.Allocate", true},
+		{"a group grant replaces the user's inherited roles", a, "/vms/300", "VM.Allocate", false},
+		{"… and grants its own", a, "/vms/300", "VM.Audit", true},
+		{"a privsep token with Administrator stays within its user", tok, "/vms/101", "VM.Allocate", true},
+		{"… and never beyond it", tok, "/", "Sys.Modify", false},
+	} {
+		p := permsOf(t, tc.cl, tc.path)
+		if _, has := p[tc.priv]; has != tc.has {
+			t.Errorf("%s: %s on %s = %v, want %v; all: %v", tc.name, tc.priv, tc.path, has, tc.has, p)
+		}
+	}
+	// The checks on a route use the same computation.
+	r, err := a.Do("GET", "/nodes/pve1/qemu/100/config", nil)
+	if err != nil || r.Code != 403 || r.Status != "Permission check failed (/vms/100, VM.Audit)" {
+		t.Errorf("VM 100 in the NoAccess pool: %v %d %q", err, r.Code, r.Status)
 	}
 }

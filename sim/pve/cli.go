@@ -3,30 +3,53 @@ package pve
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pvesnap/pvesnap/daemon/runner"
 )
 
 // CLI answers the `qm` commands pvesnap's workers run on a node (status, shutdown, stop,
 // start, set --lock, unlock, guest cmd) by calling the simulated cluster's API as root@pam,
-// so a worker drives the simulator exactly as it drives a real node's qm. It implements
-// runner.Runner; `pvesnap sim qm` puts it on the command line for the lab.
+// so a worker drives the simulator exactly as it drives a real node's qm. `pvesnap sim qm`
+// and the executables of a simulated node (sim/node) put it on the command line.
 type CLI struct {
 	Client *Client // logged in as root@pam
 	Node   string
 }
 
-func cliFail(argv []string, code int, msg string) error {
-	return &runner.ExecError{Argv: argv, ExitCode: code, Stderr: msg + "\n"}
+// cliError is a failed qm: its exit status and what it printed on stderr.
+type cliError struct {
+	code int
+	msg  string
 }
 
-// Run implements runner.Runner.
-func (c *CLI) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byte, error) {
+func (e *cliError) Error() string { return e.msg }
+
+func cliFail(argv []string, code int, msg string) error {
+	return &cliError{code: code, msg: msg + "\n"}
+}
+
+// Command runs argv (qm …) and returns what qm would print and its exit status.
+func (c *CLI) Command(ctx context.Context, argv []string) (stdout []byte, stderr string, code int) {
+	out, err := c.run(ctx, argv)
+	if err != nil {
+		var ce *cliError
+		if errors.As(err, &ce) {
+			return out, ce.msg, ce.code
+		}
+		return out, err.Error() + "\n", 255
+	}
+	return out, "", 0
+}
+
+func (c *CLI) run(ctx context.Context, argv []string) ([]byte, error) {
+	if len(argv) > 0 {
+		argv = append([]string{filepath.Base(argv[0])}, argv[1:]...)
+	}
 	if len(argv) < 3 || argv[0] != "qm" {
 		return nil, cliFail(argv, 2, "sim: only qm <command> <vmid> is emulated")
 	}
@@ -60,9 +83,9 @@ func (c *CLI) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 		json.Unmarshal(d, &st)
 		return []byte("status: " + st.Status + "\n"), nil
 	case "stop", "shutdown":
-		return nil, c.task(ctx, argv, base+"/status/stop", nil)
+		return nil, c.task(ctx, argv, base+"/status/stop", skiplock(flags))
 	case "start":
-		return nil, c.task(ctx, argv, base+"/status/start", nil)
+		return nil, c.task(ctx, argv, base+"/status/start", skiplock(flags))
 	case "set":
 		if l, ok := flags["lock"]; ok {
 			_, err := c.call(argv, "PUT", base+"/config", url.Values{"lock": {l}})
@@ -76,6 +99,14 @@ func (c *CLI) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 	return nil, cliFail(argv, 2, "sim: qm "+argv[1]+" not emulated")
 }
 
+// skiplock passes qm's --skiplock on (only root may, and the CLI runs as root@pam).
+func skiplock(flags map[string]string) url.Values {
+	if flags["skiplock"] == "1" {
+		return url.Values{"skiplock": {"1"}}
+	}
+	return nil
+}
+
 // call makes one API call; an error carries PVE's message as qm prints it.
 func (c *CLI) call(argv []string, method, path string, params url.Values) (json.RawMessage, error) {
 	r, err := c.Client.Do(method, path, params)
@@ -83,11 +114,7 @@ func (c *CLI) call(argv []string, method, path string, params url.Values) (json.
 		return nil, cliFail(argv, 255, err.Error())
 	}
 	if r.Code != 200 {
-		msg := r.Status
-		if r.Code == 500 && strings.Contains(r.Status, "does not exist") {
-			msg = "Configuration file '" + strings.TrimPrefix(path, "/") + "' does not exist"
-		}
-		return nil, cliFail(argv, 255, msg)
+		return nil, cliFail(argv, 255, r.Status)
 	}
 	return r.Data, nil
 }

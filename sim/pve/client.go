@@ -22,6 +22,7 @@ type Client struct {
 	CSRF   string
 	Token  string // user@realm!id=secret
 	JSON   bool   // send bodies as JSON (like go-proxmox) instead of forms
+	Format string // "json" (default) or "extjs"
 	HTTP   *http.Client
 }
 
@@ -70,7 +71,11 @@ func (c *Client) Login(user, password string) error {
 
 // Do calls path (relative to /api2/json) with params in the query (GET, DELETE) or body.
 func (c *Client) Do(method, path string, params url.Values) (*Response, error) {
-	u := c.Base + "/api2/json" + path
+	format := c.Format
+	if format == "" {
+		format = "json"
+	}
+	u := c.Base + "/api2/" + format + path
 	var body io.Reader
 	ct := ""
 	if method == "GET" || method == "DELETE" {

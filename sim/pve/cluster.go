@@ -1,8 +1,13 @@
 // Package pve simulates a Proxmox VE cluster closely enough that passing against it means
-// something: each node has its own pveproxy (TLS, PVE's envelope, reason phrases, 401 delay),
-// the cluster filesystem is a directory with the files PVE keeps there, access control follows
-// PVE's rules (ACL propagation, groups, pools, privilege-separated tokens, tickets, CSRF), tasks
-// are written as PVE writes them, and storages hold real bytes in files.
+// something: each node has its own pveproxy (TLS, PVE's envelope and reason phrases, its
+// header and body limits, the 401 delay), every parameter is checked against PVE's own API
+// schema, the cluster filesystem is a directory with the files PVE keeps there, access control
+// follows pve-access-control (ACL propagation, groups, pools, NoAccess, privilege-separated
+// tokens, expiry, tickets, CSRF), tasks are written as PVE writes them, VM configs are parsed
+// with the config schema's formats, and storages hold real bytes in files.
+//
+// It is an independent reading of PVE's sources and documentation: it shares no code with
+// pvesnap's daemon, so a misreading in either shows up as a disagreement in the tests.
 package pve
 
 import (
@@ -12,20 +17,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/api"
-	"github.com/pvesnap/pvesnap/daemon/auth"
-	"github.com/pvesnap/pvesnap/daemon/httpd"
-	"github.com/pvesnap/pvesnap/daemon/pve"
-	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/sim/pveschema"
+	"github.com/pvesnap/pvesnap/sim/reference"
 )
 
 // Options configure a simulated cluster.
@@ -38,11 +38,16 @@ type Options struct {
 	ClusterName string
 	// Listen maps node names to listen addresses (default 127.0.0.1:0 each).
 	Listen map[string]string
-	// AuthFailDelay holds back 401s like pveproxy (default 3 s; tests set less).
+	// AuthFailDelay holds back 401s like pveproxy (default 3 s; negative: none).
 	AuthFailDelay time.Duration
-	// PvestatdInterval is how often finished tasks are archived, like pvestatd (default 10 s).
+	// Timeout is pveproxy's connection timeout: idle keep-alive connections and requests
+	// whose header broke the limits are closed after it (default 5 s).
+	Timeout time.Duration
+	// PvestatdInterval is how often finished tasks are archived and the task list is
+	// broadcast, like pvestatd (default 10 s).
 	PvestatdInterval time.Duration
-	// Release is the PVE version reported (default 9.1.1).
+	// Release is the PVE version reported (default 9.1.7); it picks the API schema (8.x or
+	// 9.x) and the texts of failed logins (9.1.5 and later: "Authentication failed!").
 	Release string
 	// RootPassword is root@pam's password (default "pvesnap").
 	RootPassword string
@@ -51,26 +56,30 @@ type Options struct {
 	ExtJS string
 	// Volumes, when set, backs storages with something other than the simulator's files
 	// (the lab: real ZFS and LVM-thin); a nil answer keeps the files for that storage.
-	Volumes func(node string, st *pve.Storage) Volumes
+	Volumes func(node string, st *Storage) Volumes
 	Logger  *slog.Logger
 }
 
 // Cluster is a running simulated cluster.
 type Cluster struct {
-	o       Options
-	shared  string // the cluster filesystem (what /etc/pve is on every node)
-	nodes   map[string]*Node
-	names   []string
-	access  *accessStore
-	mu      sync.Mutex // VM runtime state, in-process tasks
-	vms     map[int64]*vmRuntime
-	simTask map[uint64]*simTask // running in-process tasks by pstart
-	ptick   uint64
-	logger  *slog.Logger
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	pid     int
-	pstart  uint64
+	o        Options
+	shared   string // the cluster filesystem (what /etc/pve is on every node)
+	nodes    map[string]*Node
+	names    []string
+	access   *accessStore
+	schema   reference.PVESchema
+	vmProps  map[string]pveschema.Schema // the VM config schema ($confdesc)
+	stProps  map[string]pveschema.Schema // storage.cfg properties
+	mu       sync.Mutex                  // VM runtime state, in-process tasks, task lists
+	vms      map[int64]*vmRuntime
+	simTask  map[int64]*simTask // running in-process tasks by pstart
+	tasklist map[string][]map[string]any
+	ptick    int64
+	logger   *slog.Logger
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	pid      int64
+	pstart   int64
 }
 
 // Node is one simulated node and its pveproxy.
@@ -79,11 +88,10 @@ type Node struct {
 	Root   string // per-node directory
 	IP     string
 	c      *Cluster
-	srv    *httpd.Server
+	srv    *proxyServer
 	ln     net.Listener
-	mux    *api.Mux
-	tasks  *tasks.Dir
-	tlsCfg *tls.Config
+	routes []*route
+	tasks  *taskDir
 }
 
 // Paths are where a node's files are, in the roles pvesnap's config knows them by.
@@ -105,11 +113,14 @@ func Start(o Options) (*Cluster, error) {
 	if o.AuthFailDelay < 0 {
 		o.AuthFailDelay = 0
 	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
+	}
 	if o.PvestatdInterval == 0 {
 		o.PvestatdInterval = 10 * time.Second
 	}
 	if o.Release == "" {
-		o.Release = "9.1.1"
+		o.Release = "9.1.7"
 	}
 	if o.RootPassword == "" {
 		o.RootPassword = "pvesnap"
@@ -118,32 +129,47 @@ func Start(o Options) (*Cluster, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	for _, n := range o.Nodes {
-		if err := pve.CheckNode(n); err != nil || strings.Contains(n, ".") {
+		if pveschema.CheckFormat("pve-node", n, "") != nil {
 			return nil, fmt.Errorf("sim/pve: bad node name %q", n)
 		}
 	}
-	c := &Cluster{o: o, shared: filepath.Join(o.Dir, "pve"), nodes: map[string]*Node{}, names: o.Nodes,
-		vms: map[int64]*vmRuntime{}, simTask: map[uint64]*simTask{}, logger: o.Logger, stop: make(chan struct{}),
-		pid: os.Getpid()}
-	ps, err := tasks.ProcStartTime("/proc", c.pid)
+	version := "pve9"
+	if strings.HasPrefix(o.Release, "8.") {
+		version = "pve8"
+	}
+	schema, err := reference.PVE(version)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sim/pve: API schema %s: %w", version, err)
+	}
+	c := &Cluster{o: o, shared: filepath.Join(o.Dir, "pve"), nodes: map[string]*Node{}, names: o.Nodes, schema: schema,
+		vms: map[int64]*vmRuntime{}, simTask: map[int64]*simTask{}, tasklist: map[string][]map[string]any{},
+		logger: o.Logger, stop: make(chan struct{}), pid: int64(os.Getpid())}
+	c.vmProps = propsOf(schema["/nodes/{node}/qemu/{vmid}/config"]["GET"].Returns["properties"])
+	delete(c.vmProps, "digest")
+	c.stProps = propsOf(toAny(schema["/storage"]["POST"].Parameters.Properties))
+	if ide, ok := c.vmProps["ide[n]"]["format"].(map[string]any); ok {
+		// qemu-server registers its IDE drive format by name for 'cdrom'.
+		pveschema.Register("pve-qm-ide", pveschema.Format{Props: propsOf(ide)})
+	}
+	ps, ok := procStartTime(c.pid)
+	if !ok {
+		return nil, errors.New("sim/pve: cannot read this process's start time from /proc")
 	}
 	c.pstart = ps
 	if err := c.layout(); err != nil {
 		return nil, fmt.Errorf("sim/pve: %w", err)
 	}
-	c.access = newAccessStore(c.shared, o.AuthFailDelay)
-	if err := c.access.ensureRoot(o.RootPassword); err != nil {
+	c.access = &accessStore{dir: c.shared, keys: &ticketKeys{dir: c.shared}}
+	if err := c.ensureRoot(o.RootPassword); err != nil {
 		return nil, err
 	}
 	for i, name := range o.Nodes {
 		n := &Node{Name: name, Root: filepath.Join(o.Dir, "node", name), IP: fmt.Sprintf("127.0.0.%d", i+1), c: c}
-		n.tasks = &tasks.Dir{Root: filepath.Join(n.Root, "tasks"), Running: c.taskRunning}
+		n.tasks = &taskDir{root: filepath.Join(n.Root, "tasks"), running: c.taskRunning}
 		c.nodes[name] = n
 	}
-	for _, n := range c.nodes {
-		if err := n.start(); err != nil {
+	for _, name := range o.Nodes {
+		if err := c.nodes[name].start(); err != nil {
 			c.Close()
 			return nil, err
 		}
@@ -155,6 +181,17 @@ func Start(o Options) (*Cluster, error) {
 	c.wg.Add(1)
 	go c.pvestatd()
 	return c, nil
+}
+
+func propsOf(v any) map[string]pveschema.Schema {
+	out := map[string]pveschema.Schema{}
+	m, _ := v.(map[string]any)
+	for k, s := range m {
+		if sm, ok := s.(map[string]any); ok {
+			out[k] = sm
+		}
+	}
+	return out
 }
 
 // layout creates the shared cluster filesystem and each node's view of it.
@@ -219,9 +256,8 @@ func (c *Cluster) layout() error {
 // writeMembers writes each node's .members (nodename differs per node, like pmxcfs).
 func (c *Cluster) writeMembers() error {
 	var list []string
-	for _, name := range c.names {
-		n := c.nodes[name]
-		list = append(list, fmt.Sprintf(`"%s": { "id": %d, "online": 1, "ip": "%s"}`, name, indexOf(c.names, name)+1, n.IP))
+	for i, name := range c.names {
+		list = append(list, fmt.Sprintf(`"%s": { "id": %d, "online": 1, "ip": "%s"}`, name, i+1, c.nodes[name].IP))
 	}
 	clusterPart := ""
 	if c.o.ClusterName != "" {
@@ -236,104 +272,47 @@ func (c *Cluster) writeMembers() error {
 	return nil
 }
 
-func indexOf(l []string, s string) int {
-	for i, x := range l {
-		if x == s {
-			return i
-		}
-	}
-	return -1
-}
-
 func (n *Node) start() error {
 	cert, err := tls.LoadX509KeyPair(filepath.Join(n.c.shared, "nodes", n.Name, "pve-ssl.pem"),
 		filepath.Join(n.c.shared, "nodes", n.Name, "pve-ssl.key"))
 	if err != nil {
 		return err
 	}
-	n.tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
 	addr := n.c.o.Listen[n.Name]
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	n.ln, err = net.Listen("tcp", addr)
-	if err != nil {
+	if n.ln, err = net.Listen("tcp", addr); err != nil {
 		return err
 	}
-	n.mux, err = api.NewMux(n.c.routes(n), api.Options{Authz: &simAuthz{c: n.c}, PassThrough: http.HandlerFunc(n.notImplemented),
-		Peer: n.c, LocalNode: n.Name, Logger: n.c.logger.With("node", n.Name)})
-	if err != nil {
+	if n.routes, err = n.c.routeTable(n); err != nil {
+		n.ln.Close()
 		return err
 	}
-	n.srv = &httpd.Server{Handler: n, TLSConfig: n.tlsCfg, ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: 60 * time.Second, Logger: n.c.logger}
-	go n.srv.Serve(n.ln)
+	n.srv = &proxyServer{handle: n.serve, timeout: n.c.o.Timeout, logger: n.c.logger.With("node", n.Name),
+		tls: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}}
+	go n.srv.serve(n.ln)
 	return nil
 }
 
-// ServeHTTP is the node's pveproxy: the GUI page, then the API.
-func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Server", "pve-api-daemon/3.0")
-	switch {
-	case r.URL.Path == "/" && n.c.o.ExtJS != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(n.indexPage(r))
-		return
-	case strings.HasPrefix(r.URL.Path, "/api2/"):
-		if !knownMethod(r.Method) {
-			api.WriteError(w, api.JSON, api.Errorf(http.StatusNotImplemented, "method '%s' not available", r.Method))
-			return
-		}
-		n.mux.ServeHTTP(w, r)
-		return
-	case n.c.o.ExtJS != "":
-		guiFiles{extjs: n.c.o.ExtJS}.ServeHTTP(w, r)
-		return
+// serve is pveproxy's handle_request: /api2 calls, the GUI page, its static files.
+func (n *Node) serve(req *request) *response {
+	path := req.URL.Path
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p
 	}
-	httpd.WriteHeader(w, http.StatusNotImplemented, "no such file '"+r.URL.Path+"'")
-}
-
-// indexPage renders the GUI page the way pveproxy renders index.html.tpl: with a valid
-// ticket cookie the page carries the user's name and a CSRF token ([% UserName %],
-// [% CSRFPreventionToken %]); [% NodeName %] is the node.
-func (n *Node) indexPage(r *http.Request) []byte {
-	user, token := "", ""
-	if ck, err := r.Cookie("PVEAuthCookie"); err == nil {
-		t, _ := url.PathUnescape(ck.Value)
-		if u, ok := n.c.access.verifyTicket(t, time.Now()); ok {
-			if key, err := os.ReadFile(filepath.Join(n.c.shared, "pve-www.key")); err == nil {
-				user, token = u, auth.MakeCSRF(key, u, time.Now())
-			}
+	if strings.HasPrefix(path, "/api2") {
+		return n.serveAPI(req, path)
+	}
+	if n.c.o.ExtJS != "" && req.Method == "GET" {
+		if path == "/" {
+			return n.indexPage(req)
+		}
+		if r := n.guiFile(path); r != nil {
+			return r
 		}
 	}
-	return []byte(strings.NewReplacer("[% UserName %]", user, "[% CSRFPreventionToken %]", token, "[% NodeName %]", n.Name,
-		"[% version %]", n.c.o.Release).Replace(guiPage))
-}
-
-func knownMethod(m string) bool {
-	return m == http.MethodGet || m == http.MethodPost || m == http.MethodPut || m == http.MethodDelete
-}
-
-// notImplemented is pveproxy's answer for a path or method no handler declares.
-func (n *Node) notImplemented(w http.ResponseWriter, r *http.Request) {
-	f := api.FormatOf(r.URL.Path)
-	if f == "" {
-		f = api.JSON
-	}
-	api.WriteError(w, f, api.Errorf(http.StatusNotImplemented, "Method '%s %s' not implemented", r.Method, api.PathOf(r.URL.Path)))
-}
-
-// Forward implements api.Peer: pveproxy's proxyto, in process.
-func (c *Cluster) Forward(w http.ResponseWriter, r *http.Request, node string) error {
-	n, ok := c.nodes[node]
-	if !ok {
-		return api.Errorf(http.StatusInternalServerError, "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", node, node)
-	}
-	if r.GetBody != nil {
-		r.Body, _ = r.GetBody()
-	}
-	n.mux.ServeHTTP(w, r)
-	return nil
+	return rawError(500, fmt.Sprintf("no such file '%s'\n", path))
 }
 
 // URL is the https URL of a node's pveproxy.
@@ -355,11 +334,11 @@ func (c *Cluster) Shared() string { return c.shared }
 // Nodes lists node names in order.
 func (c *Cluster) Nodes() []string { return append([]string(nil), c.names...) }
 
-// Tasks is a node's task directory.
-func (c *Cluster) Tasks(node string) *tasks.Dir { return c.nodes[node].tasks }
-
 // CAFile is the cluster CA certificate.
 func (c *Cluster) CAFile() string { return filepath.Join(c.shared, "pve-root-ca.pem") }
+
+// Release is the PVE version the cluster reports.
+func (c *Cluster) Release() string { return c.o.Release }
 
 // Close stops every node.
 func (c *Cluster) Close() error {
@@ -372,14 +351,15 @@ func (c *Cluster) Close() error {
 	defer cancel()
 	for _, n := range c.nodes {
 		if n.srv != nil {
-			n.srv.Shutdown(ctx)
+			n.srv.shutdown(ctx)
 		}
 	}
 	c.wg.Wait()
 	return nil
 }
 
-// pvestatd archives finished tasks on every node, as pvestatd's update_status does.
+// pvestatd archives finished tasks and broadcasts every node's task list, as pvestatd's
+// update loop does.
 func (c *Cluster) pvestatd() {
 	defer c.wg.Done()
 	t := time.NewTicker(c.o.PvestatdInterval)
@@ -394,29 +374,24 @@ func (c *Cluster) pvestatd() {
 	}
 }
 
-// Pvestatd runs one archiving pass now.
+// Pvestatd runs one pass now: active_workers on every node and broadcast_tasklist.
 func (c *Cluster) Pvestatd() {
-	for _, n := range c.nodes {
-		if _, err := n.tasks.ActiveWorkers(""); err != nil {
+	for _, name := range c.names {
+		n := c.nodes[name]
+		list, err := n.tasks.activeWorkers("")
+		if err != nil {
 			c.logger.Warn("pvestatd: active workers", "node", n.Name, "err", err)
+			continue
 		}
+		c.broadcastTasklist(n.Name, list)
 	}
 }
 
-// nodeOf returns the node or PVE's error for an unknown one.
+// nodeOf returns the node, or the error pveproxy gives for a name it cannot resolve.
 func (c *Cluster) nodeOf(name string) (*Node, error) {
 	n, ok := c.nodes[name]
 	if !ok {
-		return nil, api.Errorf(http.StatusInternalServerError, "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", name, name)
+		return nil, httpErr(500, "hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", name, name)
 	}
 	return n, nil
-}
-
-func sortedNames[M ~map[string]V, V any](m M) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -1,9 +1,13 @@
 package pve
 
 import (
+	"mime"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // guiPage stands in for pveproxy's index.html.tpl: Ext JS, the Proxmox globals the template
@@ -43,19 +47,43 @@ Ext.onReady(function () {
 </script>
 </head><body></body></html>`
 
-// guiFiles serves the GUI's static paths as pveproxy does from its aliases: /pve2/ext6/ from
-// the Ext JS build (extjs), and a stand-in pvemanagerlib.js.
-type guiFiles struct{ extjs string }
-
-func (g guiFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/pve2/js/pvemanagerlib.js":
-		w.Header().Set("Content-Type", "application/javascript")
-		w.Write([]byte("// pvemanagerlib.js stand-in: PVE's own classes are not part of the simulator\n"))
-	case strings.HasPrefix(r.URL.Path, "/pve2/ext6/"):
-		// Clean under "/" first: a path cannot climb out of the build directory.
-		http.ServeFile(w, r, filepath.Join(g.extjs, filepath.Clean("/"+strings.TrimPrefix(r.URL.Path, "/pve2/ext6/"))))
-	default:
-		http.NotFound(w, r)
+// indexPage renders the GUI page the way pveproxy renders index.html.tpl: with a valid
+// ticket cookie the page carries the user's name and a CSRF token ([% UserName %],
+// [% CSRFPreventionToken %]); [% NodeName %] is the node.
+func (n *Node) indexPage(req *request) *response {
+	user, token := "", ""
+	if t := extractAuthValue(strings.Join(req.Header.Values("Cookie"), "; "), "PVEAuthCookie"); t != "" {
+		if u, err := n.c.access.keys.verifyTicket(t, time.Now()); err == nil {
+			if csrf, err := n.c.access.keys.makeCSRF(u, time.Now()); err == nil {
+				user, token = u, csrf
+			}
+		}
 	}
+	page := strings.NewReplacer("[% UserName %]", user, "[% CSRFPreventionToken %]", token, "[% NodeName %]", n.Name,
+		"[% version %]", n.c.o.Release).Replace(guiPage)
+	return &response{Code: 200, Header: http.Header{"Content-Type": {"text/html; charset=utf-8"}}, Body: []byte(page)}
+}
+
+// guiFile serves the GUI's static paths as pveproxy does from its aliases: /pve2/ext6/ from
+// the Ext JS build, and a stand-in pvemanagerlib.js; nil when path is none of them.
+func (n *Node) guiFile(path string) *response {
+	switch {
+	case path == "/pve2/js/pvemanagerlib.js":
+		return &response{Code: 200, Header: http.Header{"Content-Type": {"application/javascript"}},
+			Body: []byte("// pvemanagerlib.js stand-in: PVE's own classes are not part of the simulator\n")}
+	case strings.HasPrefix(path, "/pve2/ext6/"):
+		// Clean under "/" first: a path cannot climb out of the build directory.
+		rel := filepath.Clean("/" + strings.TrimPrefix(path, "/pve2/ext6/"))
+		b, err := os.ReadFile(filepath.Join(n.c.o.ExtJS, rel))
+		if err != nil {
+			p, _ := url.PathUnescape(path)
+			return rawError(500, "unable to open file '"+p+"' - "+err.Error()+"\n")
+		}
+		ct := mime.TypeByExtension(filepath.Ext(rel))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		return &response{Code: 200, Header: http.Header{"Content-Type": {ct}}, Body: b}
+	}
+	return nil
 }

@@ -46,7 +46,7 @@ func TestGUIPage(t *testing.T) {
 
 	code, page := get("/", "")
 	if code != 200 || !strings.Contains(page, "UserName: ''") || !strings.Contains(page, "CSRFPreventionToken: ''") ||
-		!strings.Contains(page, "<title>pve1 - Proxmox Virtual Environment</title>") || !strings.Contains(page, "pvemanagerlib.js?ver=9.1.1") {
+		!strings.Contains(page, "<title>pve1 - Proxmox Virtual Environment</title>") || !strings.Contains(page, "pvemanagerlib.js?ver=9.1.7") {
 		t.Fatalf("page without a ticket: %d\n%s", code, page)
 	}
 	ticket, _, err := c.Ticket("root@pam")

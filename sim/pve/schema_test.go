@@ -2,14 +2,12 @@ package pve_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/url"
-	"sort"
+
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pvesnap/pvesnap/daemon/api"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 	"github.com/pvesnap/pvesnap/sim/reference"
 )
@@ -23,10 +21,11 @@ var realButUndeclared = map[string]string{
 	"GET /storage *":                    "Storage.pm's index returns each storage's whole config entry",
 	"POST /access/ticket cap":           "the GUI reads its capabilities from the ticket answer",
 	"GET /cluster/nextid $: got string": "Perl serialises the id as a string; go-proxmox and Telmate decode a string",
+	"GET /cluster/tasks *":              "Cluster.pm's tasks returns the broadcast task entries whole; its schema declares only upid",
 }
 
 // allowed reports whether a validation error is one of the documented real behaviours.
-func allowed(route *api.Route, e string) bool {
+func allowed(route *simpve.RouteInfo, e string) bool {
 	key := route.Method + " " + route.Path
 	if f := undeclaredField(e); f != "" {
 		_, one := realButUndeclared[key+" "+f]
@@ -78,20 +77,11 @@ type example struct {
 	want         int // expected status (200 when 0)
 }
 
-// TestRoutesMatchSchema walks every route sim/pve implements: parameter names, required-ness,
-// types, enums, permissions and proxyto against PVE 9 (and 8), then calls each one and checks
-// the answer's shape against the schema's "returns".
+// TestRoutesMatchSchema calls every route sim/pve serves (their parameters, permissions and
+// proxyto are PVE's schema's by construction) and checks each answer's shape against the
+// schema's "returns", PVE 9's in full and PVE 8's for the fields it declares too.
 func TestRoutesMatchSchema(t *testing.T) {
 	c, cl := startCluster(t)
-	for _, version := range reference.PVEVersions {
-		schema, err := reference.PVE(version)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range c.Routes("pve1") {
-			checkDeclaration(t, version, schema, r)
-		}
-	}
 
 	// State the examples need: a VM with a disk, a volume, finished tasks.
 	upid := simpve.UPIDOf(must(t, cl, "POST", "/nodes/pve1/qemu", url.Values{"vmid": {"100"}, "name": {"web"}, "memory": {"2048"},
@@ -106,6 +96,8 @@ func TestRoutesMatchSchema(t *testing.T) {
 		{method: "GET", path: "/cluster/status"},
 		{method: "GET", path: "/cluster/resources"},
 		{method: "GET", path: "/cluster/nextid"},
+		{method: "GET", path: "/cluster/tasks"},
+		{method: "GET", path: "/nodes/pve1/qemu/100"},
 		{method: "GET", path: "/nodes"},
 		{method: "GET", path: "/nodes/pve1/qemu"},
 		{method: "POST", path: "/nodes/pve1/qemu", params: url.Values{"vmid": {"101"}, "name": {"db"}, "virtio0": {"local-zfs:1"}}},
@@ -202,7 +194,7 @@ func must(t *testing.T, cl *simpve.Client, method, path string, p url.Values) js
 	return d
 }
 
-func matchRoute(routes []*api.Route, method, path string) *api.Route {
+func matchRoute(routes []simpve.RouteInfo, method, path string) *simpve.RouteInfo {
 	segs := strings.Split(path, "/")
 	for _, r := range routes {
 		if r.Method != method {
@@ -220,91 +212,8 @@ func matchRoute(routes []*api.Route, method, path string) *api.Route {
 			}
 		}
 		if ok {
-			return r
+			return &r
 		}
 	}
 	return nil
-}
-
-func checkDeclaration(t *testing.T, version string, schema reference.PVESchema, r *api.Route) {
-	t.Helper()
-	where := fmt.Sprintf("%s: %s %s", version, r.Method, r.Path)
-	m := schema[r.Path][r.Method]
-	if m == nil {
-		t.Errorf("%s: not in the PVE schema", where)
-		return
-	}
-	declared := map[string]api.Param{}
-	for _, p := range r.Params {
-		declared[p.Name] = p
-		sp, ok := m.Parameters.Properties[p.Name]
-		if !ok {
-			t.Errorf("%s: parameter %q not in the schema", where, p.Name)
-			continue
-		}
-		optional := sp["optional"] != nil && fmt.Sprint(sp["optional"]) != "0"
-		if optional != p.Optional {
-			t.Errorf("%s: parameter %q optional=%v, schema says %v", where, p.Name, p.Optional, optional)
-		}
-		if st, _ := sp["type"].(string); st != "" && st != string(p.Type) {
-			t.Errorf("%s: parameter %q type %s, schema says %s", where, p.Name, p.Type, st)
-		}
-		if enum, ok := sp["enum"].([]any); ok && len(p.Enum) > 0 {
-			for _, e := range p.Enum {
-				found := false
-				for _, se := range enum {
-					if fmt.Sprint(se) == e {
-						found = true
-					}
-				}
-				if !found {
-					t.Errorf("%s: parameter %q enum value %q not in the schema", where, p.Name, e)
-				}
-			}
-		}
-	}
-	for name, sp := range m.Parameters.Properties {
-		optional := sp["optional"] != nil && fmt.Sprint(sp["optional"]) != "0"
-		if _, ok := declared[name]; !ok && !optional {
-			t.Errorf("%s: required parameter %q not declared", where, name)
-		}
-	}
-	if (m.ProxyTo != "") != (r.ProxyTo != "") {
-		t.Errorf("%s: proxyto %q, schema says %q", where, r.ProxyTo, m.ProxyTo)
-	}
-	checkPermission(t, where, m.Permissions, r.Permission)
-}
-
-func checkPermission(t *testing.T, where string, sp map[string]any, p api.Permission) {
-	t.Helper()
-	if sp == nil {
-		if p.User != "all" || !strings.Contains(p.Description, "root@pam") {
-			t.Errorf("%s: schema declares no permissions (root@pam only); route says %q", where, p)
-		}
-		return
-	}
-	if u, _ := sp["user"].(string); u != "" {
-		if p.User != u {
-			t.Errorf("%s: schema user %q, route %q", where, u, p.User)
-		}
-		return
-	}
-	check, _ := sp["check"].([]any)
-	if len(check) >= 3 && check[0] == "perm" {
-		var privs []string
-		for _, x := range check[2].([]any) {
-			privs = append(privs, fmt.Sprint(x))
-		}
-		anyFlag := len(check) >= 5 && check[3] == "any"
-		a, b := append([]string(nil), privs...), append([]string(nil), p.Privs...)
-		sort.Strings(a)
-		sort.Strings(b)
-		if check[1] != p.Path || strings.Join(a, ",") != strings.Join(b, ",") || anyFlag != p.Any {
-			t.Errorf("%s: schema check %v, route %s", where, check, p)
-		}
-		return
-	}
-	if p.User != "all" {
-		t.Errorf("%s: schema check %v is not a simple perm check; route must declare user all and check in code", where, check)
-	}
 }

@@ -2,28 +2,24 @@ package pve
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
-
-	"github.com/pvesnap/pvesnap/daemon/api"
-	"github.com/pvesnap/pvesnap/daemon/pve"
-	"github.com/pvesnap/pvesnap/daemon/tasks"
 )
 
 // simTask is a task the simulator runs in process. Its UPID carries the simulator's pid and a
-// pstart of its own, so the task-status logic tells it apart from real worker processes.
+// pstart of its own, so nothing mistakes it for a real worker process.
 type simTask struct {
-	upid   string
 	done   chan struct{}
 	cancel context.CancelFunc
 }
 
-// taskRunning answers "is this worker alive" for the task directory: in-process tasks from
-// the simulator's table, real processes (pvesnap workers) from /proc like pveproxy.
-func (c *Cluster) taskRunning(pid int, pstart uint64) bool {
+// taskRunning answers check_process_running for a node's tasks: in-process tasks from the
+// simulator's table, real processes (pvesnap's workers) from /proc.
+func (c *Cluster) taskRunning(pid, pstart int64) bool {
 	if pid == c.pid {
 		c.mu.Lock()
 		t, ok := c.simTask[pstart]
@@ -38,32 +34,63 @@ func (c *Cluster) taskRunning(pid int, pstart uint64) bool {
 			return true
 		}
 	}
-	ps, err := tasks.ProcStartTime("/proc", pid)
-	return err == nil && ps == pstart
+	ps, ok := procStartTime(pid)
+	return ok && ps == pstart
+}
+
+// task is a running task's log, written as a forked PVE worker writes it.
+type task struct {
+	f        *os.File
+	warnings int
+}
+
+func (t *task) logf(format string, args ...any) { fmt.Fprintf(t.f, format+"\n", args...) }
+
+// warnf is RESTEnvironment's warn: a "WARN:" line that makes the task end with warnings.
+func (t *task) warnf(format string, args ...any) {
+	t.warnings++
+	t.logf("WARN: "+format, args...)
+}
+
+// finish writes fork_worker's last line.
+func (t *task) finish(err error) {
+	switch {
+	case err != nil:
+		msg := strings.ReplaceAll(strings.TrimRight(err.Error(), "\n"), "\n", " ")
+		t.logf("TASK ERROR: %s", msg)
+	case t.warnings > 0:
+		t.logf("TASK WARNINGS: %d", t.warnings)
+	default:
+		t.logf("TASK OK")
+	}
 }
 
 // runTask starts fn as a task of node n and returns its UPID at once, like fork_worker.
-func (n *Node) runTask(typ, id, user string, fn func(t *tasks.Task) error) string {
+func (n *Node) runTask(typ, id, user string, fn func(t *task) error) (string, error) {
 	c := n.c
 	c.mu.Lock()
 	c.ptick++
 	pstart := c.pstart + c.ptick
 	c.mu.Unlock()
-	u := tasks.UPID{Node: n.Name, PID: c.pid, PStart: pstart, StartTime: time.Now().Unix(), Type: typ, ID: id, User: user}
-	upid := u.String()
+	upid := encodeUPID(upid{Node: n.Name, PID: c.pid, PStart: pstart, StartTime: time.Now().Unix(), Type: typ, ID: id, User: user})
+	p, _ := n.tasks.logPath(upid)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
+	if err != nil {
+		return "", fmt.Errorf("unable to create output file '%s' - %v", p, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	st := &simTask{upid: upid, done: make(chan struct{}), cancel: cancel}
+	st := &simTask{done: make(chan struct{}), cancel: cancel}
 	c.mu.Lock()
 	c.simTask[pstart] = st
 	c.mu.Unlock()
-	f, err := n.tasks.CreateLog(upid)
-	if err != nil {
-		close(st.done)
-		c.logger.Error("sim task log", "err", err)
-		return upid
+	list, err := n.tasks.activeWorkers(upid)
+	if err == nil {
+		c.broadcastTasklist(n.Name, list)
 	}
-	n.tasks.ActiveWorkers(upid)
-	t := tasks.NewTask(u, tasks.Job{Type: typ, ID: id, User: user}, f)
+	t := &task{f: f}
 	go func() {
 		defer f.Close()
 		errc := make(chan error, 1)
@@ -79,23 +106,24 @@ func (n *Node) runTask(typ, id, user string, fn func(t *tasks.Task) error) strin
 		select {
 		case err = <-errc:
 		case <-ctx.Done():
-			t.Logf("received interrupt")
-			err = errors.New("received interrupt")
+			err = fmt.Errorf("received interrupt")
 		}
-		t.Finish(err)
+		t.finish(err)
 		close(st.done)
-		n.tasks.ActiveWorkers("")
 	}()
-	return upid
+	return upid, nil
 }
 
 // waitTask waits up to d for a task and returns its exit status ("" when still running).
-func (n *Node) waitTask(upid string, d time.Duration) string {
+func (n *Node) waitTask(id string, d time.Duration) string {
+	u, ok := decodeUPID(id)
+	if !ok {
+		return ""
+	}
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		s, err := n.tasks.Status(upid)
-		if err == nil && s.Status == "stopped" {
-			return s.ExitStatus
+		if !n.c.taskRunning(u.PID, u.PStart) {
+			return n.tasks.readStatus(id)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -107,149 +135,273 @@ func (c *Cluster) WaitTask(node, upid string, d time.Duration) string {
 	return c.nodes[node].waitTask(upid, d)
 }
 
-var upidParam = api.Param{Name: "upid", Type: api.String, MaxLength: 256, Description: "The task's unique ID."}
-
-// taskOwner reports whether the caller owns the task (the same user or token, or the user
-// owning the token).
-func taskOwner(call *api.Call, taskUser string) bool {
-	me := call.Auth.Name()
-	if taskUser == me {
-		return true
+// broadcastTasklist is PVE::Cluster::broadcast_tasklist: the node's active list, as
+// /cluster/tasks serves it until the next broadcast.
+func (c *Cluster) broadcastTasklist(node string, list []activeEntry) {
+	var out []map[string]any
+	for _, e := range list {
+		o := map[string]any{"upid": e.upid, "node": e.u.Node, "starttime": e.u.StartTime, "type": e.u.Type,
+			"id": e.u.ID, "user": e.u.User, "saved": boolInt(e.saved)}
+		if e.endtime != 0 {
+			o["endtime"] = e.endtime
+			if e.status != "" {
+				o["status"] = e.status
+			}
+		} else {
+			o["pid"] = e.u.PID
+		}
+		out = append(out, o)
 	}
-	u, _, isTok := strings.Cut(taskUser, "!")
-	return isTok && u == me
+	c.mu.Lock()
+	c.tasklist[node] = out
+	c.mu.Unlock()
 }
 
-func (c *Cluster) taskRoutes(n *Node) []*api.Route {
-	decode := func(call *api.Call) (tasks.UPID, error) {
-		u, err := tasks.ParseUPID(call.Params.Str("upid"))
-		if err != nil {
-			return u, api.ParamErr("upid", "unable to parse worker upid")
+// taskOwner is Tasks.pm's $check_task_user: a token sees its own tasks, a user its own and
+// those of its tokens.
+func taskOwner(caller, taskUser, taskToken string) bool {
+	if taskToken != "" {
+		return caller == taskUser+"!"+taskToken || caller == taskUser
+	}
+	return caller == taskUser
+}
+
+// stopWorker is RESTEnvironment's check_worker($upid, 1): SIGTERM to the worker's process
+// group, then SIGKILL when it is still there 5 seconds later. In-process tasks are cancelled.
+func (c *Cluster) stopWorker(u upid) {
+	if u.PID == c.pid {
+		c.mu.Lock()
+		st := c.simTask[u.PStart]
+		c.mu.Unlock()
+		if st != nil {
+			st.cancel()
 		}
-		if !n.tasks.Exists(call.Params.Str("upid")) {
-			return u, api.ParamErr("upid", "no such task")
+		return
+	}
+	if !c.taskRunning(u.PID, u.PStart) {
+		return
+	}
+	syscall.Kill(-int(u.PID), syscall.SIGTERM)
+	for i := 0; i < 50; i++ {
+		if !c.taskRunning(u.PID, u.PStart) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	syscall.Kill(-int(u.PID), syscall.SIGKILL)
+}
+
+func (c *Cluster) taskRoutes(n *Node) []*route {
+	decode := func(call *call, mustExist bool) (upid, error) {
+		u, ok := decodeUPID(call.str("upid"))
+		if !ok {
+			return u, paramErr(map[string]string{"upid": "unable to parse worker upid"})
+		}
+		if p, _ := n.tasks.logPath(call.str("upid")); mustExist {
+			if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+				return u, paramErr(map[string]string{"upid": "no such task"})
+			}
 		}
 		return u, nil
 	}
-	return []*api.Route{
-		{Method: "GET", Path: "/nodes/{node}/tasks", Name: "node_tasks", Description: "Read task list for one node (finished tasks).",
-			Permission: api.Permission{User: "all", Description: "List task associated with the current user, or all task the user has 'Sys.Audit' permissions on /nodes/<node> (the <node> the task runs on)."},
-			Params: []api.Param{nodeParam,
-				{Name: "start", Type: api.Integer, Optional: true, Minimum: api.Min(0), Default: int64(0), Description: "List tasks beginning from this offset."},
-				{Name: "limit", Type: api.Integer, Optional: true, Minimum: api.Min(0), Default: int64(50), Description: "Only list this amount of tasks."},
-				{Name: "userfilter", Type: api.String, Optional: true, Description: "Only list tasks from this user."},
-				{Name: "typefilter", Type: api.String, Optional: true, Description: "Only list tasks of this type (e.g., vzstart, vzdump)."},
-				{Name: "vmid", Type: api.Integer, Optional: true, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "Only list tasks for this VM."},
-				{Name: "errors", Type: api.Boolean, Optional: true, Default: false, Description: "Only list tasks with a status of ERROR."},
-				{Name: "source", Type: api.String, Optional: true, Enum: []string{"archive", "active", "all"}, Default: "archive", Description: "List archived, active or all tasks."},
-				{Name: "since", Type: api.Integer, Optional: true, Description: "Only list tasks since this UNIX epoch."},
-				{Name: "until", Type: api.Integer, Optional: true, Description: "Only list tasks until this UNIX epoch."},
-				{Name: "statusfilter", Type: api.String, Optional: true, Description: "List of Task States that should be returned."}},
-			Returns: api.Returns{Type: "array", Properties: map[string]string{"upid": "string", "node": "string", "pid": "integer", "pstart": "integer",
-				"starttime": "integer", "type": "string", "id": "string", "user": "string", "endtime": "integer", "status": "string"}},
-			ProxyTo: "node",
-			Handler: func(call *api.Call) (any, error) {
-				auditor, err := call.Has("/nodes/"+n.Name, "Sys.Audit")
-				if err != nil {
-					return nil, err
-				}
-				q := tasks.ListQuery{Start: int(call.Params.Int("start")), Limit: int(call.Params.Int("limit")),
-					UserFilter: call.Params.Str("userfilter"), TypeFilter: call.Params.Str("typefilter"),
-					Errors: call.Params.Bool("errors"), Source: call.Params.Str("source"), Since: call.Params.Int("since"),
-					Until: call.Params.Int("until"), Auditor: auditor, Caller: call.Auth.Name()}
-				if call.Params.Has("vmid") {
-					q.VMID = fmt.Sprint(call.Params.Int("vmid"))
-				}
-				if sf := call.Params.Str("statusfilter"); sf != "" {
-					q.StatusFilter = splitComma(sf)
-				}
-				items, total, err := n.tasks.List(q)
-				if err != nil {
-					return nil, err
-				}
-				return api.Result{Data: nonNil(items), Total: total}, nil
-			}},
-		{Method: "GET", Path: "/nodes/{node}/tasks/{upid}", Name: "upid_index", Description: "Task index.",
-			Permission: api.Permission{User: "all", Description: "any authenticated user"},
-			Params:     []api.Param{nodeParam, upidParam}, Returns: api.Returns{Type: "array"},
-			Handler: func(call *api.Call) (any, error) {
-				return []map[string]string{{"name": "log"}, {"name": "status"}}, nil
-			}},
-		{Method: "GET", Path: "/nodes/{node}/tasks/{upid}/status", Name: "read_task_status", Description: "Read task status.",
-			Permission: api.Permission{User: "all", Description: "The user needs 'Sys.Audit' permissions on '/nodes/<node>' if they are not the owner of the task."},
-			Params:     []api.Param{nodeParam, upidParam},
-			Returns: api.Returns{Type: "object", Properties: map[string]string{"pid": "integer", "status": "string", "exitstatus": "string",
-				"upid": "string", "node": "string", "pstart": "integer", "starttime": "integer", "type": "string", "id": "string", "user": "string", "tokenid": "string"}},
-			ProxyTo: "node",
-			Handler: func(call *api.Call) (any, error) {
-				u, err := decode(call)
-				if err != nil {
-					return nil, err
-				}
-				if !taskOwner(call, u.User) {
-					if err := call.Check("/nodes/"+n.Name, "Sys.Audit"); err != nil {
-						return nil, err
-					}
-				}
-				return n.tasks.Status(call.Params.Str("upid"))
-			}},
-		{Method: "GET", Path: "/nodes/{node}/tasks/{upid}/log", Name: "read_task_log", Description: "Read task log.",
-			Permission: api.Permission{User: "all", Description: "The user needs 'Sys.Audit' permissions on '/nodes/<node>' if they aren't the owner of the task."},
-			Params: []api.Param{nodeParam, upidParam,
-				{Name: "start", Type: api.Integer, Optional: true, Minimum: api.Min(0), Default: int64(0), Description: "Start at this line when reading the tasklog"},
-				{Name: "limit", Type: api.Integer, Optional: true, Minimum: api.Min(0), Default: int64(50), Description: "The amount of lines to read from the tasklog."},
-				{Name: "download", Type: api.Boolean, Optional: true, Description: "Whether the tasklog file should be downloaded."}},
-			Returns: api.Returns{Type: "array", Properties: map[string]string{"n": "integer", "t": "string"}},
-			ProxyTo: "node",
-			Handler: func(call *api.Call) (any, error) {
-				u, err := decode(call)
-				if err != nil {
-					return nil, err
-				}
-				if !taskOwner(call, u.User) {
-					if err := call.Check("/nodes/"+n.Name, "Sys.Audit"); err != nil {
-						return nil, err
-					}
-				}
-				lines, total, err := n.tasks.ReadLog(call.Params.Str("upid"), int(call.Params.Int("start")), int(call.Params.Int("limit")))
-				if err != nil {
-					return nil, err
-				}
-				return api.Result{Data: lines, Total: total}, nil
-			}},
-		{Method: "DELETE", Path: "/nodes/{node}/tasks/{upid}", Name: "stop_task", Description: "Stop a task.",
-			Permission: api.Permission{User: "all", Description: "The user needs 'Sys.Modify' permissions on '/nodes/<node>' if they aren't the owner of the task."},
-			Params:     []api.Param{nodeParam, upidParam}, Returns: api.Returns{Type: "null"}, ProxyTo: "node",
-			Handler: func(call *api.Call) (any, error) {
-				u, err := decode(call)
-				if err != nil {
-					return nil, err
-				}
-				if !taskOwner(call, u.User) {
-					if err := call.Check("/nodes/"+n.Name, "Sys.Modify"); err != nil {
-						return nil, err
-					}
-				}
-				if u.PID == c.pid { // in-process task: cancel it, never signal our own process group
-					c.mu.Lock()
-					st := c.simTask[u.PStart]
-					c.mu.Unlock()
-					if st != nil {
-						st.cancel()
-					}
-					return nil, nil
-				}
-				_, err = n.tasks.Stop(call.Params.Str("upid"), call.Auth.Name(), 5*time.Second)
+	return []*route{
+		{method: "GET", path: "/nodes/{node}/tasks", handler: func(call *call) (any, error) { return n.listTasks(call) }},
+		{method: "GET", path: "/nodes/{node}/tasks/{upid}", handler: func(call *call) (any, error) {
+			return []map[string]string{{"name": "log"}, {"name": "status"}}, nil
+		}},
+		{method: "GET", path: "/nodes/{node}/tasks/{upid}/status", handler: func(call *call) (any, error) {
+			u, err := decode(call, true)
+			if err != nil {
 				return nil, err
-			}},
+			}
+			user, token := splitTaskUser(u.User)
+			if !taskOwner(call.user, user, token) {
+				if err := call.check("/nodes/"+call.str("node"), "Sys.Audit"); err != nil {
+					return nil, err
+				}
+			}
+			res := map[string]any{"upid": call.str("upid"), "node": u.Node, "pid": u.PID, "pstart": u.PStart,
+				"starttime": u.StartTime, "type": u.Type, "id": u.ID, "user": user, "status": "stopped"}
+			if token != "" {
+				res["tokenid"] = token
+			}
+			if c.taskRunning(u.PID, u.PStart) {
+				res["status"] = "running"
+			} else {
+				res["exitstatus"] = n.tasks.readStatus(call.str("upid"))
+			}
+			return res, nil
+		}},
+		{method: "GET", path: "/nodes/{node}/tasks/{upid}/log", handler: func(call *call) (any, error) {
+			u, err := decode(call, false)
+			if err != nil {
+				return nil, err
+			}
+			user, token := splitTaskUser(u.User)
+			if !taskOwner(call.user, user, token) {
+				if err := call.check("/nodes/"+call.str("node"), "Sys.Audit"); err != nil {
+					return nil, err
+				}
+			}
+			if call.bool("download") {
+				return nil, httpErr(501, "the stand-in does not stream task log downloads")
+			}
+			start, limit := 0, 50
+			if call.has("start") {
+				start = int(call.int("start"))
+			}
+			if call.has("limit") {
+				limit = int(call.int("limit"))
+			}
+			lines, total := n.tasks.dumpLog(call.str("upid"), start, limit)
+			call.total = total
+			return lines, nil
+		}},
+		{method: "DELETE", path: "/nodes/{node}/tasks/{upid}", handler: func(call *call) (any, error) {
+			u, err := decode(call, true)
+			if err != nil {
+				return nil, err
+			}
+			user, token := splitTaskUser(u.User)
+			if !taskOwner(call.user, user, token) {
+				if err := call.check("/nodes/"+call.str("node"), "Sys.Modify"); err != nil {
+					return nil, err
+				}
+			}
+			c.stopWorker(u)
+			return nil, nil
+		}},
 	}
 }
 
-var nodeParam = api.Param{Name: "node", Type: api.String, Format: "pve-node", Check: pve.CheckNode, Description: "The cluster node name."}
+// listTasks is node_tasks: with source active|all the unarchived entries of active first
+// (running ones RUNNING), unless source is active then index and index.1 newest first;
+// total counts every match.
+func (n *Node) listTasks(call *call) (any, error) {
+	start, limit := int64(0), int64(50)
+	if call.has("start") {
+		start = call.int("start")
+	}
+	if call.has("limit") {
+		limit = call.int("limit")
+	}
+	source := "archive"
+	if call.has("source") {
+		source = call.str("source")
+	}
+	errorsOnly := call.bool("errors")
+	statusOK := map[string]bool{"ok": true, "warning": true, "error": true, "unknown": true}
+	if call.has("statusfilter") && !errorsOnly {
+		statusOK = map[string]bool{}
+		for _, s := range splitListLower(call.str("statusfilter")) {
+			statusOK[s] = true
+		}
+	} else if errorsOnly {
+		statusOK["ok"] = false
+	}
+	auditor := call.holds("/nodes/"+call.str("node"), "Sys.Audit")
+	var count int64
+	var out []map[string]any
+	filtered := func(e taskEntry) bool {
+		if uf := call.str("userfilter"); uf != "" && !strings.Contains(strings.ToLower(e.user), strings.ToLower(uf)) {
+			return true
+		}
+		if !(auditor || taskOwner(call.user, e.user, e.tokenid)) {
+			return true
+		}
+		if tf := call.str("typefilter"); tf != "" && e.u.Type != tf {
+			return true
+		}
+		if call.has("vmid") && e.u.ID != call.str("vmid") {
+			return true
+		}
+		if call.has("since") && e.u.StartTime < call.int("since") {
+			return true
+		}
+		if call.has("until") && e.u.StartTime > call.int("until") {
+			return true
+		}
+		if !statusOK[normalizeStatus(e.status)] {
+			return true
+		}
+		count++
+		if count <= start {
+			return true
+		}
+		return limit <= 0
+	}
+	if source == "active" || source == "all" {
+		for _, a := range n.tasks.readActive() {
+			if a.saved {
+				continue
+			}
+			// Active entries keep the token in user, as PVE does not convert them.
+			e := taskEntry{upid: a.upid, u: a.u, user: a.u.User, endtime: a.endtime, status: a.status}
+			if !filtered(e) {
+				if e.status == "" {
+					e.status = "RUNNING"
+				}
+				out = append(out, e.object())
+				limit--
+			}
+		}
+	}
+	if source != "active" {
+		n.tasks.readIndex(func(e taskEntry) {
+			if !filtered(e) {
+				out = append(out, e.object())
+				limit--
+			}
+		})
+	}
+	call.total = int(count)
+	return nonNil(out), nil
+}
 
-var vmidParam = api.Param{Name: "vmid", Type: api.Integer, Format: "pve-vmid", Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "The (unique) ID of the VM."}
+func splitListLower(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' }) {
+		out = append(out, strings.ToLower(f))
+	}
+	return out
+}
 
-// httpStatus is a helper for handlers returning PVE's 500 with a message.
-func httpStatus(format string, args ...any) error {
-	return api.Errorf(http.StatusInternalServerError, format, args...)
+// clusterTasks is GET /cluster/tasks: the broadcast task lists of every node, all of them for
+// Sys.Audit on /, else the caller's own (a token's are its user's).
+func (c *Cluster) clusterTasks(call *call) (any, error) {
+	all := call.holds("/", "Sys.Audit")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := []map[string]any{}
+	for _, name := range c.names {
+		for _, t := range c.tasklist[name] {
+			e := map[string]any{}
+			for k, v := range t {
+				e[k] = v
+			}
+			user, token := splitTaskUser(fmt.Sprint(e["user"]))
+			e["user"] = user
+			if token != "" {
+				e["tokenid"] = token
+			}
+			if all || user == call.user {
+				out = append(out, e)
+			}
+		}
+	}
+	return out, nil
+}
+
+func nonNil[T any](l []T) []T {
+	if l == nil {
+		return []T{}
+	}
+	return l
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -56,7 +56,7 @@ func validate(d Dialect, s map[string]any, v any, path string, errs *[]string) {
 		if len(props) == 0 {
 			return // a loose object ({type: object} without properties)
 		}
-		additional := truthy(s["additionalProperties"])
+		additional := Truthy(s["additionalProperties"])
 		for k, val := range m {
 			ps, ok := props[k].(map[string]any)
 			if !ok {
@@ -73,7 +73,7 @@ func validate(d Dialect, s map[string]any, v any, path string, errs *[]string) {
 		required := map[string]bool{}
 		if d == PVEDialect {
 			for k, p := range props {
-				if pm, ok := p.(map[string]any); ok && !truthy(pm["optional"]) && !strings.HasSuffix(k, "[n]") {
+				if pm, ok := p.(map[string]any); ok && !Truthy(pm["optional"]) && !strings.HasSuffix(k, "[n]") {
 					required[k] = true
 				}
 			}
@@ -151,7 +151,8 @@ func indexedProp(props map[string]any, k string) map[string]any {
 	return nil
 }
 
-func truthy(v any) bool {
+// Truthy is Perl's truth of a schema flag (optional => 1, "0" and 0 are false).
+func Truthy(v any) bool {
 	switch x := v.(type) {
 	case bool:
 		return x
@@ -161,6 +162,8 @@ func truthy(v any) bool {
 		return x.String() != "0"
 	case int:
 		return x != 0
+	case string:
+		return x != "" && x != "0"
 	}
 	return false
 }

@@ -27,12 +27,16 @@ type Store struct {
 
 // Meta is what is known about a volume or snapshot besides its bytes.
 type Meta struct {
-	Created int64             `json:"created"`
-	Origin  string            `json:"origin,omitempty"` // "<vol>@<snap>" for a clone
-	UUID    string            `json:"uuid,omitempty"`
-	Tags    []string          `json:"tags,omitempty"`
-	Props   map[string]string `json:"props,omitempty"`
-	Active  bool              `json:"active,omitempty"`
+	Created int64  `json:"created"`
+	Origin  string `json:"origin,omitempty"` // "<vol>@<snap>" for a ZFS clone: it depends on it
+	// ThinOrigin names the volume an LVM thin snapshot was taken of. Unlike a ZFS clone's
+	// origin it is no dependency: both share blocks in the pool, and either can be removed
+	// first (lvs then reports no origin).
+	ThinOrigin string            `json:"thin_origin,omitempty"`
+	UUID       string            `json:"uuid,omitempty"`
+	Tags       []string          `json:"tags,omitempty"`
+	Props      map[string]string `json:"props,omitempty"`
+	Active     bool              `json:"active,omitempty"`
 }
 
 // Vol is a volume with its size.

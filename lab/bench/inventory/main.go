@@ -27,6 +27,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/inventory"
 	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/pve"
+	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/sim/fakecli"
@@ -137,7 +138,7 @@ func run(nVMs, nDisks, nStorages, nSnaps, rounds int) error {
 	}
 	defer db.Close()
 	inv := &inventory.Inventory{Node: "pve1", PVE: pveRoot, Storage: pve.NewStorageConfig(pveRoot), Arrays: ac,
-		LVM: &lvm.LVM{Run: lv}, Roots: roots, DB: db}
+		LVM: &lvm.LVM{Run: runner.Emulator(lv.Command)}, Roots: roots, DB: db}
 	t := time.Now()
 	res, err := inv.Refresh(ctx)
 	if err != nil {

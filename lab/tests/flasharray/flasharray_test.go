@@ -74,7 +74,7 @@ func (a *labArray) connect(t *testing.T, vol pure.Volume) string {
 }
 
 func TestRestoreVolumeAppearsBySerial(t *testing.T) {
-	l, err := lio.Setup()
+	l, err := guest.SetupLIO()
 	must(t, err)
 	a := newArray(t, l, "fa-a", 41)
 	vol, err := a.client.CreateVolume(ctx, "vm-100-disk-0", 64*mib)

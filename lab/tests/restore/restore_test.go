@@ -27,6 +27,7 @@ import (
 	"github.com/pvesnap/pvesnap/lab/cluster"
 	"github.com/pvesnap/pvesnap/lab/guest"
 	"github.com/pvesnap/pvesnap/lvm"
+	"github.com/pvesnap/pvesnap/sim/flasharray"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
@@ -57,13 +58,16 @@ type lab struct {
 	hashB [2]string // the disks now (changed after the snapshot)
 }
 
-func newLab(t *testing.T, size int64) *lab {
+func newLab(t *testing.T, size int64) *lab { return newLabWith(t, size, cluster.Options{}) }
+
+// newLabWith is newLab with node options (the power-loss test's state file system).
+func newLabWith(t *testing.T, size int64, o cluster.Options) *lab {
 	t.Helper()
-	logPath := ""
 	if _, err := os.Stat("/mnt/host"); err == nil {
-		logPath = "/mnt/host/restore-daemon.log" // readable on the host while the guest runs
+		o.LogPath = "/mnt/host/restore-daemon.log" // readable on the host while the guest runs
 	}
-	n, err := cluster.Start(cluster.Options{Work: work, DataDisk: "/dev/vdb", LogPath: logPath})
+	o.Work, o.DataDisk = work, "/dev/vdb"
+	n, err := cluster.Start(o)
 	if n != nil {
 		t.Cleanup(n.Close)
 	}
@@ -277,21 +281,28 @@ func cloneValues(v url.Values, kv ...string) url.Values {
 // noLeftovers: no temporary volume on the array, no pvesnap VG, LV or dm device, no SCSI
 // device of the array except the storage's own, VM 100 unlocked.
 func (l *lab) noLeftovers(allowUnfinished bool) {
-	t := l.t
-	t.Helper()
+	l.t.Helper()
+	for _, f := range l.leftovers(allowUnfinished) {
+		l.t.Error(f)
+	}
+}
+
+// leftovers lists what noLeftovers looks for.
+func (l *lab) leftovers(allowUnfinished bool) []string {
+	var out []string
 	for _, v := range l.FA.VolumeNames() {
 		if strings.HasPrefix(v, "pvesnap-") {
-			t.Errorf("array volume %s left behind", v)
+			out = append(out, fmt.Sprintf("array volume %s left behind", v))
 		}
 	}
-	if out, _ := guest.Output("vgs", "--noheadings", "-o", "vg_name"); strings.Contains(out, "pvesnap") {
-		t.Errorf("VG left behind: %s", out)
+	if o, _ := guest.Output("vgs", "--noheadings", "-o", "vg_name"); strings.Contains(o, "pvesnap") {
+		out = append(out, fmt.Sprintf("VG left behind: %s", o))
 	}
-	if out, _ := guest.Output("lvs", "--noheadings", "-o", "lv_name", "vgsan1"); strings.Contains(out, "pvesnap") {
-		t.Errorf("LV left behind: %s", out)
+	if o, _ := guest.Output("lvs", "--noheadings", "-o", "lv_name", "vgsan1"); strings.Contains(o, "pvesnap") {
+		out = append(out, fmt.Sprintf("LV left behind: %s", o))
 	}
-	if out, _ := guest.Output("dmsetup", "ls"); strings.Contains(out, "pvesnap") {
-		t.Errorf("dm device left behind: %s", out)
+	if o, _ := guest.Output("dmsetup", "ls"); strings.Contains(o, "pvesnap_") || strings.Contains(o, "vgsan1-pvesnap") {
+		out = append(out, fmt.Sprintf("dm device left behind: %s", o))
 	}
 	prefix := "naa.624a9370" + strings.ToLower(l.Serial[:16])
 	ms, _ := filepath.Glob("/sys/block/sd*/device/wwid")
@@ -299,21 +310,27 @@ func (l *lab) noLeftovers(allowUnfinished bool) {
 		b, _ := os.ReadFile(m)
 		w := strings.TrimSpace(string(b))
 		if strings.HasPrefix(w, prefix) && w != "naa."+pure.NAA(l.Serial) {
-			t.Errorf("device %s (%s) left behind", m, w)
+			out = append(out, fmt.Sprintf("device %s (%s) left behind", m, w))
 		}
 	}
 	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
 	if strings.Contains(string(cfg), "lock:") {
-		t.Errorf("VM 100 left locked:\n%s", cfg)
+		out = append(out, fmt.Sprintf("VM 100 left locked:\n%s", cfg))
+	}
+	if locks, _ := filepath.Glob(filepath.Join(l.Sim.NodePaths("pve1").PVE, "priv", "lock", "*")); len(locks) > 0 {
+		out = append(out, fmt.Sprintf("cluster locks left: %v", locks))
 	}
 	if !allowUnfinished {
-		db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
-		must(t, err)
+		db, err := store.Open(filepath.Join(l.StateDir(), "pvesnap.db"))
+		if err != nil {
+			return append(out, err.Error())
+		}
 		defer db.Close()
 		if jobs, _ := restore.Unfinished(ctx, db); len(jobs) != 0 {
-			t.Errorf("unfinished jobs: %+v", jobs)
+			out = append(out, fmt.Sprintf("unfinished jobs: %+v", jobs))
 		}
 	}
+	return out
 }
 
 // TestRestoreFaultInjection kills the worker right after each journaled step in turn; the
@@ -348,7 +365,7 @@ func TestRestoreFaultInjection(t *testing.T) {
 		must(t, l.StartDaemon("")) // the restart: recovery runs at start
 		deadline := time.Now().Add(3 * time.Minute)
 		for {
-			db, err := store.Open(filepath.Join(l.Sim.NodePaths("pve1").State, "pvesnap.db"))
+			db, err := store.Open(filepath.Join(l.StateDir(), "pvesnap.db"))
 			must(t, err)
 			jobs, _ := restore.Unfinished(ctx, db)
 			db.Close()
@@ -458,4 +475,116 @@ func TestRestoreLVMFailure(t *testing.T) {
 	}
 	l.noLeftovers(false)
 	fmt.Printf("RESULT restore_lvm_failure rolled_back=1 foreign_lvs_kept=2\n")
+}
+
+// failWhile is a wrapper for an LVM command that fails, as LVM does, while a marker file
+// exists and its arguments match pattern (a shell case pattern); otherwise it runs the real
+// command.
+func failWhile(cmd, marker, pattern string) string {
+	return fmt.Sprintf(`#!/bin/sh
+if [ -e %s ]; then
+  case " $* " in
+  %s) echo "  simulated failure of %s $*" >&2; exit 5 ;;
+  esac
+fi
+exec /usr/sbin/%s "$@"
+`, marker, pattern, cmd, cmd)
+}
+
+// TestRestoreUndoFailures: an in-place restore fails after setting VM 100's first disk aside,
+// and its rollback fails too: renaming the original back and deactivating the imported VG
+// are refused, then the array refuses the disconnect. The original is never removed, the VM stays locked (not restarted on mixed
+// disks), the staging is held (its device is not pulled from under the VG), 'pvesnap restore
+// --status' says what failed and what waits; once the faults are gone, '--resume' finishes
+// the rollback and the VM holds exactly its old data.
+func TestRestoreUndoFailures(t *testing.T) {
+	l := newLab(t, 32*mib)
+	pre := l.hashes(100)
+	marker := filepath.Join(l.O.Work, "fault")
+	must(t, os.WriteFile(marker, nil, 0o644))
+	bin := filepath.Join(l.O.Work, "bin")
+	must(t, os.WriteFile(filepath.Join(bin, "lvrename"), []byte(failWhile("lvrename", marker, `*" vm-100-disk-0 "`)), 0o755))
+	must(t, os.WriteFile(filepath.Join(bin, "vgchange"), []byte(failWhile("vgchange", marker, `*" -an pvesnap_"*`)), 0o755))
+	defer os.Remove(filepath.Join(bin, "lvrename"))
+	defer os.Remove(filepath.Join(bin, "vgchange"))
+
+	upid, r := l.restore(url.Values{"vmid": {"100"}, "point": {"fa1:before"}, "mode": {"overwrite"}, "safety-snapshot": {"0"}})
+	if r.Code != 200 {
+		t.Fatalf("restore: %d %s", r.Code, r.Status)
+	}
+	st, log := l.wait(upid)
+	if st == "OK" || !strings.Contains(st, "simulated failure of lvrename") || !strings.Contains(st, "cleanup failed too") {
+		t.Fatalf("task status %q\n%s", st, log)
+	}
+	db, err := store.Open(filepath.Join(l.StateDir(), "pvesnap.db"))
+	must(t, err)
+	jobs, _ := restore.Unfinished(ctx, db)
+	db.Close()
+	if len(jobs) != 1 || jobs[0].State != restore.StateStuck {
+		t.Fatalf("jobs after the failed rollback: %+v\n%s", jobs, log)
+	}
+	job := jobs[0].ID
+	// The original: set aside, whole, not removed.
+	old := "/dev/vgsan1/pvesnap-" + job + "-old-scsi0"
+	if h, err := guest.Hash(old, 0, l.size); err != nil || h != pre[0] {
+		t.Fatalf("the original of scsi0 (%s): %v, hash matches: %v\n%s", old, err, h == pre[0], log)
+	}
+	if h, _ := guest.Hash("/dev/vgsan1/vm-100-disk-1", 0, l.size); h != pre[1] {
+		t.Errorf("scsi1 changed by a restore that never swapped it")
+	}
+	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
+	if !strings.Contains(string(cfg), "lock: create") {
+		t.Errorf("VM 100 unlocked while its disk is set aside:\n%s", cfg)
+	}
+	if out, _ := guest.Output("vgs", "--noheadings", "-o", "vg_name"); !strings.Contains(out, "pvesnap_"+job) {
+		t.Errorf("the imported VG whose deactivation failed is gone: its devices were pulled? vgs: %s", out)
+	}
+	held := false
+	for _, v := range l.FA.VolumeNames() {
+		held = held || strings.Contains(v, "-"+job+"-")
+	}
+	if !held {
+		t.Errorf("the temporary volume was destroyed under its still active VG: %v", l.FA.VolumeNames())
+	}
+	status, err := guest.Output(l.O.Binary, "--config", l.Config, "restore", "--status", "--job", job)
+	must(t, err)
+	t.Logf("pvesnap restore --status:\n%s", status)
+	for _, want := range []string{"did not commit", "lvm-rename-lv FAILED", "lvm-deactivate-vg FAILED", "held: waits for step", "--resume " + job} {
+		if !strings.Contains(status, want) {
+			t.Errorf("--status lacks %q", want)
+		}
+	}
+	// The LVM faults are gone, but the array refuses the disconnect: the rollback goes on up
+	// to it, and the temporary volume waits behind it.
+	must(t, os.Remove(marker))
+	l.FA.Inject(flasharray.Fault{Route: "DELETE /connections", Status: 400, Message: "Host lab is busy.", Count: 1000})
+	out, err := guest.Output(l.O.Binary, "--config", l.Config, "restore", "--resume", job)
+	if err == nil || !strings.Contains(out, "Host lab is busy.") {
+		t.Fatalf("--resume with the disconnect refused: %v\n%s", err, out)
+	}
+	if got := l.hashes(100); got != pre {
+		t.Fatalf("VM 100 after the LVM undos: %v, had %v", got, pre)
+	}
+	status, _ = guest.Output(l.O.Binary, "--config", l.Config, "restore", "--status", "--job", job)
+	if !strings.Contains(status, "array-disconnect FAILED") || !strings.Contains(status, "array-destroy-volume held") {
+		t.Errorf("--status after the refused disconnect:\n%s", status)
+	}
+	held = false
+	for _, v := range l.FA.VolumeNames() {
+		held = held || strings.Contains(v, "-"+job+"-")
+	}
+	if !held {
+		t.Errorf("the temporary volume was destroyed while still connected")
+	}
+	// The array answers again: the operator resumes.
+	l.FA.ClearFaults()
+	out, err = guest.Output(l.O.Binary, "--config", l.Config, "restore", "--resume", job)
+	if err != nil {
+		t.Fatalf("--resume: %v\n%s", err, out)
+	}
+	if got := l.hashes(100); got != pre {
+		t.Fatalf("after the resumed rollback VM 100 holds %v, had %v\n%s", got, pre, out)
+	}
+	l.noLeftovers(false)
+	fmt.Printf("RESULT restore_undo_failures original_kept=1 vm_locked_while_stuck=1 resumed=1\n")
 }
