@@ -90,12 +90,12 @@ cp "$WW"/pvesnap_*.deb "$R/srv/t/"
 
 # --- install ---------------------------------------------------------------------------------
 inroot dpkg -i /srv/t/pvesnap_1.deb > "$W/install.log" 2>&1 || { cat "$W/install.log"; die "dpkg -i"; }
-[ -x "$R/usr/bin/pvesnap" ] && [ -f "$R/lib/systemd/system/pvesnap.service" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] \
+[ -x "$R/usr/bin/pvesnap" ] && [ -f "$R/usr/lib/systemd/system/pvesnap.service" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] \
   && [ -f "$R/usr/share/man/man1/pvesnap.1.gz" ] && [ -f "$R/usr/share/bash-completion/completions/pvesnap" ] || die "files missing after install"
 [ -L "$R/etc/systemd/system/multi-user.target.wants/pvesnap.service" ] || die "service not enabled"
 [ "$(stat -c %a "$R/var/lib/pvesnap")" = 700 ] || die "/var/lib/pvesnap mode"
 inroot pvesnap config check > /dev/null || die "the shipped config does not check"
-inroot systemd-analyze verify /lib/systemd/system/pvesnap.service > "$W/verify.log" 2>&1 || true
+inroot systemd-analyze verify /usr/lib/systemd/system/pvesnap.service > "$W/verify.log" 2>&1 || true
 if grep -v -e 'pve-cluster.service' -e 'pveproxy.service' -e "Command 'man " -e '^$' "$W/verify.log" | grep -q .; then cat "$W/verify.log"; die "systemd-analyze verify"; fi
 ok "installed: binary, unit (enabled, verified), conffile, man page, completion, state dir"
 
@@ -157,7 +157,7 @@ inroot pvesnap arrays add --endpoint https://127.0.0.1:18443 --ca /srv/t/fa/ca.p
   || { cat "$W/arrays.log"; die "arrays add"; }
 
 # --- start the service as systemd would -------------------------------------------------------
-exec_start=$(sed -n 's/^ExecStart=//p' "$R/lib/systemd/system/pvesnap.service")
+exec_start=$(sed -n 's/^ExecStart=//p' "$R/usr/lib/systemd/system/pvesnap.service")
 start_service() { # NAME: run ExecStart with a notify socket; wait for READY=1
   rm -f "$R/run/pvesnap-notify.sock" "$W/notify-$1.log"
   python3 -c '
