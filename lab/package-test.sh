@@ -1,6 +1,7 @@
 #!/bin/bash
-# The Debian package, tested as an administrator would meet it: build, lintian (no errors),
-# install into a Debian 12 chroot, start the service as systemd would (Type=notify: READY=1 on
+# The Debian package, tested as an administrator would meet it: build once, lintian (no
+# errors, with Debian 12's and Debian 13's lintian), then on each of Debian 13 (PVE 9) and
+# Debian 12 (PVE 8): install into a chroot of it, start the service as systemd would (Type=notify: READY=1 on
 # NOTIFY_SOCKET), start a task, upgrade to a rebuilt package while the task's worker runs
 # (restart = TERM to the main process only, as KillMode=process does: the task must finish
 # OK), remove, purge; each state is checked. This machine has no systemd as PID 1, so
@@ -11,15 +12,19 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 L=${LAB_DIR:-/var/tmp/pvesnap-lab}
-R=$L/pkgroot
-W=$root/lab/work/package
+WW=$root/lab/work/package
+DISTS=${PVESNAP_PACKAGE_DISTS:-trixie bookworm}
 mirror=${LAB_MIRROR:-$(awk '/^deb / && /bookworm/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)}
+security=${LAB_SECURITY_MIRROR:-}
 [ -n "$mirror" ] || mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
 [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+[ -n "$security" ] || security=$(dirname "$mirror")/debian-security
 pass=0
-ok() { echo "[package] ok: $*"; pass=$((pass + 1)); }
-die() { echo "[package] FAIL: $*" >&2; exit 1; }
-rm -rf "$W"; mkdir -p "$W"
+dist=build
+ok() { echo "[package $dist] ok: $*"; pass=$((pass + 1)); }
+die() { echo "[package $dist] FAIL: $*" >&2; exit 1; }
+rm -rf "$WW"; mkdir -p "$WW"
+W=$WW
 
 # --- build and lint --------------------------------------------------------------------------
 cd "$root"
@@ -38,15 +43,38 @@ sed -i "s/^Version: .*/Version: ${ver}+rebuild1/" "$W/re/DEBIAN/control"
 dpkg-deb --root-owner-group -b "$W/re" "$W/pvesnap_2.deb" > /dev/null
 rm -rf "$W/re"
 
-# --- a Debian 12 chroot (cached) ---------------------------------------------------------------
-stamp="$mirror v1"
-if [ ! -f "$R/.stamp" ] || [ "$(cat "$R/.stamp")" != "$stamp" ]; then
-  echo "[package] building the chroot from $mirror"
-  rm -rf "$R"
-  mmdebstrap --variant=minbase --mode=root --include=systemd,lvm2,init-system-helpers,procps,curl,ca-certificates \
-    bookworm "$R" "deb $mirror bookworm main" > "$W/chroot.log" 2>&1 || { tail -20 "$W/chroot.log"; die "mmdebstrap"; }
-  echo "$stamp" > "$R/.stamp"
-fi
+# --- the chroot of a distribution (cached) ----------------------------------------------------
+chroot_of() { # DIST: $L/pkgroot-DIST, minbase with what a node has (and lintian, for trixie's)
+  local d=$1 R=$L/pkgroot-$1 stamp
+  stamp="$mirror $security lintian v2"
+  if [ ! -f "$R/.stamp" ] || [ "$(cat "$R/.stamp")" != "$stamp" ]; then
+    echo "[package $d] building the chroot from $mirror"
+    rm -rf "$R"
+    mmdebstrap --variant=minbase --mode=root --include=systemd,lvm2,init-system-helpers,procps,curl,ca-certificates,lintian \
+      "$d" "$R" "deb $mirror $d main" "deb $mirror $d-updates main" "deb $security $d-security main" > "$WW/chroot-$d.log" 2>&1 \
+      || { tail -20 "$WW/chroot-$d.log"; die "mmdebstrap $d"; }
+    echo "$stamp" > "$R/.stamp"
+  fi
+}
+for d in $DISTS; do chroot_of "$d"; done
+# Debian 13's lintian on the same package (Debian 12's ran above).
+for d in $DISTS; do
+  [ "$d" = bookworm ] && continue
+  mkdir -p "$L/pkgroot-$d/srv/lint"
+  cp "$WW/pvesnap_1.deb" "$L/pkgroot-$d/srv/lint/"
+  chroot "$L/pkgroot-$d" lintian --tag-display-limit 0 /srv/lint/pvesnap_1.deb > "$WW/lintian-$d.log" 2>&1 || true
+  rm -rf "$L/pkgroot-$d/srv/lint"
+  grep -v 'running with root privileges' "$WW/lintian-$d.log" || true
+  if grep -q '^E:' "$WW/lintian-$d.log"; then die "lintian errors ($d's lintian $(chroot "$L/pkgroot-$d" dpkg-query -W -f '${Version}' lintian))"; fi
+  ok "$d's lintian $(chroot "$L/pkgroot-$d" dpkg-query -W -f '${Version}' lintian): no errors ($(grep -c '^W:' "$WW/lintian-$d.log" || true) warnings)"
+done
+
+# --- the package's life on one distribution ---------------------------------------------------
+life() { # DIST
+dist=$1
+R=$L/pkgroot-$dist
+W=$WW/$dist
+mkdir -p "$W"
 mounted=()
 cleanup() {
   for p in $(cat "$W"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
@@ -58,16 +86,16 @@ inroot() { chroot "$R" "$@"; }
 inroot dpkg --purge pvesnap > /dev/null 2>&1 || true
 rm -rf "$R/srv/t" "$R/etc/pvesnap" "$R/var/lib/pvesnap"
 mkdir -p "$R/srv/t"
-cp "$W"/pvesnap_*.deb "$R/srv/t/"
+cp "$WW"/pvesnap_*.deb "$R/srv/t/"
 
 # --- install ---------------------------------------------------------------------------------
 inroot dpkg -i /srv/t/pvesnap_1.deb > "$W/install.log" 2>&1 || { cat "$W/install.log"; die "dpkg -i"; }
-[ -x "$R/usr/bin/pvesnap" ] && [ -f "$R/lib/systemd/system/pvesnap.service" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] \
+[ -x "$R/usr/bin/pvesnap" ] && [ -f "$R/usr/lib/systemd/system/pvesnap.service" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] \
   && [ -f "$R/usr/share/man/man1/pvesnap.1.gz" ] && [ -f "$R/usr/share/bash-completion/completions/pvesnap" ] || die "files missing after install"
 [ -L "$R/etc/systemd/system/multi-user.target.wants/pvesnap.service" ] || die "service not enabled"
 [ "$(stat -c %a "$R/var/lib/pvesnap")" = 700 ] || die "/var/lib/pvesnap mode"
 inroot pvesnap config check > /dev/null || die "the shipped config does not check"
-inroot systemd-analyze verify /lib/systemd/system/pvesnap.service > "$W/verify.log" 2>&1 || true
+inroot systemd-analyze verify /usr/lib/systemd/system/pvesnap.service > "$W/verify.log" 2>&1 || true
 if grep -v -e 'pve-cluster.service' -e 'pveproxy.service' -e "Command 'man " -e '^$' "$W/verify.log" | grep -q .; then cat "$W/verify.log"; die "systemd-analyze verify"; fi
 ok "installed: binary, unit (enabled, verified), conffile, man page, completion, state dir"
 
@@ -129,7 +157,7 @@ inroot pvesnap arrays add --endpoint https://127.0.0.1:18443 --ca /srv/t/fa/ca.p
   || { cat "$W/arrays.log"; die "arrays add"; }
 
 # --- start the service as systemd would -------------------------------------------------------
-exec_start=$(sed -n 's/^ExecStart=//p' "$R/lib/systemd/system/pvesnap.service")
+exec_start=$(sed -n 's/^ExecStart=//p' "$R/usr/lib/systemd/system/pvesnap.service")
 start_service() { # NAME: run ExecStart with a notify socket; wait for READY=1
   rm -f "$R/run/pvesnap-notify.sock" "$W/notify-$1.log"
   python3 -c '
@@ -207,10 +235,10 @@ systemd_phase() {
   sleep 1
   local N=$W/nspawn
   rm -rf "$N"; mkdir -p "$N/bin"
-  cp "$W"/pvesnap_1.deb "$W"/pvesnap_2.deb "$W/conffile.expected" "$here/package-systemd.sh" "$N/"
+  cp "$WW"/pvesnap_1.deb "$WW"/pvesnap_2.deb "$W/conffile.expected" "$here/package-systemd.sh" "$N/"
   cp -a "$R/srv/t/shims" "$R/srv/t/hw" "$R/srv/t/iscsi" "$N/" # the node's stand-ins from above
   # The simulators run from the package's own binary (installed or not).
-  dpkg-deb --fsys-tarfile "$W/pvesnap_1.deb" | tar -xOf - ./usr/bin/pvesnap > "$N/bin/pvesnap"
+  dpkg-deb --fsys-tarfile "$WW/pvesnap_1.deb" | tar -xOf - ./usr/bin/pvesnap > "$N/bin/pvesnap"
   chmod 755 "$N/bin/pvesnap"
   printf '%s\n' '[Unit]' 'Description=pvesnap package test under systemd' 'After=basic.target' '' \
     '[Service]' 'Type=oneshot' 'ExecStart=/bin/bash /srv/t/package-systemd.sh' 'TimeoutStartSec=300' > "$W/pvesnap-pkgtest.service"
@@ -225,9 +253,18 @@ systemd_phase() {
     tail -5 "$W/nspawn.log" | sed 's/^/[package]   /'
     return
   fi
-  grep '^\[systemd\]' "$N/systemd.out"
+  sed "s/^\[systemd\]/[systemd $dist]/" "$N/systemd.out" | grep '^\[systemd'
+
   [ "$(cat "$N/systemd.rc")" = 0 ] || { cat "$N/systemd.out"; die "the systemd phase"; }
   pass=$((pass + $(grep -c '^\[systemd\] ok:' "$N/systemd.out")))
 }
 systemd_phase
-echo "[package] $pass checks passed"
+cleanup
+}
+
+for d in $DISTS; do
+  before=$pass
+  life "$d"
+  echo "[package $d] $((pass - before)) checks passed"
+done
+echo "[package] $pass checks passed on $DISTS"

@@ -66,7 +66,7 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 			Env: workerEnv(), Logger: logger.With("component", "worker")}}
 	roots := engine.Roots{Sys: cfg.Paths.Sys, Dev: cfg.Paths.Dev}
 	e.storage = &storage.Module{Node: cfg.Node, Storage: pve.NewStorageConfig(cfg.Paths.PVE), Run: e.runner, Tasks: e.tasks,
-		ZFSDev: filepath.Join(cfg.Paths.Dev, "zfs"), LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
+		ZFSDev: filepath.Join(cfg.Paths.Dev, "zfs"), Sys: cfg.Paths.Sys, LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
 		Offloadable: storage.OffloadableVG(e.runner, roots), Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}}
 	e.arrays = &arrays.Module{Config: arraysConfig(cfg), Node: nodePaths(cfg), Logger: logger.With("component", "arrays")}
 	e.inv = &inventory.Inventory{Node: cfg.Node, PVE: cfg.Paths.PVE, Storage: e.storage.Storage, Arrays: arraysConfig(cfg),
