@@ -89,13 +89,24 @@ is_deeply($cfg->{ids}->{all}->{content}, { backup => 1 }, 'a section without opt
 my @bad = (
     ["\tpvesnap-arrays FA1\n", qr/'FA1' is not a pvesnap array ID/, 'an array ID in upper case'],
     ["\tpvesnap-vmids 100,abc\n", qr/valid VM ID/, 'a VMID that is not one'],
-    ["\tcontent images\n", qr/does not support content type 'images'/, 'content images'],
     ["\tpassword secret\n", qr/unexpected property 'password'/, 'a password (tokens are pvesnap\'s own)'],
     ["\tpath /srv\n", qr/unexpected property 'path'/, 'a path'],
 );
 for my $b (@bad) {
-    eval { PVE::Storage::Plugin->parse_config('storage.cfg', "pvesnap: bad\n$b->[0]") };
-    like($@, $b->[1], "refused: $b->[2]");
+    my @w;
+    local $SIG{__WARN__} = sub { push @w, @_ };
+    my $c = PVE::Storage::Plugin->parse_config('storage.cfg', "pvesnap: bad\n$b->[0]");
+    my ($key) = $b->[0] =~ m/^\t(\S+)/;
+    like($w[0] // '', qr/unable to parse value of '$key': .*$b->[1]/, "dropped with a warning: $b->[2]");
+    ok($c->{ids}->{bad} && !($key ne 'content' && exists $c->{ids}->{bad}->{$key}), "$b->[2]: the section stays, without the value");
+}
+
+{
+    my @w;
+    local $SIG{__WARN__} = sub { push @w, @_ };
+    my $c = PVE::Storage::Plugin->parse_config('storage.cfg', "pvesnap: bad\n\tcontent images\n");
+    is_deeply(\@w, ["storage does not support content type 'images'\n"], 'content images: dropped with a warning');
+    is_deeply($c->{ids}->{bad}->{content}, {}, 'content images: nothing left (no images, no backups)');
 }
 
 done_testing();

@@ -11,8 +11,9 @@ package PVE::Storage::Plugin;
 # - parse_config(): "<type>: <id>" sections of "\t<key> <value>" lines; a section of a type
 #   no plugin registered is dropped with a warning (as PVE drops the storages of a plugin that
 #   did not load); a key not in the type's options(), or a value its property's type/format
-#   refuses is an error; content is checked against plugindata's valid content types and
-#   defaults to its default;
+#   refuses, is dropped with the warning "unable to parse value of '<key>': <why>" (the section
+#   stays; PVE's API refuses such values outright); a content type the plugin does not support
+#   is dropped with a warning, and content defaults to plugindata's default;
 # - the base methods a backup-only plugin meets keep their documented defaults
 #   (check_connection true, on_*_hook no-ops, on_update_hook_full forwarding).
 
@@ -126,10 +127,14 @@ sub check_value {
         my $valid = $pdata->{plugindata}->{$type}->{content}->[0];
         my $res = {};
         for my $c (PVE::JSONSchema::split_list($value)) {
-            die "storage does not support content type '$c'\n" if !$valid->{$c};
+            if (!$valid->{$c}) {
+                warn "storage does not support content type '$c'\n";
+                next;
+            }
             $res->{$c} = 1;
         }
         die "unable to combine 'none' with other content types\n" if $res->{none} && keys %$res > 1;
+        die "storage does not support content type 'none'\n" if !%$res && !$valid->{none};
         return $res;
     }
     return $value;
@@ -161,8 +166,12 @@ sub parse_config {
         } elsif ($line =~ m/^\s+(\S+)(?:\s+(.*\S))?\s*$/ && defined($id)) {
             my ($key, $value) = ($1, $2 // 1);
             my $d = $cfg->{ids}->{$id};
-            $d->{$key} = eval { $class->check_value($d->{type}, $key, $value, $id) };
-            die "$filename:$n: $key: $@" if $@;
+            my $v = eval { $class->check_value($d->{type}, $key, $value, $id) };
+            if (my $err = $@) {
+                warn "$filename:$n (section '$id') - unable to parse value of '$key': $err";
+                next;
+            }
+            $d->{$key} = $v;
         } else {
             die "$filename:$n: cannot parse '$line'\n";
         }
