@@ -3,7 +3,8 @@
 #
 #   apt: bookworm-backports + contrib from this host's own Debian mirror; qemu 10, mmdebstrap …
 #   rootfs: Debian bookworm (essential) + lvm2, thin-provisioning-tools, sg3-utils, ddpt, nvme-cli,
-#           kpartx, qemu-utils, zfsutils-linux (bpo) — one rootfs for every kernel
+#           kpartx, qemu-utils, zfsutils-linux (bpo), perl + libjson-perl (the storage plugin's
+#           end-to-end test runs perl/ in the guest) — one rootfs for every kernel
 #   kernels: 6.12.117 (current; refuses NVMe CDFE from user space) and 6.12.107 (allows it)
 #   zfs.ko for the default kernel, built from zfs-dkms sources without installing anything
 #   initramfs per kernel (uncompressed: fastest to unpack under TCG)
@@ -47,10 +48,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- guest rootfs ---------------------------------------------------------------------------
-PKGS="mount,kmod,lsscsi,lvm2,thin-provisioning-tools,dmsetup,sg3-utils,ddpt,nvme-cli,kpartx,busybox-static,e2fsprogs,util-linux,fdisk,procps,xxd,qemu-utils,iproute2"
+PKGS="mount,kmod,lsscsi,lvm2,thin-provisioning-tools,dmsetup,sg3-utils,ddpt,nvme-cli,kpartx,busybox-static,e2fsprogs,util-linux,fdisk,procps,xxd,qemu-utils,iproute2,perl,libjson-perl"
 ZPKGS="zfsutils-linux/bookworm-backports,libzfs6linux/bookworm-backports,libzpool6linux/bookworm-backports,libnvpair3linux/bookworm-backports,libuutil3linux/bookworm-backports"
 R=$L/rootfs
-if fresh rootfs "$PKGS $ZPKGS $mirror v3" || [ ! -x $R/usr/sbin/lvm ]; then
+if fresh rootfs "$PKGS $ZPKGS $mirror v4" || [ ! -x $R/usr/sbin/lvm ]; then
   log "building rootfs"
   rm -rf $R
   timed mmdebstrap --variant=essential --mode=root --include="$PKGS,$ZPKGS" \
@@ -58,14 +59,15 @@ if fresh rootfs "$PKGS $ZPKGS $mirror v3" || [ ! -x $R/usr/sbin/lvm ]; then
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/i18n/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
     bookworm $R "deb $mirror bookworm main contrib" "deb $mirror bookworm-backports main contrib"
-  # what the guest never runs: apt/dpkg state, perl (usrmerge), python (zfs extras), gconv
-  rm -rf $R/var/cache/apt/* $R/var/lib/apt/lists/* $R/usr/share/perl $R/usr/lib/x86_64-linux-gnu/perl \
-    $R/usr/lib/x86_64-linux-gnu/libperl.so* $R/usr/lib/x86_64-linux-gnu/gconv $R/usr/lib/python3* \
+  # what the guest never runs: apt/dpkg state, python (zfs extras), gconv, perl's C headers and
+  # East Asian encodings (perl itself stays: the storage plugin's test runs it)
+  rm -rf $R/var/cache/apt/* $R/var/lib/apt/lists/* $R/usr/lib/x86_64-linux-gnu/gconv $R/usr/lib/python3* \
+    $R/usr/lib/x86_64-linux-gnu/perl/5.*/CORE $R/usr/lib/x86_64-linux-gnu/perl/5.*/auto/Encode/{CN,JP,KR,TW} \
     $R/usr/bin/python3* $R/usr/share/python3 $R/usr/share/common-licenses $R/usr/share/bash-completion
   mkdir -p $R/etc/pve $R/var/log/pve/tasks $R/var/lib/pvesnap $R/etc/iscsi $R/etc/nvme
   echo "InitiatorName=iqn.1993-08.org.debian:01:pvesnaplab" > $R/etc/iscsi/initiatorname.iscsi
   echo "nqn.2014-08.org.nvmexpress:uuid:5e7a1ab0-0000-4000-8000-00000000a001" > $R/etc/nvme/hostnqn
-  stamp rootfs "$PKGS $ZPKGS $mirror v3"
+  stamp rootfs "$PKGS $ZPKGS $mirror v4"
 fi
 
 # --- kernels --------------------------------------------------------------------------------

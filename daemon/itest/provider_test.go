@@ -164,10 +164,18 @@ func TestProviderPerl(t *testing.T) {
 		t.Errorf("an archive outside the storage's filter: %v", res)
 	}
 
+	// A point taken since the inventory last read the array: not listed yet, but an archive
+	// named after it is found (the daemon reads the array again once).
+	snapAt("fresh", time.Now())
+	_, volname, _ = strings.Cut(strings.Replace(volid(100, "late"), ":late", ":fresh", 1), ":")
+	if res := standin(t, sock, cfg, "snaps", "config", volname); !strings.Contains(fmt.Sprint(res["config"]), "#qmdump#map:scsi0:drive-scsi0:san1:raw:") {
+		t.Errorf("config of a point not in the cache yet: %v", res)
+	}
+
 	// A restore: the staging copies and connects, then no device appears on this simulated
 	// node. qmrestore gets the error; everything staged is undone.
 	_, volname, _ = strings.Cut(late100, ":")
-	res = standin(t, sock, cfg, "snaps", "restore", volname, t.TempDir())
+	res = standin(t, sock, cfg, "snaps", "restore", volname, t.TempDir()+"/")
 	errText, _ := res["error"].(string)
 	logText := fmt.Sprint(res["log"])
 	if !strings.Contains(errText, "no device with serial") {

@@ -235,16 +235,24 @@ func (p *Provider) resolve(ctx context.Context, sid, volname string) (archiveRef
 	if err := p.Inv.ScanVMs(ctx); err != nil {
 		return ref, nil, nil, err
 	}
-	d, err := p.Inv.Detail(ctx, ref.vmid, ref.ctime)
-	if err != nil {
-		return ref, nil, nil, err
-	}
-	for i := range d.Points {
-		if d.Points[i].ID == ref.point {
-			return ref, d, &d.Points[i], nil
+	for try := 0; ; try++ {
+		d, err := p.Inv.Detail(ctx, ref.vmid, ref.ctime)
+		if err != nil {
+			return ref, nil, nil, err
+		}
+		for i := range d.Points {
+			if d.Points[i].ID == ref.point {
+				return ref, d, &d.Points[i], nil
+			}
+		}
+		if try > 0 {
+			return ref, nil, nil, fmt.Errorf("archive %s: VM %d has no restore point %s (any more): %w", volname, ref.vmid, ref.point, inventory.ErrUnknown)
+		}
+		// A snapshot the cache has not seen yet, or one gone from the array: read them again once.
+		if _, err := p.Inv.Refresh(ctx); err != nil {
+			return ref, nil, nil, err
 		}
 	}
-	return ref, nil, nil, fmt.Errorf("archive %s: VM %d has no restore point %s (any more): %w", volname, ref.vmid, ref.point, inventory.ErrUnknown)
 }
 
 func (p *Provider) info(ctx context.Context, c *call) (any, error) {

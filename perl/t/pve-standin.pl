@@ -7,8 +7,10 @@
 #
 #   pve-standin.pl --socket S --storage-cfg F STORAGE list [VMID]
 #   pve-standin.pl ... STORAGE config VOLNAME
-#   pve-standin.pl ... STORAGE restore VOLNAME OUTDIR   qmrestore's calls; each disk copied by
-#                                                      qemu-img convert -f raw -O raw into OUTDIR
+#   pve-standin.pl ... STORAGE restore VOLNAME PREFIX   qmrestore's calls; each disk copied by
+#                                                      qemu-img convert into PREFIX<disk> (with -n
+#                                                      into an existing volume, as PVE converts
+#                                                      into the volumes it allocated)
 #   pve-standin.pl ... STORAGE stage VOLNAME           restore_vm_init and every volume_init, the
 #                                                      paths printed, then waits for SIGKILL (a
 #                                                      qmrestore killed half-way)
@@ -46,15 +48,15 @@ my $out = eval {
         my $p = PVE::Storage::new_backup_provider($cfg, $storeid, $log);
         return { config => $p->archive_get_guest_config($args[0], $storeid) };
     } elsif ($cmd eq 'restore') {
-        my ($volname, $dir) = @args;
+        my ($volname, $prefix) = @args;
         my $p = PVE::Storage::new_backup_provider($cfg, $storeid, $log);
         my $disks = {};
         PVE::QemuServer::restore_external_archive($p, $volname, {
             convert => sub {
                 my ($path, $device, $size, $disk) = @_;
-                my $dst = "$dir/$disk.raw";
-                system('qemu-img', 'convert', '-f', 'raw', '-O', 'raw', $path, $dst) == 0
-                    or die "qemu-img convert $path: exit " . ($? >> 8) . "\n";
+                my $dst = "$prefix$disk";
+                system('qemu-img', 'convert', (-e $dst ? ('-n') : ()), '-f', 'raw', '-O', 'raw', $path, $dst) == 0
+                    or die "qemu-img convert $path $dst: exit " . ($? >> 8) . "\n";
                 $disks->{$disk} = { path => $path, device => $device, size => $size, copy => $dst };
             },
         });
