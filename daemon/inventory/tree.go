@@ -147,7 +147,7 @@ func (inv *Inventory) Detail(ctx context.Context, vmid, ctime int64) (*VMDetail,
 }
 
 // Details is Detail of every incarnation (live and deleted) that allow accepts, from one read
-// of the arrays' snapshots: what a listing of all restore points needs.
+// of the snapshot cache: what a listing of all restore points needs.
 func (inv *Inventory) Details(ctx context.Context, allow func(vmid int64) bool) ([]*VMDetail, error) {
 	in, err := inv.input(ctx)
 	if err != nil {

@@ -141,26 +141,28 @@ func restorable(d *inventory.VMDetail, pt *inventory.Point) (keys []string, size
 			size += dk.Size
 		}
 	}
-	plural := func(l []string) string {
-		if len(l) > 1 {
-			return "disks " + strings.Join(l, ", ")
-		}
-		return "disk " + strings.Join(l, ", ")
-	}
 	if len(before) > 0 {
-		why = append(why, "predates "+plural(before))
+		why = append(why, "predates "+disksPhrase(before))
 	}
 	if len(missing) > 0 {
-		why = append(why, "no snapshot of "+plural(missing))
+		why = append(why, "no snapshot of "+disksPhrase(missing))
 	}
 	if len(unknown) > 0 {
-		why = append(why, plural(unknown)+": logical volume never seen, cannot be verified")
+		why = append(why, disksPhrase(unknown)+": logical volume never seen, cannot be verified")
 	}
 	if len(off) > 0 {
-		why = append(why, plural(off)+" not on an array volume")
+		why = append(why, disksPhrase(off)+" not on an array volume")
 	}
 	sort.Strings(keys)
 	return keys, size, why
+}
+
+// disksPhrase names disks for a message: "disk scsi0", "disks scsi0, scsi1".
+func disksPhrase(keys []string) string {
+	if len(keys) > 1 {
+		return "disks " + strings.Join(keys, ", ")
+	}
+	return "disk " + strings.Join(keys, ", ")
 }
 
 func archiveOf(d *inventory.VMDetail, pt *inventory.Point) (Archive, bool) {
@@ -218,92 +220,97 @@ func (p *Provider) list(ctx context.Context, c *call) (any, error) {
 	return map[string]any{"archives": out}, nil
 }
 
-// resolve finds an archive of the storage: its VM incarnation and point, fresh from the
-// inventory.
-func (p *Provider) resolve(ctx context.Context, sid, volname string) (archiveRef, *inventory.VMDetail, *inventory.Point, error) {
+// point is an archive resolved: its VM incarnation, its restore point and the disks the point
+// restores (at least one).
+type point struct {
+	ref  archiveRef
+	vm   *inventory.VMDetail
+	pt   *inventory.Point
+	keys []string
+}
+
+// resolve finds an archive of the storage, fresh from the inventory.
+func (p *Provider) resolve(ctx context.Context, sid, volname string) (*point, error) {
 	ref, err := parseVolname(volname)
 	if err != nil {
-		return ref, nil, nil, err
+		return nil, err
 	}
 	f, err := p.filterOf(sid)
 	if err != nil {
-		return ref, nil, nil, err
+		return nil, err
 	}
 	if !f.vm(ref.vmid) || !f.array(ref.array) {
-		return ref, nil, nil, fmt.Errorf("archive %s is not on storage '%s' (outside its %s/%s)", volname, sid, OptArrays, OptVMIDs)
+		return nil, fmt.Errorf("archive %s is not on storage '%s' (outside its %s/%s)", volname, sid, OptArrays, OptVMIDs)
 	}
 	if err := p.Inv.ScanVMs(ctx); err != nil {
-		return ref, nil, nil, err
+		return nil, err
 	}
 	for try := 0; ; try++ {
 		d, err := p.Inv.Detail(ctx, ref.vmid, ref.ctime)
 		if err != nil {
-			return ref, nil, nil, err
+			return nil, err
 		}
 		for i := range d.Points {
 			if d.Points[i].ID == ref.point {
-				return ref, d, &d.Points[i], nil
+				keys, _, _ := restorable(d, &d.Points[i])
+				if len(keys) == 0 {
+					return nil, fmt.Errorf("archive %s restores no disk: %w", volname, inventory.ErrUnknown)
+				}
+				return &point{ref: ref, vm: d, pt: &d.Points[i], keys: keys}, nil
 			}
 		}
 		if try > 0 {
-			return ref, nil, nil, fmt.Errorf("archive %s: VM %d has no restore point %s (any more): %w", volname, ref.vmid, ref.point, inventory.ErrUnknown)
+			return nil, fmt.Errorf("archive %s: VM %d has no restore point %s (any more): %w", volname, ref.vmid, ref.point, inventory.ErrUnknown)
 		}
 		// A snapshot the cache has not seen yet, or one gone from the array: read them again once.
 		if _, err := p.Inv.Refresh(ctx); err != nil {
-			return ref, nil, nil, err
+			return nil, err
 		}
 	}
 }
 
+// archiveParams name an archive of a storage.
+type archiveParams struct {
+	Storage string `json:"storage"`
+	Volname string `json:"volname"`
+}
+
 func (p *Provider) info(ctx context.Context, c *call) (any, error) {
-	var q struct {
-		Storage string `json:"storage"`
-		Volname string `json:"volname"`
-	}
+	var q archiveParams
 	if err := c.decode(&q); err != nil {
 		return nil, err
 	}
-	_, d, pt, err := p.resolve(ctx, q.Storage, q.Volname)
+	a, err := p.resolve(ctx, q.Storage, q.Volname)
 	if err != nil {
 		return nil, err
 	}
-	a, ok := archiveOf(d, pt)
-	if !ok {
-		return nil, fmt.Errorf("archive %s restores no disk: %w", q.Volname, inventory.ErrUnknown)
-	}
-	return map[string]any{"archive": a}, nil
+	archive, _ := archiveOf(a.vm, a.pt)
+	return map[string]any{"archive": archive}, nil
 }
 
 func (p *Provider) config(ctx context.Context, c *call) (any, error) {
-	var q struct {
-		Storage string `json:"storage"`
-		Volname string `json:"volname"`
-	}
+	var q archiveParams
 	if err := c.decode(&q); err != nil {
 		return nil, err
 	}
-	ref, d, pt, err := p.resolve(ctx, q.Storage, q.Volname)
+	a, err := p.resolve(ctx, q.Storage, q.Volname)
 	if err != nil {
 		return nil, err
 	}
-	keys, _, _ := restorable(d, pt)
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("archive %s restores no disk", q.Volname)
-	}
-	incs, err := p.Inv.Incarnations(ctx, ref.vmid)
+	incs, err := p.Inv.Incarnations(ctx, a.ref.vmid)
 	if err != nil {
 		return nil, err
 	}
 	for _, in := range incs {
-		if in.CTime == ref.ctime {
+		if in.CTime == a.ref.ctime {
 			storages := map[string]string{}
-			for _, dk := range d.DiskList {
+			for _, dk := range a.vm.DiskList {
 				storages[dk.Key] = dk.Storage
 			}
-			return map[string]any{"config": archiveConfig(in.Config, keys, storages)}, nil
+			return map[string]any{"config": archiveConfig(in.Config, a.keys, storages)}, nil
 		}
 	}
-	return nil, fmt.Errorf("no config of VM %d (created %d) is remembered", ref.vmid, ref.ctime)
+	return nil, fmt.Errorf("no config of VM %d (created %d) is remembered", a.ref.vmid, a.ref.ctime)
 }
 
 // DeviceName is the device name of a disk in an archive, as vzdump names a VM's drives.

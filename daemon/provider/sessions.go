@@ -67,8 +67,7 @@ func (p *Provider) forget(id string) {
 
 func (p *Provider) restoreInit(ctx context.Context, c *call) (any, error) {
 	var q struct {
-		Storage string `json:"storage"`
-		Volname string `json:"volname"`
+		archiveParams
 		Session string `json:"session"`
 	}
 	if err := c.decode(&q); err != nil {
@@ -77,15 +76,11 @@ func (p *Provider) restoreInit(ctx context.Context, c *call) (any, error) {
 	if err := restore.CheckJob(q.Session); err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	ref, d, pt, err := p.resolve(ctx, q.Storage, q.Volname)
+	a, err := p.resolve(ctx, q.Storage, q.Volname)
 	if err != nil {
 		return nil, err
 	}
-	keys, _, _ := restorable(d, pt)
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("archive %s restores no disk", q.Volname)
-	}
-	_, sources, err := p.Inv.Sources(ctx, ref.vmid, ref.ctime, ref.point, keys)
+	_, sources, err := p.Inv.Sources(ctx, a.ref.vmid, a.ref.ctime, a.ref.point, a.keys)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +104,7 @@ func (p *Provider) restoreInit(ctx context.Context, c *call) (any, error) {
 		p.forget(q.Session)
 		return nil, err
 	}
-	c.logf("pvesnap: staging %s of VM %d (%s) from %s on this node", joinKeys(keys), ref.vmid, d.Name, ref.point)
+	c.logf("pvesnap: staging %s of VM %d (%s) from %s on this node", disksPhrase(a.keys), a.ref.vmid, a.vm.Name, a.ref.point)
 	staged, err := p.Stager.Stage(sctx, j, sources, c.logf)
 	if err != nil {
 		c.logf("pvesnap: staging failed: %v; undoing it", err)
@@ -130,82 +125,54 @@ func (p *Provider) restoreInit(ctx context.Context, c *call) (any, error) {
 	return map[string]any{"devices": devices}, nil
 }
 
-func joinKeys(keys []string) string {
-	if len(keys) == 1 {
-		return "disk " + keys[0]
+// onDisk runs fn on a staged disk of a live session ({session, device}), under the session's
+// lock.
+func (p *Provider) onDisk(c *call, fn func(dev string, d restore.StagedDisk) (any, error)) (any, error) {
+	var q struct {
+		Session string `json:"session"`
+		Device  string `json:"device"`
 	}
-	out := "disks "
-	for i, k := range keys {
-		if i > 0 {
-			out += ", "
-		}
-		out += k
+	if err := c.decode(&q); err != nil {
+		return nil, err
 	}
-	return out
-}
-
-// staged finds a staged disk of a live session.
-func (p *Provider) staged(sid, dev string) (*session, restore.StagedDisk, error) {
-	if err := restore.CheckJob(sid); err != nil {
-		return nil, restore.StagedDisk{}, fmt.Errorf("session: %w", err)
+	if err := restore.CheckJob(q.Session); err != nil {
+		return nil, fmt.Errorf("session: %w", err)
 	}
-	s := p.session(sid)
+	s := p.session(q.Session)
 	if s == nil {
-		return nil, restore.StagedDisk{}, fmt.Errorf("%w %s on this daemon (it was cleaned up, or the daemon restarted since restore-init): restore again", errNoSession, sid)
+		return nil, fmt.Errorf("%w %s on this daemon (it was cleaned up, or the daemon restarted since restore-init): restore again", errNoSession, q.Session)
 	}
 	s.mu.Lock()
-	d, ok := s.disks[dev]
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	d, ok := s.disks[q.Device]
 	if !ok {
-		return nil, restore.StagedDisk{}, fmt.Errorf("restore session %s has no device %q", sid, dev)
+		return nil, fmt.Errorf("restore session %s has no device %q", q.Session, q.Device)
 	}
-	return s, d, nil
+	return fn(q.Device, d)
 }
 
 func (p *Provider) volumeInit(ctx context.Context, c *call) (any, error) {
-	var q struct {
-		Session string `json:"session"`
-		Device  string `json:"device"`
-	}
-	if err := c.decode(&q); err != nil {
-		return nil, err
-	}
-	s, d, err := p.staged(q.Session, q.Device)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// No journal step: deactivating the session's VG, an undo of its staging, covers it.
-	if err := p.LVM.Activate(ctx, d.VG, d.LV.Name, true); err != nil {
-		return nil, fmt.Errorf("activating %s/%s: %w", d.VG, d.LV.Name, err)
-	}
-	path := d.Path(p.devRoot())
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("staged disk %s: %s is not there after activation: %v", q.Device, path, err)
-	}
-	c.logf("pvesnap: %s is %s (%s of %s, LV %s)", q.Device, path, d.Source.Disk.Key, d.Source.Snapshot, d.LV.UUID)
-	return map[string]any{"path": path}, nil
+	return p.onDisk(c, func(dev string, d restore.StagedDisk) (any, error) {
+		// No journal step: deactivating the session's VG, an undo of its staging, covers it.
+		if err := p.LVM.Activate(ctx, d.VG, d.LV.Name, true); err != nil {
+			return nil, fmt.Errorf("activating %s/%s: %w", d.VG, d.LV.Name, err)
+		}
+		path := d.Path(p.devRoot())
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("staged disk %s: %s is not there after activation: %v", dev, path, err)
+		}
+		c.logf("pvesnap: %s is %s (%s of %s, LV %s)", dev, path, d.Source.Disk.Key, d.Source.Snapshot, d.LV.UUID)
+		return map[string]any{"path": path}, nil
+	})
 }
 
 func (p *Provider) volumeCleanup(ctx context.Context, c *call) (any, error) {
-	var q struct {
-		Session string `json:"session"`
-		Device  string `json:"device"`
-	}
-	if err := c.decode(&q); err != nil {
-		return nil, err
-	}
-	s, d, err := p.staged(q.Session, q.Device)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := p.LVM.Activate(ctx, d.VG, d.LV.Name, false); err != nil {
-		return nil, fmt.Errorf("deactivating %s/%s: %w", d.VG, d.LV.Name, err)
-	}
-	return map[string]any{}, nil
+	return p.onDisk(c, func(dev string, d restore.StagedDisk) (any, error) {
+		if err := p.LVM.Activate(ctx, d.VG, d.LV.Name, false); err != nil {
+			return nil, fmt.Errorf("deactivating %s/%s: %w", d.VG, d.LV.Name, err)
+		}
+		return map[string]any{}, nil
+	})
 }
 
 func (p *Provider) restoreCleanup(ctx context.Context, c *call) (any, error) {

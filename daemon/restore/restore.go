@@ -246,8 +246,8 @@ func (r *Restorer) Stage(ctx context.Context, j *Journal, sources []inventory.Di
 			return nil, fmt.Errorf("snapshot %s does not contain %s (disk %s)", s.Snapshot, lvName, s.Disk.Key)
 		}
 		if !s.Disk.Holds(src.UUID) {
-			return nil, fmt.Errorf("%w: in snapshot %s, %s has LV UUID %s, but disk %s is LV %s: a different disk of the same name",
-				inventory.ErrPredatesDisk, s.Snapshot, lvName, src.UUID, s.Disk.Key, s.Disk.LVUUID)
+			return nil, fmt.Errorf("%w: in snapshot %s, %s has LV UUID %s, but disk %s (%s) is LV %s: a different disk of the same name",
+				inventory.ErrPredatesDisk, s.Snapshot, lvName, src.UUID, s.Disk.Key, s.Disk.Volid, s.Disk.LVUUID)
 		}
 		out = append(out, StagedDisk{Source: s, VG: st.vg, LV: src})
 	}
