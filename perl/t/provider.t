@@ -1,4 +1,4 @@
-#!/usr/bin/perl
+#!/usr/bin/perl -T
 # The backup provider as qmrestore and vzdump call it (stand-ins of their call order), against
 # a stand-in daemon: a full restore, a restore aborted half-way, one interrupted while the
 # daemon stages, one with the daemon down; and backups refused before any guest is touched.
@@ -7,21 +7,28 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib", "$FindBin::Bin/..";
+# taint mode, as pvedaemon runs: @INC from an untainted copy of the test's directory
+my $dir;
+BEGIN { ($dir) = $FindBin::Bin =~ m!^(.*)$! }
+use lib "$dir/lib", "$dir/..";
 use File::Temp qw(tempdir);
+use Scalar::Util qw(tainted);
 use Test::More;
 
 use FakeDaemon;
 use PVE::QemuServer;
 
-$ENV{PVESNAP_TEST_CUSTOM_DIR} = "$FindBin::Bin/../PVE/Storage/Custom";
+$ENV{PVESNAP_TEST_CUSTOM_DIR} = "$dir/../PVE/Storage/Custom";
+$ENV{PATH} = '/usr/bin:/bin';
+ok(${^TAINT}, 'running in taint mode, as pvedaemon');
 require PVE::Storage;
 
 my $vol = 'backup/pvesnap-qemu-100-1700000000-fa1:pg1.42';
 my $cfg = { ids => { snaps => { type => 'pvesnap', content => { backup => 1 } } } };
 my $dev = tempdir(CLEANUP => 1);
+mkdir("$dev/pvesnap_s_0");
 for my $d (qw(scsi0 scsi1)) {
-    open(my $fh, '>', "$dev/$d") or die;
+    open(my $fh, '>', "$dev/pvesnap_s_0/$d") or die;
     print $fh "data of $d\n";
     close($fh);
 }
@@ -38,7 +45,7 @@ sub daemon {
             { result => { devices => { 'drive-scsi0' => { size => 4294967296 }, 'drive-scsi1' => { size => 8589934592 } } },
               log => ['array fa1: pve-san1.pg1.42 copied to pvesnap-s-0'] }
         },
-        'volume-init' => sub { my ($p) = @_; { result => { path => "$dev/" . ($p->{device} =~ s/^drive-//r) } } },
+        'volume-init' => sub { my ($p) = @_; { result => { path => "$dev/pvesnap_s_0/" . ($p->{device} =~ s/^drive-//r) } } },
         'volume-cleanup' => sub { { result => {} } },
         'restore-cleanup' => sub { { result => {} } },
         %over,
@@ -47,6 +54,11 @@ sub daemon {
 
 my @log;
 my $logf = sub { push @log, "$_[0]: $_[1]" };
+require PVE::BackupProvider::Plugin::Pvesnap;
+{
+    no warnings 'once';
+    ($PVE::BackupProvider::Plugin::Pvesnap::DEV) = $dev =~ m/^(.*)$/; # where the stand-in's "devices" are
+}
 
 # --- a restore that succeeds ---------------------------------------------------------------
 my $d = daemon();
@@ -62,11 +74,12 @@ is($prov->archive_get_firewall_config($vol), undef, 'no firewall config kept');
 
 my @copies;
 my $copied = PVE::QemuServer::restore_external_archive($prov, $vol,
-    { convert => sub { my ($path, $device, $size) = @_; push @copies, [$device, $size, scalar(`cat $path`)] } });
+    { convert => sub { my ($path, $device, $size) = @_; open(my $fh, '<', $path) or die; push @copies, [$device, $size, scalar(<$fh>)] } });
 is_deeply(\@copies, [['drive-scsi0', 4294967296, "data of scsi0\n"], ['drive-scsi1', 8589934592, "data of scsi1\n"]],
     'qemu-img reads each staged disk from the path the provider returned, with its size');
 is_deeply($d->methods(), [qw(restore-init config volume-init volume-cleanup volume-init volume-cleanup restore-cleanup)],
     'calls in qmrestore\'s order, cleanup last');
+ok(!tainted($copied->{scsi0}), 'the path handed to qemu-img is untainted (and sizes: the stand-in\'s exec checks passed)');
 my $r = $d->requests();
 my $session = $r->[0]->{params}->{session};
 like($session, qr/^[0-9a-f]{12}$/, 'the session id is chosen by the plugin (12 hex digits)');
@@ -133,6 +146,21 @@ like($@, qr/pvesnap daemon not reachable at \/nonexistent\/provider.sock/, 'daem
 like($warnings[0] // '', qr/backup provider cleanup after restore failed - pvesnap daemon not reachable/,
     'daemon down: the cleanup failure is a warning (the daemon cleans up when the worker is gone)');
 is($prov->restore_vm_cleanup($vol), undef, 'a later cleanup has no session left to name');
+
+# --- a daemon answer the provider does not pass on to PVE's commands ---------------------------
+for my $bad ("/etc/shadow", "$dev/pvesnap_s_0/../../etc/shadow", "$dev/pvesnap_s_0/x;rm -rf /", "$dev/x") {
+    $d = daemon('volume-init' => sub { { result => { path => $bad } } });
+    $PVE::Storage::Custom::PvesnapPlugin::SOCKET = $d->socket();
+    eval { PVE::QemuServer::restore_external_archive($prov, $vol, { convert => sub { die "convert ran on $_[0]\n" } }) };
+    like($@, qr/^pvesnap daemon returned an unexpected path/, "path refused: $bad");
+    is($d->methods()->[-1], 'restore-cleanup', "and the session cleaned up ($bad)");
+    $d->stop();
+}
+$d = daemon('restore-init' => sub { { result => { devices => { 'drive-scsi0' => { size => '1e9' } } } } });
+$PVE::Storage::Custom::PvesnapPlugin::SOCKET = $d->socket();
+eval { PVE::QemuServer::restore_external_archive($prov, $vol, { convert => sub { } }) };
+like($@, qr/no size for drive-scsi0/, 'a size that is not a number of bytes refused');
+$d->stop();
 
 # --- method contracts outside the flow -------------------------------------------------------
 eval { $prov->restore_vm_volume_init($vol, 'drive-scsi0', {}) };

@@ -17,6 +17,9 @@ use base qw(PVE::BackupProvider::Plugin::Base);
 
 # Longest waits for the daemon: staging copies on the array, connects and waits for the
 # device; the rest is bookkeeping.
+# Where the daemon's staged disks appear (tests point it elsewhere).
+our $DEV = '/dev';
+
 use constant {
     STAGE_TIMEOUT => 30 * 60,
     VOLUME_TIMEOUT => 5 * 60,
@@ -120,9 +123,14 @@ sub restore_vm_init {
         { storage => $self->{storeid}, volname => $volname, session => $session },
         STAGE_TIMEOUT,
     );
+    # Untainted, checked values only: PVE's daemons run in taint mode (-T), and qmrestore hands
+    # the sizes to lvcreate & co. and the path to qemu-img.
     my $devices = {};
     for my $dev (keys %{ $res->{devices} }) {
-        $devices->{$dev} = { size => int($res->{devices}->{$dev}->{size}) };
+        my ($name) = $dev =~ m/^(drive-[a-z]+\d+)$/ or die "pvesnap daemon returned an unexpected device name '$dev'\n";
+        my ($size) = ($res->{devices}->{$dev}->{size} // '') =~ m/^(\d+)$/
+            or die "pvesnap daemon returned no size for $dev\n";
+        $devices->{$name} = { size => int($size) };
     }
     return $devices;
 }
@@ -134,7 +142,11 @@ sub restore_vm_volume_init {
         or die "no restore of '$volname' in progress (restore_vm_init first)\n";
     my $res =
         $self->call('volume-init', { session => $session, device => $device_name }, VOLUME_TIMEOUT);
-    return { 'qemu-img-path' => $res->{path} };
+    # a block device of the session's own VG, nothing else (and untainted, see restore_vm_init)
+    my ($path) = ($res->{path} // '') =~ m!^(\Q$DEV\E/[A-Za-z0-9_+.-]+/[A-Za-z0-9_+.-]+)$!
+        or die "pvesnap daemon returned an unexpected path '" . ($res->{path} // '') . "'\n";
+    die "pvesnap daemon returned an unexpected path '$path'\n" if $path =~ m!/\.\.?(/|$)!;
+    return { 'qemu-img-path' => $path };
 }
 
 sub restore_vm_volume_cleanup {

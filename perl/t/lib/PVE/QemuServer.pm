@@ -13,11 +13,23 @@ package PVE::QemuServer;
 #     restore_vm_volume_cleanup, whose error is fatal only when the copy succeeded;
 #  5. restore_vm_cleanup after everything, failed or not (its error only warns);
 #  6. signals: INT/TERM/QUIT/HUP/PIPE die inside the restore, so an interrupted call unwinds
-#     through 4 and 5 like any error.
+#     through 4 and 5 like any error;
+#  7. taint mode (pvedaemon runs perl -T): the sizes of (2) go to the allocation's commands and
+#     the path of (4) to qemu-img; exec dies on a tainted argument ("Insecure dependency").
 # The copy is the caller's: $opts->{convert}->($path, $device, $size, $disk).
 
 use strict;
 use warnings;
+
+use Scalar::Util qw(tainted);
+
+# exec's rule under -T, for the values PVE would pass to a command.
+sub assert_exec_args {
+    my ($what, @args) = @_;
+    for my $a (@args) {
+        die "Insecure dependency in exec while running with -T switch ($what)\n" if ${^TAINT} && tainted($a);
+    }
+}
 
 sub restore_external_archive {
     my ($provider, $volname, $opts) = @_;
@@ -47,10 +59,12 @@ sub restore_external_archive {
         }
         for my $disk (sort keys %$map) {
             my $device = $map->{$disk};
+            assert_exec_args("allocating $disk", $devinfo->{$device}->{size});
             my $info = $provider->restore_vm_volume_init($volname, $device, {});
             my $path = $info->{'qemu-img-path'}
                 or die "did not get source image path from backup provider\n";
             die "failed to stat '$path'\n" if !-e $path;
+            assert_exec_args("qemu-img info/convert of $disk", $path);
             eval { $opts->{convert}->($path, $device, $devinfo->{$device}->{size}, $disk) };
             my $err = $@;
             eval { $provider->restore_vm_volume_cleanup($volname, $device, {}) };

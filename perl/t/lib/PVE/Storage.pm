@@ -21,11 +21,13 @@ use PVE::Storage::Plugin;
 use constant APIVER => $ENV{PVESNAP_TEST_APIVER} // 15;
 use constant APIAGE => $ENV{PVESNAP_TEST_APIAGE} // 6;
 
-our $CUSTOM_DIR = $ENV{PVESNAP_TEST_CUSTOM_DIR} // '/usr/share/perl5/PVE/Storage/Custom';
+# (untainted: the test's own setting; PVE's daemons run in taint mode)
+our ($CUSTOM_DIR) = ($ENV{PVESNAP_TEST_CUSTOM_DIR} // '/usr/share/perl5/PVE/Storage/Custom') =~ m/^(.*)$/;
 
 if (-d $CUSTOM_DIR) {
     opendir(my $dh, $CUSTOM_DIR) or die "$CUSTOM_DIR: $!\n";
-    for my $file (sort grep { m/\.pm$/ } readdir($dh)) {
+    # file names matched by a pattern, as PVE's directory glob hands them over: untainted
+    for my $file (sort map { m/^(\w+\.pm)$/ ? $1 : () } readdir($dh)) {
         my $modname = 'PVE::Storage::Custom::' . ($file =~ s/\.pm$//r);
         eval {
             require "$CUSTOM_DIR/$file";
