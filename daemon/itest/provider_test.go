@@ -51,7 +51,7 @@ func needPerl(t *testing.T) {
 func standin(t *testing.T, socket, storageCfg string, args ...string) map[string]any {
 	t.Helper()
 	argv := append([]string{filepath.Join(perlDir(t), "t", "pve-standin.pl"), "--socket", socket, "--storage-cfg", storageCfg}, args...)
-	out, err := exec.Command("perl", argv...).Output()
+	out, err := exec.Command("perl", append([]string{"-T"}, argv...)...).Output()
 	if err != nil {
 		t.Fatalf("pve-standin %v: %v\n%s", args, err, out)
 	}
@@ -388,7 +388,7 @@ func TestProviderSessions(t *testing.T) {
 	// qmrestore killed with SIGKILL after its disks were staged and activated.
 	needPerl(t)
 	st.reset(false, nil)
-	cmd := exec.Command("perl", filepath.Join(perlDir(t), "t", "pve-standin.pl"), "--socket", p.Socket, "--storage-cfg",
+	cmd := exec.Command("perl", "-T", filepath.Join(perlDir(t), "t", "pve-standin.pl"), "--socket", p.Socket, "--dev", dev, "--storage-cfg",
 		filepath.Join(paths.PVE, "storage.cfg"), "snaps", "stage", volname)
 	out, err := cmd.StdoutPipe()
 	must(t, err)

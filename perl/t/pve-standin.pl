@@ -1,11 +1,12 @@
-#!/usr/bin/perl
+#!/usr/bin/perl -T
 # PVE's part in the integration tests (daemon/itest, the lab, the package test): the plugin
 # loaded by the stand-in PVE::Storage loader, the node's storage.cfg read by the stand-in
 # SectionConfig, then what pvesm, the GUI and qmrestore would call, against the real pvesnap
-# daemon. Prints one JSON object on stdout; a failure is {"error": "..."} (exit 0: the tests
-# judge the message), a usage error exits 2.
+# daemon, in taint mode as pvedaemon runs (run it as perl -T). Prints one JSON object on
+# stdout; a failure is {"error": "..."} (exit 0: the tests judge the message), a usage error
+# exits 2.
 #
-#   pve-standin.pl --socket S --storage-cfg F STORAGE list [VMID]
+#   pve-standin.pl --socket S --storage-cfg F [--dev DIR] STORAGE list [VMID]
 #   pve-standin.pl ... STORAGE config VOLNAME
 #   pve-standin.pl ... STORAGE restore VOLNAME PREFIX   qmrestore's calls; each disk copied by
 #                                                      qemu-img convert into PREFIX<disk> (with -n
@@ -19,19 +20,28 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib", "$FindBin::Bin/..";
+my $dir;
+BEGIN { ($dir) = $FindBin::Bin =~ m!^(.*)$! } # the tests' own files: trusted
+use lib "$dir/lib", "$dir/..";
 use Getopt::Long;
 use JSON;
 
-my ($socket, $storage_cfg, $custom) = ('/run/pvesnap/provider.sock', '/etc/pve/storage.cfg', "$FindBin::Bin/../PVE/Storage/Custom");
-GetOptions('socket=s' => \$socket, 'storage-cfg=s' => \$storage_cfg, 'custom-dir=s' => \$custom) or exit 2;
+$ENV{PATH} = '/usr/sbin:/usr/bin:/sbin:/bin';
+delete @ENV{qw(IFS CDPATH ENV BASH_ENV)};
+# the arguments are the test's, trusted as PVE trusts its API's validated parameters
+@ARGV = map { m/^(.*)$/s ? $1 : $_ } @ARGV;
+
+my ($socket, $storage_cfg, $custom, $dev) = ('/run/pvesnap/provider.sock', '/etc/pve/storage.cfg', "$dir/../PVE/Storage/Custom", '/dev');
+GetOptions('socket=s' => \$socket, 'storage-cfg=s' => \$storage_cfg, 'custom-dir=s' => \$custom, 'dev=s' => \$dev) or exit 2;
 my ($storeid, $cmd, @args) = @ARGV;
 die "usage: $0 [--socket S] [--storage-cfg F] STORAGE list|config|restore|stage ...\n" if !$cmd;
 
 $ENV{PVESNAP_TEST_CUSTOM_DIR} = $custom;
 require PVE::Storage;
 require PVE::QemuServer;
+require PVE::BackupProvider::Plugin::Pvesnap;
 $PVE::Storage::Custom::PvesnapPlugin::SOCKET = $socket;
+$PVE::BackupProvider::Plugin::Pvesnap::DEV = $dev; # where the daemon's staged disks appear
 
 my @log;
 my $out = eval {

@@ -102,7 +102,7 @@ func newLab(t *testing.T) *lab {
 func (l *lab) standin(args ...string) map[string]any {
 	l.t.Helper()
 	argv := append([]string{filepath.Join(perlDir, "t", "pve-standin.pl"), "--socket", l.sock, "--storage-cfg", l.cfg, "snaps"}, args...)
-	out, err := exec.Command("perl", argv...).Output()
+	out, err := exec.Command("perl", append([]string{"-T"}, argv...)...).Output()
 	var res map[string]any
 	if jerr := json.Unmarshal(out, &res); err != nil || jerr != nil {
 		l.t.Fatalf("perl pve-standin %v: %v %v\n%s", args, err, jerr, out)
@@ -191,7 +191,7 @@ func TestPlugin(t *testing.T) {
 
 	// A qmrestore killed with SIGKILL once its disks are staged and active: the daemon sees
 	// the process gone and undoes the staging (it checks every 10 s).
-	cmd := exec.Command("perl", filepath.Join(perlDir, "t", "pve-standin.pl"), "--socket", l.sock, "--storage-cfg", l.cfg, "snaps", "stage", volname)
+	cmd := exec.Command("perl", "-T", filepath.Join(perlDir, "t", "pve-standin.pl"), "--socket", l.sock, "--storage-cfg", l.cfg, "snaps", "stage", volname)
 	out, err := cmd.StdoutPipe()
 	must(t, err)
 	must(t, cmd.Start())
