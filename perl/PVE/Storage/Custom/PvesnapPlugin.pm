@@ -138,7 +138,7 @@ sub daemon_call {
     close($sock);
     my $r = eval { decode_json((split(/\n/, $resp))[0]) };
     die "pvesnap daemon: unreadable answer to $method: $@" if !$r;
-    die "pvesnap daemon speaks protocol version $r->{version}, this plugin $class speaks "
+    die "pvesnap daemon speaks protocol version " . ($r->{version} // 'none') . ", this plugin $class speaks "
         . PROTOCOL
         . " (install the same pvesnap release)\n"
         if !defined($r->{version}) || $r->{version} != PROTOCOL;
