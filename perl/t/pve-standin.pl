@@ -40,8 +40,11 @@ $ENV{PVESNAP_TEST_CUSTOM_DIR} = $custom;
 require PVE::Storage;
 require PVE::QemuServer;
 require PVE::BackupProvider::Plugin::Pvesnap;
-$PVE::Storage::Custom::PvesnapPlugin::SOCKET = $socket;
-$PVE::BackupProvider::Plugin::Pvesnap::DEV = $dev; # where the daemon's staged disks appear
+{
+    no warnings 'once';
+    $PVE::Storage::Custom::PvesnapPlugin::SOCKET = $socket;
+    $PVE::BackupProvider::Plugin::Pvesnap::DEV = $dev; # where the daemon's staged disks appear
+}
 
 my @log;
 my $out = eval {
