@@ -248,6 +248,19 @@ func (f *fakeStager) Stage(ctx context.Context, j *restore.Journal, sources []in
 	return out, nil
 }
 
+func (f *fakeStager) Staged(ctx context.Context, job string, sources []inventory.DiskSource) ([]restore.StagedDisk, error) {
+	vg := "pvesnap_" + job + "_0"
+	var out []restore.StagedDisk
+	for _, s := range sources {
+		_, name, _ := strings.Cut(s.Disk.Volid, ":")
+		if _, err := os.Stat(filepath.Join(f.dev, vg, name)); err != nil {
+			return nil, err
+		}
+		out = append(out, restore.StagedDisk{Source: s, VG: vg, LV: lvm.LV{Name: name, UUID: s.Disk.LVUUID, Size: 4 << 30}})
+	}
+	return out, nil
+}
+
 func (f *fakeStager) Exec(ctx context.Context, a restore.Action) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -363,7 +376,34 @@ func TestProviderSessions(t *testing.T) {
 	if st.undone() != "lvm-deactivate-vg pvesnap_sess01abcd_0|array-destroy-volume pvesnap-sess01abcd-0" || state("sess01abcd") != restore.StateDone {
 		t.Fatalf("after cleanup: undos %q, job %s", st.undone(), state("sess01abcd"))
 	}
-	if r := call(t, p.Socket, "volume-init", map[string]any{"session": "sess01abcd", "device": "drive-scsi0"}); !strings.Contains(r.Error, "no such restore session") {
+	if r := call(t, p.Socket, "volume-init", map[string]any{"session": "sess01abcd", "device": "drive-scsi0"}); !strings.Contains(r.Error, "no such restore session sess01abcd (it was cleaned up") {
+		t.Fatalf("volume-init after cleanup: %+v", r)
+	}
+
+	// The daemon restarts between restore-init and volume-init (a pvesnap upgrade during a
+	// qmrestore): the new daemon finds the session again for the process that began it, and
+	// only for that one.
+	if r := call(t, p.Socket, "restore-init", map[string]any{"storage": "snaps", "volname": volname, "session": "sess03abcd"}); r.Error != "" {
+		t.Fatalf("restore-init: %+v", r)
+	}
+	p2 := &provider.Provider{Socket: filepath.Join(t.TempDir(), "p.sock"), Inv: p.Inv, Storage: p.Storage, DB: db, Stager: st, LVM: act,
+		Dev: dev, PeerUID: os.Getuid(), RecoverEvery: time.Hour}
+	must(t, p2.Start(ctx))
+	needPerl(t) // another process asks for the session: refused
+	other, _ := exec.Command("perl", "-MIO::Socket::UNIX", "-e", `my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die $!; print $s $ARGV[1], "\n"; print scalar(<$s>);`,
+		p2.Socket, `{"version":1,"method":"volume-init","params":{"session":"sess03abcd","device":"drive-scsi0"}}`).CombinedOutput()
+	if !strings.Contains(string(other), "restore session sess03abcd belongs to process") {
+		t.Fatalf("another process's session after a restart: %s", other)
+	}
+	r = call(t, p2.Socket, "volume-init", map[string]any{"session": "sess03abcd", "device": "drive-scsi0"})
+	if r.Error != "" || r.Result.(map[string]any)["path"] != filepath.Join(dev, "pvesnap_sess03abcd_0", "vm-100-disk-0") ||
+		!strings.Contains(fmt.Sprint(r.Log), "found again after a daemon restart") {
+		t.Fatalf("volume-init after a restart: %+v", r)
+	}
+	if r := call(t, p2.Socket, "restore-cleanup", map[string]any{"session": "sess03abcd"}); r.Error != "" || state("sess03abcd") != restore.StateDone {
+		t.Fatalf("cleanup after a restart: %+v, job %s", r, state("sess03abcd"))
+	}
+	if r := call(t, p2.Socket, "volume-init", map[string]any{"session": "sess03abcd", "device": "drive-scsi0"}); !strings.Contains(r.Error, "no such restore session sess03abcd (it was cleaned up") {
 		t.Fatalf("volume-init after cleanup: %+v", r)
 	}
 

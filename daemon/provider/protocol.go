@@ -116,7 +116,7 @@ func (p *Provider) Methods() []Method {
 			Params: []Field{storageField, volnameField, sessionField},
 			Result: []Field{{Name: "devices", Type: "object", Description: "Device name (`drive-<disk key>`) → `{size}`: bytes of the staged disk, the size of the volume PVE allocates for it."}},
 			run:    p.restoreInit},
-		{Name: "volume-init", Description: "Activates one staged disk and returns its block device, the source of PVE's `qemu-img convert`.",
+		{Name: "volume-init", Description: "Activates one staged disk and returns its block device, the source of PVE's `qemu-img convert`. A daemon restarted since restore-init finds the session again (its journal, its staged VG), for the process that began it only.",
 			Params: []Field{sessionField, deviceField},
 			Result: []Field{{Name: "path", Type: "string", Description: "The staged LV's block device (`/dev/<session VG>/<LV>`)."}},
 			run:    p.volumeInit},

@@ -25,6 +25,8 @@ import (
 // Stager is pvesnap's restore staging (daemon/restore), declared where it is consumed.
 type Stager interface {
 	Stage(ctx context.Context, j *restore.Journal, sources []inventory.DiskSource, logf func(string, ...any)) ([]restore.StagedDisk, error)
+	// Staged finds a job's staged disks again (after a daemon restart).
+	Staged(ctx context.Context, job string, sources []inventory.DiskSource) ([]restore.StagedDisk, error)
 	// Exec runs one journaled undo (restore.Unwind's executor).
 	Exec(ctx context.Context, a restore.Action) error
 }

@@ -260,6 +260,10 @@ func (f *fakeStager) Stage(ctx context.Context, j *restore.Journal, sources []in
 	return nil, fmt.Errorf("not used")
 }
 
+func (f *fakeStager) Staged(ctx context.Context, job string, sources []inventory.DiskSource) ([]restore.StagedDisk, error) {
+	return nil, fmt.Errorf("not used")
+}
+
 func (f *fakeStager) Exec(ctx context.Context, a restore.Action) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -349,11 +353,11 @@ func TestCleanupStopsStaging(t *testing.T) {
 	p := &Provider{DB: db, Stager: st}
 	journaled(t, db, "staging01", os.Getpid(), 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := p.begin("staging01", cancel)
-	if err != nil {
+	s := &session{cancel: cancel}
+	if err := p.begin("staging01", s); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.begin("staging01", cancel); err == nil {
+	if err := p.begin("staging01", &session{cancel: cancel}); err == nil {
 		t.Fatal("a second session with the same id")
 	}
 	stopped := make(chan time.Time, 1)

@@ -29,7 +29,6 @@ var errNoSession = errors.New("no such restore session")
 
 // session is a restore in progress: the point's disks staged for PVE's qemu-img.
 type session struct {
-	id string
 	// cancel stops a staging still running (a cleanup arrives from a worker that gave up
 	// waiting); set once, harmless after the staging.
 	cancel context.CancelFunc
@@ -39,18 +38,17 @@ type session struct {
 }
 
 // begin registers a session (refusing a second one with the same id).
-func (p *Provider) begin(id string, cancel context.CancelFunc) (*session, error) {
+func (p *Provider) begin(id string, s *session) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.sessions == nil {
 		p.sessions = map[string]*session{}
 	}
 	if _, ok := p.sessions[id]; ok {
-		return nil, fmt.Errorf("restore session %s exists already", id)
+		return fmt.Errorf("restore session %s exists already", id)
 	}
-	s := &session{id: id, cancel: cancel}
 	p.sessions[id] = s
-	return s, nil
+	return nil
 }
 
 func (p *Provider) session(id string) *session {
@@ -92,12 +90,12 @@ func (p *Provider) restoreInit(ctx context.Context, c *call) (any, error) {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := p.begin(q.Session, cancel)
-	if err != nil {
+	s := &session{cancel: cancel}
+	s.mu.Lock() // before anyone can find it
+	defer s.mu.Unlock()
+	if err := p.begin(q.Session, s); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	j, err := restore.Begin(ctx, p.DB, q.Session, KindArchive, "archive:"+q.Session,
 		sessionSpec{Storage: q.Storage, Volname: q.Volname, OwnerPID: c.pid, OwnerPStart: pstart})
 	if err != nil {
@@ -115,19 +113,25 @@ func (p *Provider) restoreInit(ctx context.Context, c *call) (any, error) {
 		}
 		return nil, err
 	}
-	s.disks = map[string]restore.StagedDisk{}
+	s.disks = byDevice(staged)
 	devices := map[string]any{}
-	for _, sd := range staged {
-		dev := DeviceName(sd.Source.Disk.Key)
-		s.disks[dev] = sd
+	for dev, sd := range s.disks {
 		devices[dev] = map[string]int64{"size": sd.LV.Size}
 	}
 	return map[string]any{"devices": devices}, nil
 }
 
+func byDevice(staged []restore.StagedDisk) map[string]restore.StagedDisk {
+	out := map[string]restore.StagedDisk{}
+	for _, sd := range staged {
+		out[DeviceName(sd.Source.Disk.Key)] = sd
+	}
+	return out
+}
+
 // onDisk runs fn on a staged disk of a live session ({session, device}), under the session's
 // lock.
-func (p *Provider) onDisk(c *call, fn func(dev string, d restore.StagedDisk) (any, error)) (any, error) {
+func (p *Provider) onDisk(ctx context.Context, c *call, fn func(dev string, d restore.StagedDisk) (any, error)) (any, error) {
 	var q struct {
 		Session string `json:"session"`
 		Device  string `json:"device"`
@@ -140,7 +144,10 @@ func (p *Provider) onDisk(c *call, fn func(dev string, d restore.StagedDisk) (an
 	}
 	s := p.session(q.Session)
 	if s == nil {
-		return nil, fmt.Errorf("%w %s on this daemon (it was cleaned up, or the daemon restarted since restore-init): restore again", errNoSession, q.Session)
+		var err error
+		if s, err = p.reattach(ctx, c, q.Session); err != nil {
+			return nil, err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -151,8 +158,47 @@ func (p *Provider) onDisk(c *call, fn func(dev string, d restore.StagedDisk) (an
 	return fn(q.Device, d)
 }
 
+// reattach finds a session again that this daemon does not hold (it restarted while a
+// qmrestore ran): the session's job is still running, the caller is the process that began
+// it, and its disks are where the staging left them.
+func (p *Provider) reattach(ctx context.Context, c *call, id string) (*session, error) {
+	var kind, state, raw string
+	err := p.DB.QueryRowContext(ctx, `SELECT kind, state, spec FROM jobs WHERE id = ?`, id).Scan(&kind, &state, &raw)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && (kind != KindArchive || state != restore.StateRunning)) {
+		return nil, fmt.Errorf("%w %s (it was cleaned up, or never began): restore again", errNoSession, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var spec sessionSpec
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		return nil, fmt.Errorf("restore session %s: %w", id, err)
+	}
+	if pstart, err := tasks.ProcStartTime(p.procRoot(), c.pid); err != nil || c.pid != spec.OwnerPID || pstart != spec.OwnerPStart {
+		return nil, fmt.Errorf("restore session %s belongs to process %d, not to the caller (%d)", id, spec.OwnerPID, c.pid)
+	}
+	a, err := p.resolve(ctx, spec.Storage, spec.Volname)
+	if err != nil {
+		return nil, err
+	}
+	_, sources, err := p.Inv.Sources(ctx, a.ref.vmid, a.ref.ctime, a.ref.point, a.keys)
+	if err != nil {
+		return nil, err
+	}
+	staged, err := p.Stager.Staged(ctx, id, sources)
+	if err != nil {
+		return nil, fmt.Errorf("restore session %s after a daemon restart: %w", id, err)
+	}
+	c.logf("pvesnap: restore session %s found again after a daemon restart", id)
+	s := &session{cancel: func() {}, disks: byDevice(staged)}
+	if err := p.begin(id, s); err != nil {
+		return p.session(id), nil // a concurrent call found it first
+	}
+	return s, nil
+}
+
 func (p *Provider) volumeInit(ctx context.Context, c *call) (any, error) {
-	return p.onDisk(c, func(dev string, d restore.StagedDisk) (any, error) {
+	return p.onDisk(ctx, c, func(dev string, d restore.StagedDisk) (any, error) {
 		// No journal step: deactivating the session's VG, an undo of its staging, covers it.
 		if err := p.LVM.Activate(ctx, d.VG, d.LV.Name, true); err != nil {
 			return nil, fmt.Errorf("activating %s/%s: %w", d.VG, d.LV.Name, err)
@@ -167,7 +213,7 @@ func (p *Provider) volumeInit(ctx context.Context, c *call) (any, error) {
 }
 
 func (p *Provider) volumeCleanup(ctx context.Context, c *call) (any, error) {
-	return p.onDisk(c, func(dev string, d restore.StagedDisk) (any, error) {
+	return p.onDisk(ctx, c, func(dev string, d restore.StagedDisk) (any, error) {
 		if err := p.LVM.Activate(ctx, d.VG, d.LV.Name, false); err != nil {
 			return nil, fmt.Errorf("deactivating %s/%s: %w", d.VG, d.LV.Name, err)
 		}

@@ -218,25 +218,55 @@ func (r *Restorer) Stage(ctx context.Context, j *Journal, sources []inventory.Di
 	if err != nil {
 		return nil, err
 	}
-	stage := map[string]*staged{}
-	var order []string
-	for _, s := range sources {
-		if _, ok := stage[s.Volume]; !ok {
-			stage[s.Volume] = &staged{array: s.Array, snapshot: s.Snapshot}
-			order = append(order, s.Volume)
-		}
-	}
+	stage, order := stagingPlan(j.Job, sources)
 	target, err := arrays.Target(ctx, client, arr, r.NodePaths)
 	if err != nil {
 		return nil, err
 	}
-	for i, vol := range order {
-		st := stage[vol]
-		st.volume, st.vg = tempVolume(j.Job, i), tempVG(j.Job, i)
-		if err := r.stage(ctx, logf, j, client, arr, target, st); err != nil {
+	for _, vol := range order {
+		if err := r.stage(ctx, logf, j, client, arr, target, stage[vol]); err != nil {
 			return nil, err
 		}
 	}
+	return stagedDisks(stage, sources)
+}
+
+// Staged finds again what Stage made for job (after a restart of the process that staged it):
+// the same VGs, their LVs read back and checked as Stage checks them.
+func (r *Restorer) Staged(ctx context.Context, job string, sources []inventory.DiskSource) ([]StagedDisk, error) {
+	stage, order := stagingPlan(job, sources)
+	for _, vol := range order {
+		st := stage[vol]
+		lvs, err := r.LVM.LVs(ctx, st.vg)
+		if err != nil {
+			return nil, fmt.Errorf("staged volume group %s: %w", st.vg, err)
+		}
+		st.lvs = map[string]lvm.LV{}
+		for _, lv := range lvs {
+			st.lvs[lv.Name] = lv
+		}
+	}
+	return stagedDisks(stage, sources)
+}
+
+// stagingPlan is one staging per source array volume, in the order of first appearance, with
+// the names of its temporary volume and VG.
+func stagingPlan(job string, sources []inventory.DiskSource) (map[string]*staged, []string) {
+	stage := map[string]*staged{}
+	var order []string
+	for _, s := range sources {
+		if _, ok := stage[s.Volume]; !ok {
+			i := len(order)
+			stage[s.Volume] = &staged{array: s.Array, snapshot: s.Snapshot, volume: tempVolume(job, i), vg: tempVG(job, i)}
+			order = append(order, s.Volume)
+		}
+	}
+	return stage, order
+}
+
+// stagedDisks finds each disk's LV in its staged VG and checks it is that very disk (the LV
+// UUID), not another of the same name.
+func stagedDisks(stage map[string]*staged, sources []inventory.DiskSource) ([]StagedDisk, error) {
 	out := make([]StagedDisk, 0, len(sources))
 	for _, s := range sources {
 		st := stage[s.Volume]
