@@ -115,12 +115,8 @@ func apiReference() []byte {
 			b.WriteString("\n")
 		}
 		if len(r.Params) > 0 {
-			b.WriteString("\n| Parameter | Type | Required | Description |\n|---|---|---|---|\n")
+			b.WriteString(paramHeader)
 			for _, p := range r.Params {
-				req := "yes"
-				if p.Optional {
-					req = "no"
-				}
 				desc := p.Description
 				if len(p.Enum) > 0 {
 					desc += " One of: " + strings.Join(p.Enum, ", ") + "."
@@ -131,12 +127,22 @@ func apiReference() []byte {
 				if p.Format != "" {
 					desc += " Format: " + p.Format + "."
 				}
-				fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", p.Name, p.Type, req, mdEscape(desc))
+				paramRow(&b, p.Name, string(p.Type), p.Optional, desc)
 			}
 		}
 	}
 	pluginSocketReference(&b)
 	return b.Bytes()
+}
+
+const paramHeader = "\n| Parameter | Type | Required | Description |\n|---|---|---|---|\n"
+
+func paramRow(b *bytes.Buffer, name, typ string, optional bool, desc string) {
+	req := "yes"
+	if optional {
+		req = "no"
+	}
+	fmt.Fprintf(b, "| `%s` | %s | %s | %s |\n", name, mdEscape(typ), req, mdEscape(desc))
 }
 
 // pluginSocketReference documents the local socket of the PVE storage plugin (perl/).
@@ -158,13 +164,9 @@ func pluginSocketReference(b *bytes.Buffer) {
 	for _, m := range (&provider.Provider{}).Methods() {
 		fmt.Fprintf(b, "\n### %s\n\n%s\n", m.Name, m.Description)
 		if len(m.Params) > 0 {
-			b.WriteString("\n| Parameter | Type | Required | Description |\n|---|---|---|---|\n")
+			b.WriteString(paramHeader)
 			for _, f := range m.Params {
-				req := "yes"
-				if f.Optional {
-					req = "no"
-				}
-				fmt.Fprintf(b, "| `%s` | %s | %s | %s |\n", f.Name, mdEscape(f.Type), req, mdEscape(f.Description))
+				paramRow(b, f.Name, f.Type, f.Optional, f.Description)
 			}
 		}
 		if len(m.Result) > 0 {
