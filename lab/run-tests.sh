@@ -35,6 +35,7 @@ for pkg in $(go list -tags lab -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Import
 done
 CGO_ENABLED=0 go build -o "$W/run/bin/pvesnap" ./cmd/pvesnap
 cp daemon/itest/testdata/pvesnap_client.py "$W/run/bin/" # the independent client (python3-proxmoxer)
+cp -r perl "$W/run/perl" # the storage plugin's suite runs it with the guest's perl
 echo "[lab] test binaries built in $((SECONDS - t0)) s: $(ls "$W/run/bin" | tr '\n' ' ')"
 
 # The guest script: each suite in turn, from /tmp, output kept in the work directory.

@@ -5,7 +5,7 @@
 #   trixie   (Debian 13, PVE 9, the default): lvm2 2.03.31, zfsutils 2.3.x, systemd 257
 #   bookworm (Debian 12, PVE 8):              lvm2 2.03.16, zfsutils 2.3.x from backports
 # Each base: a root file system (mmdebstrap: lvm2, thin-provisioning-tools, sg3-utils, ddpt,
-# nvme-cli, multipath-tools, open-iscsi, qemu-utils, zfsutils-linux …), the newest 6.12 kernel
+# nvme-cli, multipath-tools, open-iscsi, qemu-utils, zfsutils-linux, perl, python3-proxmoxer …), the newest 6.12 kernel
 # its archive offers, zfs.ko built from its own zfs-dkms for that kernel with its own
 # compiler, and an initramfs per kernel (uncompressed: fastest to unpack under TCG).
 # Plus the newest 6.12 kernel older than 6.12.110, the last ones that let user space enable
@@ -97,8 +97,9 @@ done
 log "trixie: kernel $KV_TRIXIE, zfs $ZFS_TRIXIE; bookworm: kernel $KV_BOOKWORM, zfs $ZFS_BOOKWORM; CDFE kernel: ${KV_CDFE:-none on the mirror}"
 
 # --- guest root file systems --------------------------------------------------------------------
-# python3-proxmoxer: the independent API client, run against the real-kernel node too.
-PKGS="mount,kmod,lsscsi,lvm2,thin-provisioning-tools,dmsetup,sg3-utils,ddpt,nvme-cli,kpartx,busybox-static,e2fsprogs,util-linux,fdisk,procps,xxd,qemu-utils,iproute2,multipath-tools,open-iscsi,python3-proxmoxer,python3-requests"
+# python3-proxmoxer: the independent API client, run against the real-kernel node too; perl
+# and libjson-perl: the storage plugin's end-to-end test runs perl/ in the guest.
+PKGS="mount,kmod,lsscsi,lvm2,thin-provisioning-tools,dmsetup,sg3-utils,ddpt,nvme-cli,kpartx,busybox-static,e2fsprogs,util-linux,fdisk,procps,xxd,qemu-utils,iproute2,multipath-tools,open-iscsi,python3-proxmoxer,python3-requests,perl,libjson-perl"
 rootfs() { # BASE ZFS_VERSION
   local base=$1 zv=$2 R=$L/rootfs-$1 zpkgs suites
   zpkgs="zfsutils-linux=$zv,libzfs6linux=$zv,libzpool6linux=$zv,libnvpair3linux=$zv,libuutil3linux=$zv"
@@ -116,9 +117,8 @@ rootfs() { # BASE ZFS_VERSION
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/i18n/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
     "$base" "$R" "${suites[@]}"
-  # what the guest never runs: apt/dpkg state, perl (usrmerge), gconv
-  rm -rf "$R"/var/cache/apt/* "$R"/var/lib/apt/lists/* "$R"/usr/share/perl "$R"/usr/lib/x86_64-linux-gnu/perl \
-    "$R"/usr/lib/x86_64-linux-gnu/libperl.so* "$R"/usr/lib/x86_64-linux-gnu/gconv \
+  # what the guest never runs: apt/dpkg state, gconv
+  rm -rf "$R"/var/cache/apt/* "$R"/var/lib/apt/lists/* "$R"/usr/lib/x86_64-linux-gnu/gconv \
     "$R"/usr/share/common-licenses "$R"/usr/share/bash-completion
   mkdir -p "$R/etc/pve" "$R/var/log/pve/tasks" "$R/var/lib/pvesnap" "$R/etc/iscsi" "$R/etc/nvme"
   echo "InitiatorName=iqn.1993-08.org.debian:01:pvesnaplab" > "$R/etc/iscsi/initiatorname.iscsi"

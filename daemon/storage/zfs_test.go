@@ -129,7 +129,7 @@ func TestUncheckedModuleVersionUsesCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		z, _ := fakePool(t, "vm-100-disk-0")
-		got, err := ZFS{Run: z, Dev: dev, Sys: sys}.Existing(context.Background(), "rpool/data/vm-100-disk-0")
+		got, err := ZFS{Run: runner.Emulator(z.Command), Dev: dev, Sys: sys}.Existing(context.Background(), "rpool/data/vm-100-disk-0")
 		switch {
 		case !c.kernel && (err != nil || !got["rpool/data/vm-100-disk-0"] || len(z.Calls) != 1):
 			t.Errorf("module %s: %v %v, %d zfs commands: want the zfs command", c.version, got, err, len(z.Calls))
