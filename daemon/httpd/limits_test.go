@@ -229,6 +229,7 @@ func TestMaxConns(t *testing.T) {
 		t.Error("the longest-parked connection was not the one closed")
 	}
 	// Fill the cap with requests in progress: the next connection waits for one to end.
+	waitOpen(t, s, 3)
 	for _, c := range append(parked[1:], dial()) {
 		io.WriteString(c, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
 	}
