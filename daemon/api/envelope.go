@@ -51,8 +51,9 @@ func WriteData(w http.ResponseWriter, f Format, data any) {
 }
 
 // WriteError writes err the way pveproxy does: for json the status code with the first line
-// of the message as reason phrase and {"data":null,"message":…,"errors":…}; 401 with an empty
-// body; for extjs always 200 with success 0.
+// of the message as reason phrase and {"data":null,"message":…,"errors":…}; for extjs 200
+// with success 0. A 401 is refused authentication, which pveproxy answers before any
+// formatter runs: the code and reason with an empty body, for every format.
 func WriteError(w http.ResponseWriter, f Format, err error) {
 	e := AsError(err)
 	msg := e.Message
@@ -60,7 +61,7 @@ func WriteError(w http.ResponseWriter, f Format, err error) {
 		msg += "\n"
 	}
 	reason := strings.SplitN(strings.TrimSpace(msg), "\n", 2)[0]
-	if f == ExtJS {
+	if f == ExtJS && e.Code != http.StatusUnauthorized {
 		env := map[string]any{"data": nil, "success": 0, "message": msg, "status": e.Code}
 		if len(e.Errors) > 0 {
 			env["errors"] = e.Errors
