@@ -18,7 +18,8 @@ import (
 const MaxBody = 512 << 10
 
 // ForwardedHeader marks a call one pvesnap forwarded to the pvesnap of the node it names. It
-// can only stop a second forward; it never makes a node act for another.
+// can only stop a second forward; it never makes a node act for another. The front door
+// removes it from any request whose mark does not prove it came from a node of the cluster.
 const ForwardedHeader = "X-Pvesnap-Forwarded"
 
 // Peer forwards a call to the pvesnap of another node.
@@ -149,6 +150,18 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			}
 			vars[k] = v
 		}
+		// pveproxy authenticates every call before anything else, a call for another node
+		// included (pve-http-server's auth_handler runs before the handler is looked up), and
+		// reads no body before; the authorizer holds back its own 401s like pveproxy (3 s).
+		id := &Identity{}
+		if rt.Permission.User != "world" {
+			var err error
+			if id, err = m.Authz.Authenticate(r); err != nil {
+				fail(err)
+				return
+			}
+		}
+		who = id.Name()
 		if r.Method == http.MethodGet || r.Method == http.MethodDelete {
 			if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
 				fail(Errorf(http.StatusNotImplemented, "Unexpected content for method '%s'", r.Method))
@@ -164,10 +177,6 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			}
 			return
 		}
-		if rt.ProxyTo != "" && vars[rt.ProxyTo] != m.LocalNode {
-			m.forward(w, r, rt, vars[rt.ProxyTo], fail)
-			return
-		}
 		raw, perr := readParams(r, body, vars)
 		if perr != nil {
 			if rt.Intercept {
@@ -177,15 +186,6 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			fail(perr)
 			return
 		}
-		// The authorizer holds back its own 401s like pveproxy (3 s).
-		id := &Identity{}
-		if rt.Permission.User != "world" {
-			if id, err = m.Authz.Authenticate(r); err != nil {
-				fail(err)
-				return
-			}
-		}
-		who = id.Name()
 		params, perr := validate(rt.Params, raw)
 		if perr != nil {
 			if rt.Intercept {
@@ -196,6 +196,8 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			return
 		}
 		c := &Call{Ctx: r.Context(), R: r, W: w, Format: f, Route: rt, Params: params, Auth: id, Body: body, authz: m.Authz}
+		// As pveproxy's rest_handler: the declared permission is checked here, then a call
+		// for another node goes there (which checks again).
 		if rt.Permission.Path != "" {
 			path, err := expandPath(rt.Permission.Path, params)
 			if err == nil {
@@ -214,6 +216,10 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 				fail(err)
 				return
 			}
+		}
+		if rt.ProxyTo != "" && vars[rt.ProxyTo] != m.LocalNode {
+			m.forward(w, r, rt, vars[rt.ProxyTo], fail)
+			return
 		}
 		data, err := m.call(c)
 		if errors.Is(err, ErrPassThrough) {
