@@ -51,9 +51,8 @@ func WriteData(w http.ResponseWriter, f Format, data any) {
 }
 
 // WriteError writes err the way pveproxy does: for json the status code with the first line
-// of the message as reason phrase and {"data":null,"message":…,"errors":…}; for extjs 200
-// with success 0. A 401 is refused authentication, which pveproxy answers before any
-// formatter runs: the code and reason with an empty body, for every format.
+// of the message as reason phrase and {"data":null,"message":…,"errors":…}; 401 with an empty
+// body; for extjs always 200 with success 0.
 func WriteError(w http.ResponseWriter, f Format, err error) {
 	e := AsError(err)
 	msg := e.Message
@@ -61,7 +60,7 @@ func WriteError(w http.ResponseWriter, f Format, err error) {
 		msg += "\n"
 	}
 	reason := strings.SplitN(strings.TrimSpace(msg), "\n", 2)[0]
-	if f == ExtJS && e.Code != http.StatusUnauthorized {
+	if f == ExtJS {
 		env := map[string]any{"data": nil, "success": 0, "message": msg, "status": e.Code}
 		if len(e.Errors) > 0 {
 			env["errors"] = e.Errors
@@ -70,8 +69,7 @@ func WriteError(w http.ResponseWriter, f Format, err error) {
 		return
 	}
 	if e.Code == http.StatusUnauthorized {
-		w.Header().Set("Content-Length", "0")
-		httpd.WriteHeader(w, e.Code, reason)
+		WriteUnauthorized(w, reason)
 		return
 	}
 	env := map[string]any{"data": nil, "message": msg}
@@ -79,6 +77,13 @@ func WriteError(w http.ResponseWriter, f Format, err error) {
 		env["errors"] = e.Errors
 	}
 	writeJSON(w, e.Code, reason, env)
+}
+
+// WriteUnauthorized refuses a request's credential as pveproxy does, before any formatter:
+// 401 with the reason and an empty body, under /api2/extjs as under /api2/json.
+func WriteUnauthorized(w http.ResponseWriter, reason string) {
+	w.Header().Set("Content-Length", "0")
+	httpd.WriteHeader(w, http.StatusUnauthorized, reason)
 }
 
 func writeJSON(w http.ResponseWriter, code int, reason string, v any) {

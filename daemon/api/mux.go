@@ -139,6 +139,16 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			m.mark(w)
 			WriteError(w, f, e)
 		}
+		// A credential refused by the authorizer is pveproxy's 401 in every format.
+		failAuth := func(err error) {
+			if e := AsError(err); e.Code == http.StatusUnauthorized {
+				status = e.Code
+				m.mark(w)
+				WriteUnauthorized(w, strings.SplitN(strings.TrimSpace(e.Message), "\n", 2)[0])
+				return
+			}
+			fail(err)
+		}
 		rc := chi.RouteContext(r.Context())
 		vars := map[string]string{}
 		for i, k := range rc.URLParams.Keys {
@@ -157,7 +167,7 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 		if rt.Permission.User != "world" {
 			var err error
 			if id, err = m.Authz.Authenticate(r); err != nil {
-				fail(err)
+				failAuth(err)
 				return
 			}
 		}
@@ -213,7 +223,7 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 					m.PassThrough.ServeHTTP(w, r)
 					return
 				}
-				fail(err)
+				failAuth(err)
 				return
 			}
 		}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -64,18 +65,35 @@ func TestNumbersAsPVE(t *testing.T) {
 }
 
 // pveproxy refuses a credential before any formatter runs: 401 with its reason and an empty
-// body under /api2/extjs as under /api2/json.
+// body under /api2/extjs as under /api2/json. A 401 a handler raises itself (a failed login)
+// is formatted: 200 with success 0 in extjs.
 func TestUnauthorizedIs401InEveryFormat(t *testing.T) {
+	routes := []*Route{{Method: "GET", Path: "/x", Name: "x", Description: "x",
+		Permission: Permission{Path: "/", Privs: []string{"Sys.Audit"}}, Handler: func(c *Call) (any, error) { return 1, nil }}}
+	m, err := NewMux(routes, Options{Authz: denyAll{}, PassThrough: http.NotFoundHandler()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, f := range []Format{JSON, ExtJS} {
 		w := httptest.NewRecorder()
-		WriteError(w, f, Unauthorized("Authentication failed!"))
+		m.ServeHTTP(w, httptest.NewRequest("GET", "/api2/"+string(f)+"/x", nil))
 		if w.Code != http.StatusUnauthorized || w.Body.Len() != 0 {
 			t.Errorf("%s: %d %q", f, w.Code, w.Body.String())
 		}
 	}
 	w := httptest.NewRecorder()
-	WriteError(w, ExtJS, PermError("/", "Sys.Audit"))
-	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"status":403`) {
-		t.Errorf("extjs 403: %d %s", w.Code, w.Body.String())
+	WriteError(w, ExtJS, Unauthorized("authentication failure"))
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"status":401`) {
+		t.Errorf("extjs handler 401: %d %s", w.Code, w.Body.String())
 	}
+}
+
+type denyAll struct{}
+
+func (denyAll) Authenticate(*http.Request) (*Identity, error) {
+	return nil, Unauthorized("Authentication failed!")
+}
+
+func (denyAll) Privileges(context.Context, *http.Request, *Identity, string) (map[string]bool, error) {
+	return nil, nil
 }
