@@ -148,6 +148,12 @@ func TestInactivity(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a stalled request body held the handler")
 	}
+	// The connection ends there: no second wait to drain the rest of the body.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadAll(c)
+	if d := time.Since(start); d >= 2*idle {
+		t.Errorf("the stalled connection ended after %s: it waited again to drain the body (inactivity %s)", d, idle)
+	}
 	c = dial()
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetReadBuffer(4096)

@@ -593,8 +593,8 @@ func (c *conn) serveOne(req *http.Request) bool {
 		return false
 	}
 	// Leave the connection usable for the next request: consume what the handler left of the
-	// body, unless that is large or we never sent 100-continue for it.
-	if body.wantContinue && !body.sentContinue {
+	// body, unless that is large, we never sent 100-continue for it, or it already stalled.
+	if (body.wantContinue && !body.sentContinue) || body.failed {
 		return false
 	}
 	n, err := io.CopyN(io.Discard, body.rc, 256<<10)
@@ -621,6 +621,7 @@ type requestBody struct {
 	c            *conn
 	wantContinue bool
 	sentContinue bool
+	failed       bool // reading broke off (a stalled client): the connection is done
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -631,7 +632,11 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, http.ErrBodyReadAfterClose) {
+		b.failed = true
+	}
+	return n, err
 }
 
 func (b *requestBody) Close() error { return b.rc.Close() }
