@@ -226,6 +226,7 @@ func TestMaxConns(t *testing.T) {
 		t.Error("the idle connection was not the one closed")
 	}
 	// Next (the cap full again): the connection parked the longest.
+	waitOpen(t, s, 3)
 	parked = append(parked, dial())
 	waitOpen(t, s, 4)
 	if got := statusOf(t, addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); got != "200 OK" {

@@ -110,8 +110,10 @@ const (
 	defaultMaxRequestLine = 16 << 10
 )
 
-// Serve accepts connections on l until Shutdown or Close. It always returns a non-nil error.
+// Serve accepts connections on l until Shutdown or Close. It always returns a non-nil error
+// and closes l, as net/http's does (a Shutdown that came first must not leave l bound).
 func (s *Server) Serve(l net.Listener) error {
+	defer l.Close()
 	if s.inShutdown.Load() {
 		return ErrServerClosed
 	}
