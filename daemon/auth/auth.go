@@ -178,11 +178,17 @@ func (a *Authenticator) sync(c Credential) (time.Time, error) {
 }
 
 func (a *Authenticator) privileges(r *http.Request, c Credential, path string) (map[string]bool, error) {
+	return a.privilegesAs(r, c, path, path)
+}
+
+// privilegesAs asks pveproxy for the caller's privileges on path and caches the answer
+// under label (the path itself, or the subtree it stands for).
+func (a *Authenticator) privilegesAs(r *http.Request, c Credential, label, path string) (map[string]bool, error) {
 	until, err := a.sync(c)
 	if err != nil {
 		return nil, err
 	}
-	key := cacheKey(c, path)
+	key := cacheKey(c, label)
 	if p, ok := a.Cache.Get(key); ok {
 		return p, nil
 	}
@@ -301,7 +307,8 @@ func (a *Authenticator) HasOn(ctx context.Context, r *http.Request, id *api.Iden
 		}
 		granted, ok := under[anc]
 		if !ok {
-			privs, err := a.privilegesBelow(r, c, anc, p)
+			// Every unlisted path below anc has what p has: asked once, cached for all.
+			privs, err := a.privilegesAs(r, c, "\x00below\x00"+anc, p)
 			if err != nil {
 				return nil, err
 			}
@@ -335,29 +342,6 @@ func (a *Authenticator) treeFor(r *http.Request, c Credential, priv string) (map
 	}
 	a.Cache.Put(key, flat, until)
 	return flat, nil
-}
-
-// privilegesBelow are the caller's privileges on every unlisted path whose nearest listed
-// ancestor is anc, asked for one of them (example).
-func (a *Authenticator) privilegesBelow(r *http.Request, c Credential, anc, example string) (map[string]bool, error) {
-	until, err := a.sync(c)
-	if err != nil {
-		return nil, err
-	}
-	key := cacheKey(c, "\x00below\x00"+anc)
-	if p, ok := a.Cache.Get(key); ok {
-		return p, nil
-	}
-	tree, err := a.fetch(r, c, example)
-	if err != nil {
-		return nil, err
-	}
-	privs := map[string]bool{}
-	for p := range tree[example] {
-		privs[p] = true
-	}
-	a.Cache.Put(key, privs, until)
-	return privs, nil
 }
 
 func parentPath(p string) string {

@@ -27,6 +27,18 @@ func startWith(t *testing.T, s *Server, h http.Handler) string {
 	return ln.Addr().String()
 }
 
+// dialer opens TCP connections to addr, closed at the test's end.
+func dialer(t *testing.T, addr string) func() net.Conn {
+	return func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+}
+
 func okHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 }
@@ -129,14 +141,7 @@ func TestInactivity(t *testing.T) {
 			io.WriteString(w, "late but fine")
 		}
 	}))
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := dialer(t, addr)
 	c := dial()
 	start := time.Now()
 	io.WriteString(c, "POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
@@ -191,14 +196,7 @@ func TestMaxConns(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := dialer(t, addr)
 	closed := func(c net.Conn) bool {
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		_, err := c.Read(make([]byte, 1))
