@@ -350,7 +350,7 @@ func TestFrontDoorSlowClients(t *testing.T) {
 			lastDrop.Round(time.Second), readersHeld, readers, stallersHeld, stallers, heldAfter)
 	}
 	t.Logf("attack: %d never-reading clients of an 8 MiB passed-through response, %d stalled bodies, %d idle TCP connections (set up in %s); "+
-		"pveproxy connections held during the attack: %d; innocent calls on new connections: worst %s; %d of the 20 oldest idle connections closed at once to make room; "+
+		"pveproxy connections held at the innocent calls: %d; innocent calls on new connections: worst %s; %d of the 20 oldest idle connections closed at once to make room; "+
 		"every attacker dropped and pveproxy's connections released %s after the attack was in place",
 		readers, stallers, parked, attackReady.Round(time.Millisecond), heldDuring, worst.Round(time.Millisecond), closedNow,
 		lastDrop.Round(100*time.Millisecond))
@@ -526,8 +526,8 @@ func logMessage(line string) string {
 	return strings.SplitN(rest, " ", 2)[0]
 }
 
-// fail2banRegexp is the failregex of the filter the package ships, with <HOST> as fail2ban
-// expands it.
+// fail2banRegexp is the failregex of the filter the package ships, as fail2ban expands it
+// for a journal message: no syslog prefix, <HOST> an address.
 func fail2banRegexp(t *testing.T) *regexp.Regexp {
 	b, err := os.ReadFile("../../debian/fail2ban-filter.conf")
 	must(t, err)
@@ -535,7 +535,8 @@ func fail2banRegexp(t *testing.T) *regexp.Regexp {
 	if m == nil {
 		t.Fatal("no failregex in debian/fail2ban-filter.conf")
 	}
-	return regexp.MustCompile(strings.ReplaceAll(string(m[1]), "<HOST>", `(?:::f{4,6}:)?(?P<host>\S+)`))
+	re := strings.ReplaceAll(string(m[1]), "%(__prefix_line)s", "")
+	return regexp.MustCompile(strings.ReplaceAll(re, "<HOST>", `(?:::f{4,6}:)?(?P<host>\S+)`))
 }
 
 // LISTEN_IP applies when pvesnap's own listen setting names no address.
