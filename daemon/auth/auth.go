@@ -165,7 +165,7 @@ func (a *Authenticator) sync(c Credential) (time.Time, error) {
 	case Ticket:
 		if f := strings.SplitN(c.Ticket, ":", 4); len(f) == 4 {
 			if ts, err := strconv.ParseInt(f[2], 16, 64); err == nil {
-				earliest(ts + int64(csrfLifetime/time.Second)) // PVE's $ticket_lifetime, 2 h
+				earliest(ts + int64(ticketLifetime/time.Second))
 			}
 		}
 		earliest(cfg.Users[TicketUser(c.Ticket)])

@@ -143,9 +143,11 @@ func TicketUser(ticket string) string {
 // $ticket_lifetime). PVE::Ticket compares every signature with the SHA-256 HMAC, so the
 // legacy 27-character SHA-1 form is refused (pve-access-control only picks its secret).
 
+// PVE's $auth_graceperiod and $ticket_lifetime (pve-access-control AccessControl.pm): CSRF
+// tokens and tickets alike.
 const (
-	csrfGrace    = 300 * time.Second
-	csrfLifetime = 7200 * time.Second
+	authGrace      = 300 * time.Second
+	ticketLifetime = 7200 * time.Second
 )
 
 var csrfRe = regexp.MustCompile(`^([A-Z0-9]{8}):(\S+)$`)
@@ -183,7 +185,7 @@ func VerifyCSRF(wwwKey []byte, user, token string, now time.Time) bool {
 		return false
 	}
 	age := now.Sub(time.Unix(t, 0))
-	return age > -csrfGrace && age < csrfLifetime
+	return age > -authGrace && age < ticketLifetime
 }
 
 // PVE's 401 reasons, as pveproxy writes them in the status line (pve-manager HTTPServer.pm
