@@ -196,19 +196,12 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			fail(perr)
 			return
 		}
-		params, perr := validate(rt.Params, raw)
-		if perr != nil {
-			if rt.Intercept {
-				m.PassThrough.ServeHTTP(w, r)
-				return
+		c := &Call{Ctx: r.Context(), R: r, W: w, Format: f, Route: rt, Auth: id, Body: body, authz: m.Authz}
+		// check is the route's declared permission on its path filled from params.
+		check := func(params Params) bool {
+			if rt.Permission.Path == "" {
+				return true
 			}
-			fail(perr)
-			return
-		}
-		c := &Call{Ctx: r.Context(), R: r, W: w, Format: f, Route: rt, Params: params, Auth: id, Body: body, authz: m.Authz}
-		// As pveproxy's rest_handler: the declared permission is checked here, then a call
-		// for another node goes there (which checks again).
-		if rt.Permission.Path != "" {
 			path, err := expandPath(rt.Permission.Path, params)
 			if err == nil {
 				if rt.Permission.Any {
@@ -221,14 +214,37 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 				if rt.Intercept && AsError(err).Code == http.StatusForbidden {
 					// Not ours to allow: pveproxy applies its own rules and gives its own answer.
 					m.PassThrough.ServeHTTP(w, r)
-					return
+					return false
 				}
 				failAuth(err)
-				return
+				return false
 			}
+			return true
 		}
 		if rt.ProxyTo != "" && vars[rt.ProxyTo] != m.LocalNode {
-			m.forward(w, r, rt, vars[rt.ProxyTo], fail)
+			// As pveproxy's rest_handler: the declared permission is checked with the call's
+			// parameters as they came, then the call goes to its node, which validates them
+			// and checks again.
+			unchecked := Params{}
+			for k, v := range raw {
+				unchecked[k] = scalarString(v)
+			}
+			if check(unchecked) {
+				m.forward(w, r, rt, vars[rt.ProxyTo], fail)
+			}
+			return
+		}
+		params, perr := validate(rt.Params, raw)
+		if perr != nil {
+			if rt.Intercept {
+				m.PassThrough.ServeHTTP(w, r)
+				return
+			}
+			fail(perr)
+			return
+		}
+		c.Params = params
+		if !check(params) {
 			return
 		}
 		data, err := m.call(c)
