@@ -424,6 +424,9 @@ func (c *conn) serve() {
 	if base == nil {
 		base = context.Background()
 	}
+	locals := &connLocals{}
+	defer locals.close()
+	base = context.WithValue(base, connLocalsKey{}, locals)
 	first := true
 	for {
 		if !first {
@@ -471,6 +474,46 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// connLocals are values that live as long as a connection (see Local).
+type connLocals struct {
+	mu sync.Mutex
+	m  map[any]any
+}
+
+type connLocalsKey struct{}
+
+// Local returns the value kept under key for the connection r arrived on, made by mk the
+// first time; a value that is an io.Closer is closed when the connection ends. Outside this
+// server (tests with httptest) every call makes a new value.
+func Local(r *http.Request, key any, mk func() any) any {
+	l, ok := r.Context().Value(connLocalsKey{}).(*connLocals)
+	if !ok {
+		return mk()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if v, ok := l.m[key]; ok {
+		return v
+	}
+	if l.m == nil {
+		l.m = map[any]any{}
+	}
+	v := mk()
+	l.m[key] = v
+	return v
+}
+
+func (l *connLocals) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, v := range l.m {
+		if c, ok := v.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	l.m = nil
 }
 
 // checkHeader looks at the request line and header before they are parsed, as pveproxy reads

@@ -48,10 +48,10 @@ type Options struct {
 	TLSConfig func(host string) *tls.Config
 	// ResponseHeaderTimeout bounds the wait for pveproxy's answer (0 = none).
 	ResponseHeaderTimeout time.Duration
-	// MaxIdle is how many idle upstream connections are kept (default 256). In-use ones are
-	// not capped: each client connection uses at most one at a time, so the listener's
-	// connection cap bounds them, and a client that reads slowly cannot make others wait
-	// for a connection to pveproxy.
+	// MaxIdle is how many idle connections the pool for other targets (Forward to a peer)
+	// keeps (default 256). Connections in use are not capped: a call to the upstream goes on
+	// its client connection's own connection (see affine), so the listener's connection cap
+	// bounds them, and a client that reads slowly holds nobody's connection but its own.
 	MaxIdle int
 	Logger  *slog.Logger
 }
@@ -103,6 +103,27 @@ func (p *Proxy) dialTLS(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	return tc, nil
 }
+
+// affine is the transport of r's client connection: each client connection has its own
+// connection to pveproxy, kept alive as long as the client keeps its own. pveproxy's workers
+// each serve the connections they accepted, one call at a time; a pool shared by all clients
+// would hand each call whichever connection came back last and pile calls on one worker
+// while another waits idle. With one connection per client, pveproxy sees what it would see
+// without pvesnap, and no client can hold another's.
+func (p *Proxy) affine(r *http.Request) *http.Transport {
+	return httpd.Local(r, affineKey{}, func() any {
+		t := p.transport.Clone()
+		t.MaxIdleConnsPerHost = 1
+		return closingTransport{t}
+	}).(closingTransport).Transport
+}
+
+type affineKey struct{}
+
+// closingTransport drops its idle connection when the client connection ends.
+type closingTransport struct{ *http.Transport }
+
+func (t closingTransport) Close() error { t.CloseIdleConnections(); return nil }
 
 // CloseIdle drops pooled upstream connections (after a TLS reload).
 func (p *Proxy) CloseIdle() { p.transport.CloseIdleConnections() }
@@ -196,7 +217,11 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, target *url.URL,
 	if inject {
 		out.Header.Del("Accept-Encoding") // the page must arrive as plain HTML to be edited
 	}
-	resp, err := p.transport.RoundTrip(out)
+	tr := p.transport
+	if target == p.upstream {
+		tr = p.affine(r)
+	}
+	resp, err := tr.RoundTrip(out)
 	if err != nil {
 		return err
 	}

@@ -458,3 +458,39 @@ func wsEcho(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// Each client connection has its own connection to pveproxy, as long as it lives: pveproxy's
+// workers serve the connections they accepted, so calls are spread over them as the
+// clients' own connections would be, and no client can hold another's.
+func TestUpstreamConnectionPerClient(t *testing.T) {
+	var mu sync.Mutex
+	peers := map[string]int{} // upstream connection (pvesnap's side) -> calls
+	up := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		peers[r.RemoteAddr]++
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	base := front(t, newProxy(t, up))
+	client := func() *http.Client { return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}} }
+	a, b := client(), client()
+	for i := 0; i < 5; i++ {
+		for _, c := range []*http.Client{a, b} {
+			resp, err := c.Get(base + "/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	mu.Lock()
+	got := fmt.Sprint(len(peers))
+	for _, n := range peers {
+		got += fmt.Sprintf(" %d", n)
+	}
+	mu.Unlock()
+	if got != "2 5 5" {
+		t.Fatalf("two clients of 5 calls each reached pveproxy as (connections, calls each): %s, want 2 5 5", got)
+	}
+}
