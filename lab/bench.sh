@@ -49,7 +49,9 @@ for s in "${sections[@]}"; do
       echo "that each serve one call at a time, a call occupying its worker for 2 ms (a Perl worker's few milliseconds"
       echo "per API call, as a wait so that the stand-in's own CPU does not compete), keep-alive of 100 calls per"
       echo "connection and 5 s idle, as pveproxy's; the workers bound the throughput, as on a node. Peers as above,"
-      echo "against that upstream, in the same run."; echo
+      echo "against that upstream, in the same run, 15 s each (a connection moves to another worker after 100 calls;"
+      echo "over a few seconds which worker a client's connection landed on decides its median, hence the mean too)."
+      echo "Every case interleaves its peers in 3 rounds, so the machine's other work falls on all alike."; echo
       echo "$res"; echo; echo "![latency histogram](img/bench-proxy-latency.png)"; } > "$out"
     ;;
   copy)
