@@ -287,3 +287,26 @@ func TestAllowRefusesUnanswered(t *testing.T) {
 		t.Fatalf("policy saw %v", a)
 	}
 }
+
+type closeSignal chan struct{}
+
+func (c closeSignal) Close() error { close(c); return nil }
+
+// A value kept with a connection lives as long as it: the same for every request on it,
+// closed when it ends.
+func TestLocalPerConnection(t *testing.T) {
+	made := make(chan closeSignal, 4)
+	addr := startWith(t, &Server{ReadHeaderTimeout: 2 * time.Second}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := Local(r, "k", func() any { c := make(closeSignal); made <- c; return c })
+		fmt.Fprintf(w, "%p", v)
+	}))
+	resps := rawRoundTrips(t, addr, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 2)
+	if a, b := body(resps[0]), body(resps[1]); a != b || len(made) != 1 {
+		t.Fatalf("two requests on one connection got %s and %s (%d made)", a, b, len(made))
+	}
+	select {
+	case <-<-made:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the value was not closed with its connection")
+	}
+}
