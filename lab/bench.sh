@@ -51,7 +51,9 @@ for s in "${sections[@]}"; do
       echo "connection and 5 s idle, as pveproxy's; the workers bound the throughput, as on a node. Peers as above,"
       echo "against that upstream, in the same run, 15 s each (a connection moves to another worker after 100 calls;"
       echo "over a few seconds which worker a client's connection landed on decides its median, hence the mean too)."
-      echo "Every case interleaves its peers in 3 rounds, so the machine's other work falls on all alike."; echo
+      echo "Every case interleaves its peers in 3 rounds, so the machine's other work falls on all alike. At 64 clients"
+      echo "the latency against that upstream is queueing at its 3 workers (64 calls in flight), so it follows the"
+      echo "throughput; the cores being shared with other work, single runs vary by about ±10%."; echo
       echo "$res"; echo; echo "![latency histogram](img/bench-proxy-latency.png)"; } > "$out"
     ;;
   copy)
