@@ -44,7 +44,16 @@ for s in "${sections[@]}"; do
       echo "is a call pveproxy works for."
       echo "Second peer: Go's stock reverse proxy (net/http/httputil) with the same certificate, upstream and pool size,"
       echo "in the same run: the same two TLS sessions per call with none of pvesnap's work. Its ratio to direct is what"
-      echo "any TLS-terminating proxy gets on these cores; pvesnap's ratio to it is pvesnap's own efficiency."; echo
+      echo "any TLS-terminating proxy gets on these cores; pvesnap's ratio to it is pvesnap's own efficiency."
+      echo "Third case, what users feel: an upstream with pveproxy's shape (the rows \"pveproxy-shaped upstream\"): 3 workers"
+      echo "that each serve one call at a time, a call occupying its worker for 2 ms (a Perl worker's few milliseconds"
+      echo "per API call, as a wait so that the stand-in's own CPU does not compete), keep-alive of 100 calls per"
+      echo "connection and 5 s idle, as pveproxy's; the workers bound the throughput, as on a node. Peers as above,"
+      echo "against that upstream, in the same run, 15 s each (a connection moves to another worker after 100 calls;"
+      echo "over a few seconds which worker a client's connection landed on decides its median, hence the mean too)."
+      echo "Every case interleaves its peers in 3 rounds, so the machine's other work falls on all alike. At 64 clients"
+      echo "the latency against that upstream is queueing at its 3 workers (64 calls in flight), so it follows the"
+      echo "throughput; the cores being shared with other work, single runs vary by about ±10%."; echo
       echo "$res"; echo; echo "![latency histogram](img/bench-proxy-latency.png)"; } > "$out"
     ;;
   copy)

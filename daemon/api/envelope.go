@@ -69,8 +69,7 @@ func WriteError(w http.ResponseWriter, f Format, err error) {
 		return
 	}
 	if e.Code == http.StatusUnauthorized {
-		w.Header().Set("Content-Length", "0")
-		httpd.WriteHeader(w, e.Code, reason)
+		WriteUnauthorized(w, reason)
 		return
 	}
 	env := map[string]any{"data": nil, "message": msg}
@@ -78,6 +77,13 @@ func WriteError(w http.ResponseWriter, f Format, err error) {
 		env["errors"] = e.Errors
 	}
 	writeJSON(w, e.Code, reason, env)
+}
+
+// WriteUnauthorized refuses a request's credential as pveproxy does, before any formatter:
+// 401 with the reason and an empty body, under /api2/extjs as under /api2/json.
+func WriteUnauthorized(w http.ResponseWriter, reason string) {
+	w.Header().Set("Content-Length", "0")
+	httpd.WriteHeader(w, http.StatusUnauthorized, reason)
 }
 
 func writeJSON(w http.ResponseWriter, code int, reason string, v any) {

@@ -18,7 +18,8 @@ import (
 const MaxBody = 512 << 10
 
 // ForwardedHeader marks a call one pvesnap forwarded to the pvesnap of the node it names. It
-// can only stop a second forward; it never makes a node act for another.
+// can only stop a second forward; it never makes a node act for another. The front door
+// removes it from any request whose mark does not prove it came from a node of the cluster.
 const ForwardedHeader = "X-Pvesnap-Forwarded"
 
 // Peer forwards a call to the pvesnap of another node.
@@ -138,6 +139,16 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			m.mark(w)
 			WriteError(w, f, e)
 		}
+		// A credential refused by the authorizer is pveproxy's 401 in every format.
+		failAuth := func(err error) {
+			if e := AsError(err); e.Code == http.StatusUnauthorized {
+				status = e.Code
+				m.mark(w)
+				WriteUnauthorized(w, strings.SplitN(strings.TrimSpace(e.Message), "\n", 2)[0])
+				return
+			}
+			fail(err)
+		}
 		rc := chi.RouteContext(r.Context())
 		vars := map[string]string{}
 		for i, k := range rc.URLParams.Keys {
@@ -149,6 +160,18 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			}
 			vars[k] = v
 		}
+		// pveproxy authenticates every call before anything else, a call for another node
+		// included (pve-http-server's auth_handler runs before the handler is looked up), and
+		// reads no body before; the authorizer holds back its own 401s like pveproxy (3 s).
+		id := &Identity{}
+		if rt.Permission.User != "world" {
+			var err error
+			if id, err = m.Authz.Authenticate(r); err != nil {
+				failAuth(err)
+				return
+			}
+		}
+		who = id.Name()
 		if r.Method == http.MethodGet || r.Method == http.MethodDelete {
 			if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
 				fail(Errorf(http.StatusNotImplemented, "Unexpected content for method '%s'", r.Method))
@@ -164,10 +187,6 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			}
 			return
 		}
-		if rt.ProxyTo != "" && vars[rt.ProxyTo] != m.LocalNode {
-			m.forward(w, r, rt, vars[rt.ProxyTo], fail)
-			return
-		}
 		raw, perr := readParams(r, body, vars)
 		if perr != nil {
 			if rt.Intercept {
@@ -177,26 +196,12 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 			fail(perr)
 			return
 		}
-		// The authorizer holds back its own 401s like pveproxy (3 s).
-		id := &Identity{}
-		if rt.Permission.User != "world" {
-			if id, err = m.Authz.Authenticate(r); err != nil {
-				fail(err)
-				return
+		c := &Call{Ctx: r.Context(), R: r, W: w, Format: f, Route: rt, Auth: id, Body: body, authz: m.Authz}
+		// check is the route's declared permission on its path filled from params.
+		check := func(params Params) bool {
+			if rt.Permission.Path == "" {
+				return true
 			}
-		}
-		who = id.Name()
-		params, perr := validate(rt.Params, raw)
-		if perr != nil {
-			if rt.Intercept {
-				m.PassThrough.ServeHTTP(w, r)
-				return
-			}
-			fail(perr)
-			return
-		}
-		c := &Call{Ctx: r.Context(), R: r, W: w, Format: f, Route: rt, Params: params, Auth: id, Body: body, authz: m.Authz}
-		if rt.Permission.Path != "" {
 			path, err := expandPath(rt.Permission.Path, params)
 			if err == nil {
 				if rt.Permission.Any {
@@ -209,11 +214,38 @@ func (m *Mux) handler(rt *Route, f Format) http.HandlerFunc {
 				if rt.Intercept && AsError(err).Code == http.StatusForbidden {
 					// Not ours to allow: pveproxy applies its own rules and gives its own answer.
 					m.PassThrough.ServeHTTP(w, r)
-					return
+					return false
 				}
-				fail(err)
+				failAuth(err)
+				return false
+			}
+			return true
+		}
+		if rt.ProxyTo != "" && vars[rt.ProxyTo] != m.LocalNode {
+			// As pveproxy's rest_handler: the declared permission is checked with the call's
+			// parameters as they came, then the call goes to its node, which validates them
+			// and checks again.
+			unchecked := Params{}
+			for k, v := range raw {
+				unchecked[k] = scalarString(v)
+			}
+			if check(unchecked) {
+				m.forward(w, r, rt, vars[rt.ProxyTo], fail)
+			}
+			return
+		}
+		params, perr := validate(rt.Params, raw)
+		if perr != nil {
+			if rt.Intercept {
+				m.PassThrough.ServeHTTP(w, r)
 				return
 			}
+			fail(perr)
+			return
+		}
+		c.Params = params
+		if !check(params) {
+			return
 		}
 		data, err := m.call(c)
 		if errors.Is(err, ErrPassThrough) {

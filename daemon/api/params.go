@@ -109,6 +109,20 @@ func readParams(r *http.Request, body []byte, pathVars map[string]string) (map[s
 	return raw, nil
 }
 
+// RequestParams are a request's parameters from its (buffered) body and query string, as a
+// pass-through call's log needs them: strings, or JSON values.
+func RequestParams(r *http.Request, body []byte) (map[string]any, error) {
+	raw, err := readParams(r, body, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]any, len(raw))
+	for k, v := range raw {
+		out[k] = v
+	}
+	return out, nil
+}
+
 func addValues(raw map[string]rawValue, vals url.Values) {
 	for k, vs := range vals {
 		if len(vs) == 1 {
@@ -178,11 +192,24 @@ func (p Param) convert(v rawValue) (any, string) {
 	if _, isObj := v.(map[string]any); isObj {
 		return nil, fmt.Sprintf("type check ('%s') failed - got HASH", p.Type)
 	}
+	if _, isBool := v.(bool); isBool && p.Type != Boolean {
+		// A JSON true/false is an object to Perl, not a number or string.
+		return nil, fmt.Sprintf("type check ('%s') failed - got JSON::PP::Boolean", p.Type)
+	}
 	s := scalarString(v)
 	switch p.Type {
 	case Integer:
-		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-		if err != nil {
+		if !isInteger.MatchString(s) {
+			return nil, fmt.Sprintf("type check ('integer') failed - got '%s'", s)
+		}
+		n, err := strconv.ParseInt(strings.TrimSuffix(s, "\n"), 10, 64)
+		if err != nil { // beyond 64 bits: Perl keeps it as a float, out of every declared range
+			if p.Maximum != nil && !strings.HasPrefix(s, "-") {
+				return nil, fmt.Sprintf("value must have a maximum value of %d", *p.Maximum)
+			}
+			if p.Minimum != nil && strings.HasPrefix(s, "-") {
+				return nil, fmt.Sprintf("value must have a minimum value of %d", *p.Minimum)
+			}
 			return nil, fmt.Sprintf("type check ('integer') failed - got '%s'", s)
 		}
 		if p.Minimum != nil && n < *p.Minimum {
@@ -193,7 +220,10 @@ func (p Param) convert(v rawValue) (any, string) {
 		}
 		return n, ""
 	case Number:
-		f, err := strconv.ParseFloat(s, 64)
+		if !isNumber.MatchString(s) {
+			return nil, fmt.Sprintf("type check ('number') failed - got '%s'", s)
+		}
+		f, err := strconv.ParseFloat(strings.TrimSuffix(s, "\n"), 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil, fmt.Sprintf("type check ('number') failed - got '%s'", s)
 		}
@@ -229,6 +259,22 @@ func (p Param) convert(v rawValue) (any, string) {
 	}
 }
 
+// perlNumber prints a JSON number as Perl does after decoding it: an integer literal that
+// fits 64 bits stays as written, anything else becomes a double printed with "%.15g".
+func perlNumber(n json.Number) string {
+	if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+		return strconv.FormatInt(i, 10)
+	}
+	if u, err := strconv.ParseUint(string(n), 10, 64); err == nil {
+		return strconv.FormatUint(u, 10)
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil {
+		return string(n)
+	}
+	return strconv.FormatFloat(f, 'g', 15, 64)
+}
+
 // indexOf parses "<base><digits>" ("net3" → 3).
 func indexOf(name, base string) (int, bool) {
 	d, ok := strings.CutPrefix(name, base)
@@ -239,12 +285,21 @@ func indexOf(name, base string) (int, bool) {
 	return n, err == nil && n >= 0
 }
 
+// PVE's JSONSchema is_integer and is_number. Perl's "$" also matches before a final newline.
+var (
+	isInteger = regexp.MustCompile(`^[+-]?[0-9]+\n?$`)
+	isNumber  = regexp.MustCompile(`^[+-]?([0-9]+\.[0-9]+|[0-9]+\.|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?\n?$`)
+)
+
+// scalarString is the string PVE's checks see for a value: query and form values as sent,
+// JSON numbers as Perl prints the number the JSON decoder made of them (1e2 and 100.0 are
+// 100, 1.5 stays 1.5, 1e15 is 1e+15).
 func scalarString(v rawValue) string {
 	switch x := v.(type) {
 	case string:
 		return x
 	case json.Number:
-		return x.String()
+		return perlNumber(x)
 	case bool:
 		if x {
 			return "1"

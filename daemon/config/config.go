@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/pvesnap/pvesnap/daemon/pve"
 )
 
 // DefaultPath is where the package installs the config.
@@ -49,6 +51,13 @@ type Config struct {
 	TaskRetention Duration `yaml:"task_retention"`
 	// InjectGUI adds the panel's script to the GUI page passed through on the listener.
 	InjectGUI *bool `yaml:"inject_gui"`
+	// MaxConnections caps the listener's open connections, like pveproxy's max_conn (500).
+	MaxConnections int `yaml:"max_connections"`
+	// PveproxyConfig is pveproxy's settings file: its client-address policy (ALLOW_FROM,
+	// DENY_FROM, POLICY), LISTEN_IP, TLS settings and TLS_KEY_FILE apply to pvesnap's listener.
+	PveproxyConfig string `yaml:"pveproxy_config"`
+	// Pveproxy is what PveproxyConfig holds (read by Load).
+	Pveproxy *pve.ProxyDefaults `yaml:"-"`
 
 	file  string
 	lines map[string]int
@@ -66,8 +75,12 @@ type TLS struct {
 
 // Timeouts bound waits.
 type Timeouts struct {
+	// ReadHeader bounds the TLS handshake and a request's header in total; Idle the wait for
+	// the next request on a kept-alive connection; Inactivity a request body or a response
+	// that makes no progress (pveproxy: 5 s).
 	ReadHeader Duration `yaml:"read_header"`
 	Idle       Duration `yaml:"idle"`
+	Inactivity Duration `yaml:"inactivity"`
 	Upstream   Duration `yaml:"upstream"`
 	Shutdown   Duration `yaml:"shutdown"`
 	Command    Duration `yaml:"command"`
@@ -140,13 +153,16 @@ func Default() *Config {
 		LogLevel:   "info",
 		Timeouts: Timeouts{
 			ReadHeader:    Duration(10 * time.Second),
-			Idle:          Duration(120 * time.Second),
+			Idle:          Duration(5 * time.Second),
+			Inactivity:    Duration(5 * time.Second),
 			Upstream:      Duration(10 * time.Minute),
 			Shutdown:      Duration(30 * time.Second),
 			Command:       Duration(2 * time.Minute),
 			AuthFailDelay: Duration(3 * time.Second),
 		},
 		Auth:            Auth{CacheTTL: Duration(10 * time.Second), CacheSize: 4096},
+		MaxConnections:  500,
+		PveproxyConfig:  pve.ProxyDefaultsFile,
 		RefreshInterval: Duration(10 * time.Minute),
 		TaskRetention:   Duration(30 * 24 * time.Hour),
 		Paths: Paths{PVE: "/etc/pve", Tasks: "/var/log/pve/tasks", State: "/var/lib/pvesnap",
@@ -258,8 +274,9 @@ func knownKeys() map[string]bool {
 	return map[string]bool{
 		"listen": false, "upstream": false, "upstream_ca": false, "node": false, "log_level": false,
 		"refresh_interval": false, "cors_origins": false, "task_retention": false, "inject_gui": false,
+		"max_connections": false, "pveproxy_config": false,
 		"tls": true, "tls.cert": false, "tls.key": false, "tls.disable": false,
-		"timeouts": true, "timeouts.read_header": false, "timeouts.idle": false, "timeouts.upstream": false,
+		"timeouts": true, "timeouts.read_header": false, "timeouts.idle": false, "timeouts.inactivity": false, "timeouts.upstream": false,
 		"timeouts.shutdown": false, "timeouts.command": false, "timeouts.auth_fail_delay": false,
 		"auth": true, "auth.cache_ttl": false, "auth.cache_size": false,
 		"paths": true, "paths.pve": false, "paths.tasks": false, "paths.state": false, "paths.run": false,
@@ -336,6 +353,7 @@ func (c *Config) finish() error {
 	}{
 		{"timeouts.read_header", c.Timeouts.ReadHeader, time.Second},
 		{"timeouts.idle", c.Timeouts.Idle, time.Second},
+		{"timeouts.inactivity", c.Timeouts.Inactivity, 100 * time.Millisecond},
 		{"timeouts.shutdown", c.Timeouts.Shutdown, 0},
 		{"timeouts.command", c.Timeouts.Command, time.Second},
 		{"timeouts.upstream", c.Timeouts.Upstream, 0},
@@ -378,8 +396,19 @@ func (c *Config) finish() error {
 	if !validNodeName(c.Node) {
 		return c.bad("node", "%q is not a valid node name", c.Node)
 	}
+	if c.MaxConnections < 1 || c.MaxConnections > 1<<20 {
+		return c.bad("max_connections", "must be between 1 and 1048576")
+	}
+	if !filepath.IsAbs(c.PveproxyConfig) {
+		return c.bad("pveproxy_config", "%q is not an absolute path", c.PveproxyConfig)
+	}
+	pp, err := pve.ReadProxyDefaults(c.PveproxyConfig)
+	if err != nil {
+		return c.bad("pveproxy_config", "%v", err)
+	}
+	c.Pveproxy = pp
 	if c.TLS.Cert == "" && !c.TLS.Disable {
-		c.TLS.Cert, c.TLS.Key = DefaultCert(c.Paths.PVE)
+		c.TLS.Cert, c.TLS.Key = DefaultCert(c.Paths.PVE, pp.TLSKeyFile)
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") && !c.TLS.Disable {
 		return c.bad("tls", "cert and key must be given together")
@@ -390,11 +419,15 @@ func (c *Config) finish() error {
 	return nil
 }
 
-// DefaultCert returns the certificate pveproxy serves: pveproxy-ssl.pem if present, else
+// DefaultCert returns the certificate pveproxy serves: pveproxy-ssl.pem with its key
+// (pveproxy-ssl.key, or keyFile: TLS_KEY_FILE of /etc/default/pveproxy) if both exist, else
 // pve-ssl.pem, under <pve>/local.
-func DefaultCert(pve string) (cert, key string) {
+func DefaultCert(pve, keyFile string) (cert, key string) {
 	local := filepath.Join(pve, "local")
 	c, k := filepath.Join(local, "pveproxy-ssl.pem"), filepath.Join(local, "pveproxy-ssl.key")
+	if keyFile != "" {
+		k = keyFile
+	}
 	if fileExists(c) && fileExists(k) {
 		return c, k
 	}

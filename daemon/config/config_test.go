@@ -79,3 +79,35 @@ func TestMissingDefaultFileIsDefaults(t *testing.T) {
 		t.Fatal("a missing non-default config file must be an error")
 	}
 }
+
+// pveproxy's settings file is read with the config: TLS_KEY_FILE picks the key of
+// pveproxy-ssl.pem as pveproxy does, and a file pvesnap cannot apply stops the start.
+func TestPveproxyDefaults(t *testing.T) {
+	d := t.TempDir()
+	os.MkdirAll(filepath.Join(d, "local"), 0o755)
+	key := filepath.Join(d, "custom.key")
+	for _, f := range []string{filepath.Join(d, "local", "pveproxy-ssl.pem"), key} {
+		os.WriteFile(f, []byte("x"), 0o600)
+	}
+	defaults := filepath.Join(d, "pveproxy")
+	os.WriteFile(defaults, []byte("TLS_KEY_FILE="+key+"\nDENY_FROM=all\nALLOW_FROM=10.0.0.0/8\n"), 0o644)
+	c, err := Parse("x", []byte("node: pve1\npveproxy_config: "+defaults+"\npaths:\n  pve: "+d+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TLS.Cert != filepath.Join(d, "local", "pveproxy-ssl.pem") || c.TLS.Key != key {
+		t.Errorf("cert %q key %q: TLS_KEY_FILE not honoured", c.TLS.Cert, c.TLS.Key)
+	}
+	if c.Pveproxy == nil || len(c.Pveproxy.AllowFrom) != 1 || len(c.Pveproxy.DenyFrom) != 2 {
+		t.Errorf("pveproxy settings not read: %+v", c.Pveproxy)
+	}
+	if c.MaxConnections != 500 || c.Timeouts.Inactivity.D() != 5*time.Second || c.Timeouts.Idle.D() != 5*time.Second {
+		t.Errorf("pveproxy's max_conn and timeouts are the defaults: %d %s %s", c.MaxConnections, c.Timeouts.Inactivity.D(), c.Timeouts.Idle.D())
+	}
+	os.WriteFile(defaults, []byte("POLICY=open\n"), 0o644)
+	_, err = Parse("x", []byte("node: pve1\npveproxy_config: "+defaults+"\n"))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "pveproxy_config" || !strings.Contains(err.Error(), "unknown policy 'open'") {
+		t.Errorf("bad pveproxy settings: %v", err)
+	}
+}

@@ -246,7 +246,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		w.c.bw.Flush()
 	}
 	w.c.hijacked = true
-	w.c.rwc.SetDeadline(time.Time{})
+	w.c.tc.release()
 	return w.c.rwc, bufio.NewReadWriter(w.c.br, w.c.bw), nil
 }
 

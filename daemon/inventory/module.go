@@ -100,11 +100,15 @@ func (m *Module) Routes() []*api.Route {
 	return []*api.Route{
 		{Method: "GET", Path: "/nodes/{node}/pvesnap/vms", Name: "vms",
 			Description: "VMs of the cluster, existing and deleted, with how many array snapshots can restore them. Only VMs the caller has VM.Audit on are listed.",
-			Permission:  api.Permission{User: "all", Description: "the list is filtered by VM.Audit on /vms/<vmid>"},
-			Params:      []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Re-read the arrays' snapshots first."}},
-			Returns:     api.Returns{Type: "array", Properties: vmProps}, ProxyTo: "node",
+			Permission: api.Permission{User: "all", Description: "the list is filtered by VM.Audit on /vms/<vmid>; refresh needs Sys.Audit on / (it asks every array, " +
+				"as the arrays' status does)"},
+			Params:  []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Re-read the arrays' snapshots first."}},
+			Returns: api.Returns{Type: "array", Properties: vmProps}, ProxyTo: "node",
 			Handler: func(c *api.Call) (any, error) {
 				if c.Params.Bool("refresh") {
+					if err := c.Check("/", "Sys.Audit"); err != nil {
+						return nil, err
+					}
 					if _, err := m.Inv.Refresh(c.Ctx); err != nil {
 						return nil, err
 					}
@@ -193,14 +197,18 @@ func (m *Module) Routes() []*api.Route {
 			}},
 		{Method: "GET", Path: "/nodes/{node}/pvesnap/storages", Name: "storages",
 			Description: "How each LVM storage of the node maps to an array volume (VG, PV, device identity, serial, array, volume), or why it does not.",
-			Permission:  api.Permission{User: "all", Description: "the list is filtered by Datastore.Audit on /storage/<storage>"},
-			Params:      []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Map again instead of the last result."}},
+			Permission: api.Permission{User: "all", Description: "the list is filtered by Datastore.Audit on /storage/<storage>; refresh needs Sys.Audit on " +
+				"/nodes/<node> (it reads the node's devices again, as the node's disk list does)"},
+			Params: []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Map again instead of the last result."}},
 			Returns: api.Returns{Type: "array", Properties: map[string]string{"storage": "string", "vg": "string", "pvs": "array", "serial": "string",
 				"identity": "string", "array": "string", "volume": "string", "state": "string", "reason": "string"}},
 			ProxyTo: "node",
 			Handler: func(c *api.Call) (any, error) {
 				maxAge := MapMaxAge
 				if c.Params.Bool("refresh") {
+					if err := c.Check("/nodes/"+c.Params.Str("node"), "Sys.Audit"); err != nil {
+						return nil, err
+					}
 					maxAge = 0
 				}
 				maps, err := m.Inv.Maps(c.Ctx, maxAge)

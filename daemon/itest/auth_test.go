@@ -242,14 +242,14 @@ func runAuthCases(t *testing.T, e *Env, r *api.Route, en authEntry) {
 	allowed("valid privilege-separated token", do("token", tokC))
 }
 
-// TestForgedHeadersCannotRedirect: no header makes a node act on another node's storage.
+// TestForgedHeadersCannotRedirect: no header makes a node act on another node's storage, and
+// a client's X-Pvesnap-Forwarded changes nothing (only a node's signed mark counts).
 func TestForgedHeadersCannotRedirect(t *testing.T) {
 	e := Start(t, "pve1", "pve2")
 	for _, n := range []string{"pve1", "pve2"} {
 		e.Sim.Store(n, "local-zfs").Create("vm-100-disk-0", 1<<20, volMeta())
 	}
 	c := e.Root("pve1")
-	// X-Forwarded-Node is ignored: the call for pve2 goes to pve2.
 	req := func(headers map[string]string) *http.Response {
 		r, err := http.NewRequest("DELETE", e.URL("pve1")+"/api2/json/nodes/pve2/storage/local-zfs/content/vm-100-disk-0", nil)
 		must(t, err)
@@ -264,15 +264,8 @@ func TestForgedHeadersCannotRedirect(t *testing.T) {
 		return resp
 	}
 	resp := req(map[string]string{api.ForwardedHeader: "pve2", "X-Forwarded-Node": "pve1"})
-	if resp.StatusCode != 500 || !strings.Contains(resp.Status, "refusing to act for another node") {
-		t.Fatalf("forged forwarding header: %s", resp.Status)
-	}
-	if !e.Sim.Store("pve1", "local-zfs").Exists("vm-100-disk-0") || !e.Sim.Store("pve2", "local-zfs").Exists("vm-100-disk-0") {
-		t.Fatal("a volume was touched by a refused call")
-	}
-	resp = req(map[string]string{"X-Forwarded-Node": "pve1"})
 	if resp.StatusCode != 200 {
-		t.Fatalf("delete for pve2: %s", resp.Status)
+		t.Fatalf("delete for pve2 with forged headers: %s", resp.Status)
 	}
 	time.Sleep(300 * time.Millisecond)
 	if !e.Sim.Store("pve1", "local-zfs").Exists("vm-100-disk-0") {
@@ -295,14 +288,15 @@ func TestCORS(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	for _, o := range []string{"https://pve1:8006", "https://pve1.example.org:8006", "https://127.0.0.1:8006"} {
+	for _, o := range []string{"https://pve1:8006", "https://127.0.0.1:8006"} {
 		resp := pre(o)
 		if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != o || resp.Header.Get("Access-Control-Allow-Credentials") != "true" ||
 			!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "CSRFPreventionToken") {
 			t.Errorf("%s: %s %v", o, resp.Status, resp.Header)
 		}
 	}
-	for _, o := range []string{"https://evil.example:8006", "http://pve1:8006", "https://pve1:9999", "https://pve10:8006"} {
+	for _, o := range []string{"https://evil.example:8006", "http://pve1:8006", "https://pve1:9999", "https://pve10:8006",
+		"https://pve1.example.org:8006", "https://pve1.evil.example:8006"} {
 		resp := pre(o)
 		if resp.Header.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("%s was allowed", o)

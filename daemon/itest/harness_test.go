@@ -217,8 +217,8 @@ func (e *Env) StartNode(node string) {
 	i := indexOf(e.Sim.Nodes(), node)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := e.Sim.NodePaths(node)
-	yaml := fmt.Sprintf("listen: 127.0.0.%d:%d\nupstream: %s\nnode: %s\ntimeouts:\n  auth_fail_delay: 0s\npaths:\n  pve: %s\n  tasks: %s\n  state: %s\n  run: %s\n  lock: %s\n",
-		i+1, e.Port, e.Sim.URL(node), node, p.PVE, p.Tasks, p.State, p.Run, p.Lock)
+	yaml := fmt.Sprintf("listen: 127.0.0.%d:%d\nupstream: %s\nnode: %s\npveproxy_config: %s\ntimeouts:\n  auth_fail_delay: 0s\npaths:\n  pve: %s\n  tasks: %s\n  state: %s\n  run: %s\n  lock: %s\n",
+		i+1, e.Port, e.Sim.URL(node), node, e.PveproxyConfig(node), p.PVE, p.Tasks, p.State, p.Run, p.Lock)
 	cfgPath := filepath.Join(p.State, "pvesnap.yaml")
 	os.WriteFile(cfgPath, []byte(yaml), 0o644)
 	cfg, err := config.Load(cfgPath)
@@ -266,6 +266,11 @@ func (e *Env) StartNode(node string) {
 	e.Daemons[node] = d
 	e.Tasks[node] = ts
 	e.stops[node] = func() { cancel(); <-done }
+}
+
+// PveproxyConfig is the node's /etc/default/pveproxy (absent unless a test writes it).
+func (e *Env) PveproxyConfig(node string) string {
+	return filepath.Join(e.Sim.NodePaths(node).State, "default-pveproxy")
 }
 
 func (e *Env) restoreModule(node string, m *restore.Module) *restore.Module {

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +34,10 @@ type Proxy struct {
 	logger    *slog.Logger
 	// InjectHTML, when set, rewrites the GUI page (GET /) before it reaches the browser.
 	InjectHTML func(page []byte) []byte
-	dialer     net.Dialer
+	// AuthFailure, when set, hears of every authentication failure pveproxy answered: a 401,
+	// or a login (POST …/access/ticket) refused inside an /api2/extjs answer of 200.
+	AuthFailure func(r *http.Request, reason string)
+	dialer      net.Dialer
 }
 
 // Options configure a Proxy.
@@ -44,17 +48,25 @@ type Options struct {
 	TLSConfig func(host string) *tls.Config
 	// ResponseHeaderTimeout bounds the wait for pveproxy's answer (0 = none).
 	ResponseHeaderTimeout time.Duration
-	MaxConns              int
-	Logger                *slog.Logger
+	// MaxIdle is how many idle connections the pool for other targets (Forward to a peer)
+	// keeps (default 256). Connections in use are not capped: a call to the upstream goes on
+	// its client connection's own connection (see affine), so the listener's connection cap
+	// bounds them, and a client that reads slowly holds nobody's connection but its own.
+	MaxIdle int
+	Logger  *slog.Logger
 }
+
+// idleTimeout is shorter than pveproxy's 5 s keep-alive timeout, so a request is never sent
+// on a connection pveproxy is closing.
+const idleTimeout = 4 * time.Second
 
 // New makes a Proxy.
 func New(o Options) *Proxy {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.MaxConns == 0 {
-		o.MaxConns = 256
+	if o.MaxIdle == 0 {
+		o.MaxIdle = 256
 	}
 	p := &Proxy{upstream: o.Upstream, tlsConfig: o.TLSConfig, logger: o.Logger}
 	p.dialer = net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
@@ -63,10 +75,9 @@ func New(o Options) *Proxy {
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return p.dialTLS(ctx, addr)
 		},
-		MaxIdleConns:          o.MaxConns,
-		MaxIdleConnsPerHost:   o.MaxConns,
-		MaxConnsPerHost:       o.MaxConns,
-		IdleConnTimeout:       60 * time.Second,
+		MaxIdleConns:          o.MaxIdle,
+		MaxIdleConnsPerHost:   o.MaxIdle,
+		IdleConnTimeout:       idleTimeout,
 		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		DisableCompression:    true, // bytes pass as pveproxy sent them
 		ForceAttemptHTTP2:     false,
@@ -92,6 +103,27 @@ func (p *Proxy) dialTLS(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	return tc, nil
 }
+
+// affine is the transport of r's client connection: each client connection has its own
+// connection to pveproxy, kept alive as long as the client keeps its own. pveproxy's workers
+// each serve the connections they accepted, one call at a time; a pool shared by all clients
+// would hand each call whichever connection came back last and pile calls on one worker
+// while another waits idle. With one connection per client, pveproxy sees what it would see
+// without pvesnap, and no client can hold another's.
+func (p *Proxy) affine(r *http.Request) *http.Transport {
+	return httpd.Local(r, affineKey{}, func() any {
+		t := p.transport.Clone()
+		t.MaxIdleConnsPerHost = 1
+		return closingTransport{t}
+	}).(closingTransport).Transport
+}
+
+type affineKey struct{}
+
+// closingTransport drops its idle connection when the client connection ends.
+type closingTransport struct{ *http.Transport }
+
+func (t closingTransport) Close() error { t.CloseIdleConnections(); return nil }
 
 // CloseIdle drops pooled upstream connections (after a TLS reload).
 func (p *Proxy) CloseIdle() { p.transport.CloseIdleConnections() }
@@ -129,7 +161,8 @@ func headerHasToken(h http.Header, key, token string) bool {
 }
 
 // outgoing builds the upstream request: same method, raw path and query, headers (hop-by-hop
-// removed, X-Forwarded-For appended) and Host.
+// removed) and Host. X-Forwarded-For is the client's address alone: what a client sent there
+// is never passed on, since pveproxy's PROXY_REAL_IP_HEADER takes the header as one address.
 func (p *Proxy) outgoing(ctx context.Context, target *url.URL, r *http.Request, body io.Reader) *http.Request {
 	u := &url.URL{Scheme: target.Scheme, Host: target.Host, Path: r.URL.Path,
 		RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
@@ -137,10 +170,8 @@ func (p *Proxy) outgoing(ctx context.Context, target *url.URL, r *http.Request, 
 	out.URL = u // keep the path exactly as received ("//" included)
 	out.Header = r.Header.Clone()
 	removeHop(out.Header)
+	out.Header.Del("X-Forwarded-For")
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := out.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			ip = strings.Join(prior, ", ") + ", " + ip
-		}
 		out.Header.Set("X-Forwarded-For", ip)
 	}
 	out.Host = r.Host
@@ -186,11 +217,20 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, target *url.URL,
 	if inject {
 		out.Header.Del("Accept-Encoding") // the page must arrive as plain HTML to be edited
 	}
-	resp, err := p.transport.RoundTrip(out)
+	tr := p.transport
+	if target == p.upstream {
+		tr = p.affine(r)
+	}
+	resp, err := tr.RoundTrip(out)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if p.AuthFailure != nil {
+		if err := p.noteAuthFailure(r, resp); err != nil {
+			return err
+		}
+	}
 	if inject && resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		page, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 		if err != nil {
@@ -202,6 +242,32 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, target *url.URL,
 		resp.Body = io.NopCloser(bytes.NewReader(page))
 	}
 	writeResponse(w, resp)
+	return nil
+}
+
+// noteAuthFailure reports a refused credential or login. A login's answer is small: it is
+// read whole to see inside the extjs envelope, which carries the 401 in its body.
+func (p *Proxy) noteAuthFailure(r *http.Request, resp *http.Response) error {
+	if resp.StatusCode == http.StatusUnauthorized {
+		p.AuthFailure(r, ReasonOf(resp))
+		return nil
+	}
+	if r.Method != http.MethodPost || api.PathOf(r.URL.Path) != "/access/ticket" || api.FormatOf(r.URL.Path) != api.ExtJS {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), resp.Body))
+	var env struct {
+		Success json.Number `json:"success"`
+		Status  int         `json:"status"`
+		Message string      `json:"message"`
+	}
+	if json.Unmarshal(b, &env) == nil && env.Success.String() == "0" && env.Status == http.StatusUnauthorized {
+		p.AuthFailure(r, strings.TrimSpace(env.Message))
+	}
 	return nil
 }
 

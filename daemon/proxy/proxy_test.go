@@ -308,17 +308,20 @@ func TestOversizedBodyRefusedLikePveproxy(t *testing.T) {
 	}
 }
 
+// pveproxy's PROXY_REAL_IP_HEADER reads the header as one address: pveproxy must get the
+// client's address alone, never one the client claims.
 func TestForwardedFor(t *testing.T) {
 	base, s := setup(t)
 	req, _ := http.NewRequest("GET", base+"/x", nil)
-	req.Header.Set("X-Forwarded-For", "10.1.2.3")
+	req.Header.Add("X-Forwarded-For", "10.1.2.3")
+	req.Header.Add("X-Forwarded-For", "10.4.5.6")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if got := s.last().XFF; got != "10.1.2.3, 127.0.0.1" {
-		t.Fatalf("X-Forwarded-For %q, want the chain with the client's address appended", got)
+	if got := s.last().Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Fatalf("X-Forwarded-For %q, want the client's address alone", got)
 	}
 }
 
@@ -453,5 +456,41 @@ func wsEcho(w http.ResponseWriter, r *http.Request) {
 		if wsWrite(conn, append([]byte("echo:"), msg...), false) != nil {
 			return
 		}
+	}
+}
+
+// Each client connection has its own connection to pveproxy, as long as it lives: pveproxy's
+// workers serve the connections they accepted, so calls are spread over them as the
+// clients' own connections would be, and no client can hold another's.
+func TestUpstreamConnectionPerClient(t *testing.T) {
+	var mu sync.Mutex
+	peers := map[string]int{} // upstream connection (pvesnap's side) -> calls
+	up := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		peers[r.RemoteAddr]++
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	base := front(t, newProxy(t, up))
+	client := func() *http.Client { return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}} }
+	a, b := client(), client()
+	for i := 0; i < 5; i++ {
+		for _, c := range []*http.Client{a, b} {
+			resp, err := c.Get(base + "/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	mu.Lock()
+	got := fmt.Sprint(len(peers))
+	for _, n := range peers {
+		got += fmt.Sprintf(" %d", n)
+	}
+	mu.Unlock()
+	if got != "2 5 5" {
+		t.Fatalf("two clients of 5 calls each reached pveproxy as (connections, calls each): %s, want 2 5 5", got)
 	}
 }

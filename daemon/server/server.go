@@ -5,16 +5,19 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,6 +67,9 @@ type Daemon struct {
 	started  time.Time
 	mu       sync.Mutex
 	ln       net.Listener
+	// pveproxy's client-address policy and the listener's TLS settings, replaced on SIGHUP.
+	policy atomic.Pointer[pve.ProxyDefaults]
+	tlsCfg atomic.Pointer[tls.Config]
 }
 
 // New builds the daemon: certificates, upstream proxy, authenticator and the route table
@@ -81,17 +87,23 @@ func New(cfg *config.Config, logger *slog.Logger, modules []Module, statics []St
 	if d.certs, err = newCertStore(certFile, keyFile, cfg.UpstreamCA); err != nil {
 		return nil, err
 	}
+	if err := d.applyPveproxy(cfg.Pveproxy); err != nil {
+		return nil, err
+	}
 	d.Proxy = proxy.New(proxy.Options{Upstream: up, TLSConfig: d.certs.clientConfig,
 		ResponseHeaderTimeout: cfg.Timeouts.Upstream.D(), Logger: logger.With("component", "proxy")})
 	if cfg.GUIInjection() {
 		d.Proxy.InjectHTML = inject
 	}
+	d.Proxy.AuthFailure = d.authFailure
 	d.peers = proxy.New(proxy.Options{TLSConfig: d.certs.clientConfig, ResponseHeaderTimeout: cfg.Timeouts.Upstream.D(),
 		Logger: logger.With("component", "peers")})
 	d.Auth = &auth.Authenticator{Upstream: up, WWWKey: cfg.Paths.PVE + "/pve-www.key",
 		FailDelay: cfg.Timeouts.AuthFailDelay.D(), Cache: auth.NewCache(cfg.Auth.CacheTTL.D(), cfg.Auth.CacheSize),
+		Access: pve.NewAccessConfig(cfg.Paths.PVE), Logger: logger.With("component", "auth"),
 		Client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: d.certs.clientConfig(up.Hostname()), MaxIdleConnsPerHost: 64, IdleConnTimeout: 60 * time.Second}}}
+			// Idle connections go before pveproxy's 5 s keep-alive timeout closes them.
+			TLSClientConfig: d.certs.clientConfig(up.Hostname()), MaxIdleConnsPerHost: 64, IdleConnTimeout: 4 * time.Second}}}
 	routes := d.ownRoutes()
 	for _, m := range modules {
 		routes = append(routes, m.Routes()...)
@@ -103,6 +115,27 @@ func New(cfg *config.Config, logger *slog.Logger, modules []Module, statics []St
 	}
 	return d, nil
 }
+
+// applyPveproxy puts pveproxy's settings (see config.Config.PveproxyConfig) into effect for
+// the next connections: the client-address policy and the TLS versions and ciphers.
+func (d *Daemon) applyPveproxy(p *pve.ProxyDefaults) error {
+	t, err := tlsFromPveproxy(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.Cfg.PveproxyConfig, err)
+	}
+	for _, w := range t.warnings {
+		d.Logger.Warn("pveproxy setting not applied as written", "file", d.Cfg.PveproxyConfig, "reason", w)
+	}
+	if p == nil {
+		p = &pve.ProxyDefaults{Policy: "allow"}
+	}
+	d.policy.Store(p)
+	d.tlsCfg.Store(d.certs.serverConfig(t))
+	return nil
+}
+
+// allowed is the listener's peer policy: pveproxy's ALLOW_FROM, DENY_FROM and POLICY.
+func (d *Daemon) allowed(a netip.Addr) bool { return d.policy.Load().Allowed(a) }
 
 // Forward implements api.Peer: a call for another node goes to that node's pvesnap, verified
 // against the cluster CA, with the caller's credential unchanged.
@@ -124,16 +157,60 @@ func (d *Daemon) Forward(w http.ResponseWriter, r *http.Request, node string) er
 	if r.GetBody != nil {
 		r.Body, _ = r.GetBody()
 	}
-	if err := d.peers.Forward(w, r, target, http.Header{api.ForwardedHeader: {d.Cfg.Node}}); err != nil {
+	key, err := os.ReadFile(d.Auth.WWWKey)
+	if err != nil {
+		return api.Errorf(http.StatusInternalServerError, "cannot mark the call for node '%s': %v", node, err)
+	}
+	mark := auth.PeerMark(key, d.Cfg.Node, r, time.Now())
+	if err := d.peers.Forward(w, r, target, http.Header{api.ForwardedHeader: {mark}}); err != nil {
 		d.Logger.Warn("forward to peer failed", "node", node, "addr", target.Host, "err", err)
 		return fmt.Errorf("pvesnap on node '%s' (%s) unreachable: %v: %w", node, target.Host, err, api.ErrUpstream)
 	}
 	return nil
 }
 
+// authFailure logs what pveproxy refused on a passed-through call, with the caller's real
+// address (pveproxy sees 127.0.0.1): a presented ticket or token, or a login. Calls without
+// any credential are not failures: every first visit makes one.
+func (d *Daemon) authFailure(r *http.Request, reason string) {
+	c := auth.Extract(r)
+	user := c.User()
+	if r.Method == http.MethodPost && api.PathOf(r.URL.Path) == "/access/ticket" {
+		user = loginUser(r)
+	} else if c.Kind == auth.None {
+		return
+	}
+	d.Auth.LogFailure(r, user, reason)
+}
+
+// loginUser is the user a login names (username, with realm when given apart, as PVE's
+// create_ticket joins them).
+func loginUser(r *http.Request) string {
+	body, err := api.BufferBody(r)
+	if err != nil {
+		return ""
+	}
+	p, err := api.RequestParams(r, body)
+	if err != nil {
+		return ""
+	}
+	user, _ := p["username"].(string)
+	if realm, _ := p["realm"].(string); realm != "" && !strings.Contains(user, "@") {
+		user += "@" + realm
+	}
+	return user
+}
+
 // ServeHTTP is the listener's handler: CORS, the panel's assets, then the API mux (which
 // passes everything it does not own to pveproxy).
 func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if mark := r.Header.Get(api.ForwardedHeader); mark != "" {
+		key, _ := os.ReadFile(d.Auth.WWWKey) // no key: no mark verifies
+		if _, ok := auth.VerifyPeerMark(key, mark, r, time.Now()); !ok {
+			// A client's header, not a node's: it must change nothing.
+			r.Header.Del(api.ForwardedHeader)
+		}
+	}
 	if origin := r.Header.Get("Origin"); origin != "" && d.corsAllowed(origin) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", origin)
@@ -156,39 +233,6 @@ func (d *Daemon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.Mux.ServeHTTP(w, r)
 }
 
-// corsAllowed accepts the GUI of this cluster's nodes on :8006 (by node name, name.domain or
-// address) and configured origins.
-func (d *Daemon) corsAllowed(origin string) bool {
-	for _, o := range d.Cfg.CORSOrigins {
-		if strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Scheme != "https" || u.Port() != "8006" || u.Path != "" {
-		return false
-	}
-	host := strings.ToLower(u.Hostname())
-	m, err := pve.ReadMembers(d.Cfg.Paths.PVE)
-	names := []string{strings.ToLower(d.Cfg.Node)}
-	ips := map[string]bool{}
-	if err == nil {
-		for n, e := range m.NodeList {
-			names = append(names, strings.ToLower(n))
-			ips[e.IP] = true
-		}
-	}
-	if ips[host] {
-		return true
-	}
-	for _, n := range names {
-		if host == n || strings.HasPrefix(host, n+".") {
-			return true
-		}
-	}
-	return false
-}
-
 // OwnRoutes are the routes of the daemon itself (for docs; handlers need a running daemon).
 func (d *Daemon) OwnRoutes() []*api.Route { return d.ownRoutes() }
 
@@ -209,8 +253,13 @@ func (d *Daemon) ownRoutes() []*api.Route {
 }
 
 // Listen opens the listener (separate from Run so callers and tests can learn the address).
+// Without a host in the listen setting, pveproxy's LISTEN_IP applies.
 func (d *Daemon) Listen() (net.Listener, error) {
-	ln, err := net.Listen("tcp", d.Cfg.Listen)
+	addr := d.Cfg.Listen
+	if host, port, _ := net.SplitHostPort(addr); host == "" && d.policy.Load().ListenIP != "" {
+		addr = net.JoinHostPort(d.policy.Load().ListenIP, port)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -240,14 +289,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	var tlsCfg = d.certs.serverConfig()
+	tlsCfg := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return d.tlsCfg.Load(), nil }}
 	if d.Cfg.TLS.Disable {
 		tlsCfg = nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d.srv = &httpd.Server{Handler: d, TLSConfig: tlsCfg, ReadHeaderTimeout: d.Cfg.Timeouts.ReadHeader.D(),
-		IdleTimeout: d.Cfg.Timeouts.Idle.D(), Logger: d.Logger.With("component", "http"), BaseContext: ctx}
+		IdleTimeout: d.Cfg.Timeouts.Idle.D(), InactivityTimeout: d.Cfg.Timeouts.Inactivity.D(), MaxConns: d.Cfg.MaxConnections,
+		Allow: d.allowed, Logger: d.Logger.With("component", "http"), BaseContext: ctx}
 	for _, m := range d.modules {
 		if s, ok := m.(Starter); ok {
 			if err := s.Start(ctx); err != nil {
@@ -287,6 +337,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) reload() {
 	daemon.SdNotify(false, daemon.SdNotifyReloading)
+	if p, err := pve.ReadProxyDefaults(d.Cfg.PveproxyConfig); err != nil {
+		d.Logger.Error("reload failed, keeping pveproxy's previous settings", "err", err)
+	} else if err := d.applyPveproxy(p); err != nil {
+		d.Logger.Error("reload failed, keeping pveproxy's previous settings", "err", err)
+	} else {
+		if d.Cfg.Pveproxy != nil && p.ListenIP != d.Cfg.Pveproxy.ListenIP {
+			d.Logger.Warn("LISTEN_IP changed: it applies after a restart", "file", d.Cfg.PveproxyConfig)
+		}
+		d.Logger.Info("reloaded pveproxy's settings", "file", d.Cfg.PveproxyConfig)
+	}
 	if err := d.certs.Reload(); err != nil {
 		d.Logger.Error("reload failed, keeping previous certificates", "err", err)
 	} else {

@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
+
+	"github.com/pvesnap/pvesnap/daemon/pve"
 )
 
 // certStore holds the listener's certificate and the trust for pveproxy and peer nodes; Reload
@@ -66,9 +69,116 @@ func (s *certStore) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	return s.cert, nil
 }
 
-// serverConfig is the listener's TLS configuration (HTTP/1.1 only, like pveproxy).
-func (s *certStore) serverConfig() *tls.Config {
-	return &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+// serverConfig is the listener's TLS configuration (HTTP/1.1 only, like pveproxy) with the
+// protocol versions and ciphers of pveproxy's settings.
+func (s *certStore) serverConfig(p listenerTLS) *tls.Config {
+	c := &tls.Config{GetCertificate: s.getCertificate, MinVersion: p.min, MaxVersion: p.max, CipherSuites: p.suites,
+		NextProtos: []string{"http/1.1"}}
+	if p.suites13 != nil {
+		allowed := p.suites13
+		// Go chooses among its TLS 1.3 suites itself; a handshake that ended on one that
+		// CIPHERSUITES leaves out is refused.
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			if cs.Version == tls.VersionTLS13 && !allowed[cs.CipherSuite] {
+				return fmt.Errorf("TLS 1.3 cipher suite %s is not in CIPHERSUITES", tls.CipherSuiteName(cs.CipherSuite))
+			}
+			return nil
+		}
+	}
+	return c
+}
+
+// listenerTLS are the TLS settings of the listener, from /etc/default/pveproxy.
+type listenerTLS struct {
+	min, max uint16
+	suites   []uint16        // TLS 1.2
+	suites13 map[uint16]bool // TLS 1.3; nil: all of Go's
+	warnings []string        // settings Go cannot follow, for the log
+}
+
+// pveproxyCiphers is pveproxy's default CIPHERS (pve-http-server AnyEvent.pm).
+const pveproxyCiphers = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:" +
+	"ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-SHA384:" +
+	"ECDHE-RSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256"
+
+// opensslSuites maps OpenSSL's cipher names to the TLS 1.2 suites Go implements safely.
+var opensslSuites = map[string]uint16{
+	"ECDHE-ECDSA-AES128-GCM-SHA256": tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	"ECDHE-ECDSA-AES256-GCM-SHA384": tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	"ECDHE-RSA-AES128-GCM-SHA256":   tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	"ECDHE-RSA-AES256-GCM-SHA384":   tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	"ECDHE-ECDSA-CHACHA20-POLY1305": tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	"ECDHE-RSA-CHACHA20-POLY1305":   tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	"ECDHE-ECDSA-AES128-SHA":        tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+	"ECDHE-ECDSA-AES256-SHA":        tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+	"ECDHE-RSA-AES128-SHA":          tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+	"ECDHE-RSA-AES256-SHA":          tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+}
+
+var tls13Suites = map[string]uint16{
+	"TLS_AES_128_GCM_SHA256":       tls.TLS_AES_128_GCM_SHA256,
+	"TLS_AES_256_GCM_SHA384":       tls.TLS_AES_256_GCM_SHA384,
+	"TLS_CHACHA20_POLY1305_SHA256": tls.TLS_CHACHA20_POLY1305_SHA256,
+}
+
+// tlsFromPveproxy applies DISABLE_TLS_1_2/1_3, CIPHERS and CIPHERSUITES. Ciphers Go does
+// not implement, or implements only unsafely (CBC-SHA256, RSA key exchange, 3DES, RC4), and
+// OpenSSL cipher-string keywords are left out with a warning: only ciphers named and usable
+// are enabled, never more. A setting that leaves no usable cipher is an error.
+func tlsFromPveproxy(p *pve.ProxyDefaults) (listenerTLS, error) {
+	t := listenerTLS{min: tls.VersionTLS12, max: tls.VersionTLS13}
+	if p == nil {
+		p = &pve.ProxyDefaults{}
+	}
+	if p.DisableTLS12 {
+		t.min = tls.VersionTLS13
+	}
+	if p.DisableTLS13 {
+		t.max = tls.VersionTLS12
+	}
+	ciphers := p.Ciphers
+	if ciphers == "" {
+		ciphers = pveproxyCiphers
+	}
+	var skipped []string
+	for _, name := range strings.FieldsFunc(ciphers, func(r rune) bool { return r == ':' || r == ',' || r == ' ' }) {
+		if id, ok := opensslSuites[name]; ok {
+			t.suites = append(t.suites, id)
+		} else {
+			skipped = append(skipped, name)
+		}
+	}
+	if p.Ciphers != "" && len(skipped) > 0 {
+		t.warnings = append(t.warnings, fmt.Sprintf("CIPHERS: not used (not an OpenSSL cipher name Go implements safely): %s", strings.Join(skipped, ":")))
+	}
+	if len(t.suites) == 0 && t.min <= tls.VersionTLS12 {
+		return t, fmt.Errorf("CIPHERS %q names no TLS 1.2 cipher pvesnap can use (OpenSSL cipher names such as ECDHE-RSA-AES128-GCM-SHA256; keywords are not evaluated)", p.Ciphers)
+	}
+	if p.CipherSuites != "" {
+		t.suites13 = map[uint16]bool{}
+		skipped = nil
+		for _, name := range strings.Split(p.CipherSuites, ":") {
+			if id, ok := tls13Suites[strings.TrimSpace(name)]; ok {
+				t.suites13[id] = true
+			} else {
+				skipped = append(skipped, name)
+			}
+		}
+		if len(skipped) > 0 {
+			t.warnings = append(t.warnings, fmt.Sprintf("CIPHERSUITES: not used (Go does not implement them): %s", strings.Join(skipped, ":")))
+		}
+		if len(t.suites13) == 0 && t.max == tls.VersionTLS13 {
+			if t.min == tls.VersionTLS13 {
+				return t, fmt.Errorf("CIPHERSUITES %q names no TLS 1.3 suite pvesnap can use, and TLS 1.2 is disabled", p.CipherSuites)
+			}
+			t.max = tls.VersionTLS12
+			t.warnings = append(t.warnings, "TLS 1.3 not offered: CIPHERSUITES names none of its suites Go implements")
+		}
+	}
+	if p.HonorCipherOrder != nil && !*p.HonorCipherOrder {
+		t.warnings = append(t.warnings, "HONOR_CIPHER_ORDER=0: Go's server always chooses the cipher itself among those enabled")
+	}
+	return t, nil
 }
 
 // clientConfig verifies a peer: its leaf is one of our pinned certificates (pveproxy serves

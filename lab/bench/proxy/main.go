@@ -41,8 +41,17 @@ func main() {
 	out := flag.String("out", "", "directory for the histogram PNG")
 	clients := flag.Int("clients", 64, "concurrent clients for the loaded cases (the other: 1)")
 	dur := flag.Duration("dur", 3*time.Second, "duration of each case")
+	flag.DurationVar(&shapedDur, "shaped-dur", 15*time.Second, "duration of each case against the pveproxy-shaped upstream")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (simulator and clients included)")
+	worker := flag.String("pveproxy-worker", "", "internal: serve as a worker of the pveproxy-shaped upstream (cert,key,service time) on fd 3")
 	flag.Parse()
+	if *worker != "" {
+		if err := runWorker(*worker); err != nil {
+			fmt.Fprintln(os.Stderr, "bench proxy worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil {
@@ -56,6 +65,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// shapedDur is the duration of the cases against the pveproxy-shaped upstream.
+var shapedDur time.Duration
 
 // result is one load case.
 type result struct {
@@ -82,27 +94,12 @@ func run(out string, clients int, dur time.Duration) error {
 		return err
 	}
 	defer sim.Close()
-	p := sim.NodePaths("pve1")
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	cfgPath := filepath.Join(dir, "pvesnap.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf("listen: %s\nupstream: %s\nnode: pve1\ntimeouts:\n  auth_fail_delay: 0s\npaths:\n  pve: %s\n  tasks: %s\n  state: %s\n  run: %s\n  lock: %s\n",
-		addr, sim.URL("pve1"), p.PVE, p.Tasks, p.State, p.Run, p.Lock)), 0o644)
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return err
-	}
-	d, err := server.New(cfg, slog.New(slog.DiscardHandler), nil, nil, nil)
-	if err != nil {
-		return err
-	}
-	if _, err := d.Listen(); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go d.Run(ctx)
+	cfg, addr, err := startPvesnap(ctx, sim, filepath.Join(dir, "pvesnap.yaml"), sim.URL("pve1"))
+	if err != nil {
+		return err
+	}
 	ca, _ := os.ReadFile(sim.CAFile())
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
@@ -131,6 +128,21 @@ func run(out string, clients int, dur time.Duration) error {
 		return err
 	}
 	defer stock.Close()
+	// The same, in front of an upstream with pveproxy's shape (see shapedUpstream).
+	shaped, err := startPveproxyShaped(cfg, 3, serviceTime)
+	if err != nil {
+		return err
+	}
+	defer shaped.Close()
+	_, shapedAddr, err := startPvesnap(ctx, sim, filepath.Join(dir, "pvesnap-shaped.yaml"), shaped.URL)
+	if err != nil {
+		return err
+	}
+	shapedStock, err := stockProxy(cfg, shaped.URL, pool)
+	if err != nil {
+		return err
+	}
+	defer shapedStock.Close()
 	// load runs clients concurrent callers for dur after a warm-up, and returns every call's
 	// latency (µs, sorted), the calls per second and the CPU time per call of this whole
 	// process (clients, pvesnap and the simulated pveproxy).
@@ -180,16 +192,43 @@ func run(out string, clients int, dur time.Duration) error {
 	}
 	var rows []row
 	pct := func(l []float64, q float64) float64 { return l[int(q*float64(len(l)-1))] }
+	mean := func(l []float64) float64 {
+		sum := 0.0
+		for _, v := range l {
+			sum += v
+		}
+		return sum / float64(len(l))
+	}
+	// interleaved loads path at each base in turn, in rounds of dur/rounds each, and merges
+	// each base's rounds: the machine's other work (2 shared cores) falls on all alike.
+	interleaved := func(bases []string, path string, c int, dur time.Duration) ([]result, error) {
+		const rounds = 3
+		out := make([]result, len(bases))
+		for r := 0; r < rounds; r++ {
+			for i, b := range bases {
+				res, err := load(b, path, c, dur/rounds)
+				if err != nil {
+					return nil, err
+				}
+				calls := float64(len(res.lat))
+				out[i].cpu += res.cpu * calls
+				out[i].rps += res.rps / rounds
+				out[i].lat = append(out[i].lat, res.lat...)
+			}
+		}
+		for i := range out {
+			out[i].cpu /= float64(len(out[i].lat))
+			sort.Float64s(out[i].lat)
+		}
+		return out, nil
+	}
 	// both loads path directly, through pvesnap and through the stock proxy with c clients.
 	both := func(path string, c int) (d, v, s result, err error) {
-		if d, err = load(direct, path, c, dur); err != nil {
+		res, err := interleaved([]string{direct, via, stock.URL}, path, c, dur)
+		if err != nil {
 			return
 		}
-		if v, err = load(via, path, c, dur); err != nil {
-			return
-		}
-		s, err = load(stock.URL, path, c, dur)
-		return
+		return res[0], res[1], res[2], nil
 	}
 	throughputTarget := func(c int) string {
 		if c == 1 {
@@ -224,6 +263,29 @@ func run(out string, clients int, dur time.Duration) error {
 		}
 		rows = append(rows, row{fmt.Sprintf("GET /cluster/resources through :8009, %d client(s), throughput", c), "pveproxy directly", v.rps, d.rps, "req/s", throughputTarget(c)},
 			row{fmt.Sprintf("GET /cluster/resources through :8009, %d client(s), throughput", c), stockPeer, v.rps, s.rps, "req/s", ""})
+	}
+	// Against an upstream with pveproxy's shape (3 workers, a call occupying one for
+	// serviceTime, keep-alive as pveproxy's): what users feel. The workers, not the CPU,
+	// bound the throughput, as on a node.
+	// Longer: a client connection ends after pveproxy's 100 calls and the next lands on
+	// another worker, so each peer's calls spread over the workers as they do over time.
+	for _, c := range []int{1, clients} {
+		res, err := interleaved([]string{shaped.URL, "https://" + shapedAddr, shapedStock.URL}, "/version", c, shapedDur)
+		if err != nil {
+			return err
+		}
+		d, v, st := res[0], res[1], res[2]
+		tput := ""
+		if c > 1 {
+			tput = "ratio ≥ 0.95"
+		}
+		rows = append(rows,
+			row{fmt.Sprintf("pveproxy-shaped upstream: GET /version through :8009, %d client(s), median latency", c), "pveproxy-shaped upstream directly", pct(v.lat, .5), pct(d.lat, .5), "µs", "added ≤ 300 µs"},
+			row{fmt.Sprintf("pveproxy-shaped upstream: GET /version through :8009, %d client(s), mean latency", c), "pveproxy-shaped upstream directly", mean(v.lat), mean(d.lat), "µs", ""},
+			row{fmt.Sprintf("pveproxy-shaped upstream: GET /version through :8009, %d client(s), p99 latency", c), "pveproxy-shaped upstream directly", pct(v.lat, .99), pct(d.lat, .99), "µs", ""},
+			row{fmt.Sprintf("pveproxy-shaped upstream: GET /version through :8009, %d client(s), throughput", c), "pveproxy-shaped upstream directly", v.rps, d.rps, "req/s", tput},
+			row{fmt.Sprintf("pveproxy-shaped upstream: GET /version through :8009, %d client(s), throughput", c), stockPeer, v.rps, st.rps, "req/s", ""},
+			row{fmt.Sprintf("pveproxy-shaped upstream: GET /version through :8009, %d client(s), median latency", c), stockPeer, pct(v.lat, .5), pct(st.lat, .5), "µs", ""})
 	}
 	// An owned route: the credential and privileges checked (against pveproxy, then cached)
 	// before pvesnap answers it itself. Peers: a pass-through call through pvesnap, which
@@ -268,6 +330,33 @@ func run(out string, clients int, dur time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// startPvesnap runs pvesnap (no modules: the pass-through and its own status route) in front
+// of upstream, with the simulated node's certificate and files.
+func startPvesnap(ctx context.Context, sim *simpve.Cluster, cfgPath, upstream string) (*config.Config, string, error) {
+	p := sim.NodePaths("pve1")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("listen: %s\nupstream: %s\nnode: pve1\npveproxy_config: %s\ntimeouts:\n  auth_fail_delay: 0s\npaths:\n  pve: %s\n  tasks: %s\n  state: %s\n  run: %s\n  lock: %s\n",
+		addr, upstream, cfgPath+".pveproxy", p.PVE, p.Tasks, p.State, p.Run, p.Lock)), 0o644)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, "", err
+	}
+	d, err := server.New(cfg, slog.New(slog.DiscardHandler), nil, nil, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := d.Listen(); err != nil {
+		return nil, "", err
+	}
+	go d.Run(ctx)
+	return cfg, addr, nil
 }
 
 // stockPeer names the second peer: what any TLS-terminating proxy costs on this machine.
