@@ -6,7 +6,12 @@
 // big-endian.
 package scsi
 
-import "encoding/binary"
+import (
+	"context"
+	"encoding/binary"
+	"math"
+	"time"
+)
 
 // Operation codes and service actions.
 const (
@@ -14,6 +19,7 @@ const (
 	OpThirdPartyCopyOut = 0x83 // EXTENDED COPY (LID1) is service action 0x00
 	OpThirdPartyCopyIn  = 0x84 // RECEIVE COPY OPERATING PARAMETERS is service action 0x03
 	OpServiceActionIn16 = 0x9E // READ CAPACITY(16) is service action 0x10
+	OpSyncCache10       = 0x35
 	OpSyncCache16       = 0x91
 
 	saExtendedCopyLID1 = 0x00
@@ -61,6 +67,16 @@ func ExtendedCopyCDB(paramLen uint32) []byte {
 	return c
 }
 
+// SyncCache10CDB is SYNCHRONIZE CACHE (10) (IMMED 0: the command completes when the cache is
+// written); 0 blocks means to the end of the medium.
+func SyncCache10CDB(lba uint32, blocks uint16) []byte {
+	c := make([]byte, 10)
+	c[0] = OpSyncCache10
+	binary.BigEndian.PutUint32(c[2:], lba)
+	binary.BigEndian.PutUint16(c[7:], blocks)
+	return c
+}
+
 // SyncCache16CDB is SYNCHRONIZE CACHE (16); 0 blocks means to the end of the medium.
 func SyncCache16CDB(lba uint64, blocks uint32) []byte {
 	c := make([]byte, 16)
@@ -87,8 +103,51 @@ func opName(cdb []byte) string {
 		return "RECEIVE COPY OPERATING PARAMETERS"
 	case OpServiceActionIn16:
 		return "READ CAPACITY(16)"
+	case OpSyncCache10:
+		return "SYNCHRONIZE CACHE(10)"
 	case OpSyncCache16:
 		return "SYNCHRONIZE CACHE(16)"
 	}
 	return "SCSI command"
+}
+
+// Time one command may take before the kernel aborts it. EXTENDED COPY moves a whole segment
+// list inside the array (sg3_utils allows 600 s for third-party copy out); SYNCHRONIZE
+// CACHE may write back a whole cache (the sd driver allows twice its 30 s command timeout);
+// anything else 60 s, the kernel's SG_IO default.
+const (
+	xcopyTimeout     = 600 * time.Second
+	syncCacheTimeout = 120 * time.Second
+	commandTimeout   = 60 * time.Second
+)
+
+// Timeout is the SG_IO timeout in milliseconds for cdb: the command's own time, shortened
+// to what is left of the context's deadline, never longer: sg_io_hdr's timeout is a 32-bit
+// millisecond count, and a far deadline (a task allowed to run for weeks) converted as it
+// is would wrap to a few seconds.
+func Timeout(ctx context.Context, cdb []byte) (uint32, error) {
+	own := commandTimeout
+	if len(cdb) > 0 {
+		switch cdb[0] {
+		case OpThirdPartyCopyOut:
+			own = xcopyTimeout
+		case OpSyncCache10, OpSyncCache16:
+			own = syncCacheTimeout
+		}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			return 0, context.DeadlineExceeded
+		}
+		own = min(own, left)
+	}
+	ms := own.Milliseconds()
+	switch {
+	case ms < 1:
+		ms = 1 // 0 would mean the kernel's default
+	case ms > math.MaxUint32:
+		ms = math.MaxUint32
+	}
+	return uint32(ms), nil
 }
