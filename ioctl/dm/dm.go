@@ -249,3 +249,150 @@ func ParseMultipath(params string) ([]Dev, error) {
 	}
 	return out, nil
 }
+
+// MultipathFeatures returns the feature arguments at the start of a multipath table
+// ("queue_if_no_path", "pg_init_retries", "5", …).
+func MultipathFeatures(params string) []string {
+	f := strings.Fields(params)
+	if len(f) == 0 {
+		return nil
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < 0 || n > len(f)-1 {
+		return nil
+	}
+	return f[1 : 1+n]
+}
+
+// QueueIfNoPath reports the queue_if_no_path feature in a multipath table: with every path
+// failed, dm-multipath holds I/O until a path returns (or multipathd gives up after
+// no_path_retry and clears the feature with a fail_if_no_path message).
+func QueueIfNoPath(params string) bool {
+	for _, f := range MultipathFeatures(params) {
+		if f == "queue_if_no_path" {
+			return true
+		}
+	}
+	return false
+}
+
+// PathState is one path of a multipath status line.
+type PathState struct {
+	Dev       Dev
+	Active    bool // A: usable; F: failed
+	FailCount int
+}
+
+// PathGroup is one priority group of a multipath status line.
+type PathGroup struct {
+	State byte // 'A' the group in use, 'E' enabled, 'D' disabled (bypassed)
+	Paths []PathState
+}
+
+// ParseMultipathStatus reads a multipath status line (dm-mpath.c multipath_status, INFO):
+// <#features> <features…> <#handler status> <handler status…> <#groups> <initial group>
+// then per group: <A|D|E> <#selector status> <status…> <#paths> <#selector path args> and per
+// path <dev> <A|F> <fail count> <selector args…>.
+func ParseMultipathStatus(params string) ([]PathGroup, error) {
+	f := strings.Fields(params)
+	pos := 0
+	next := func() (string, error) {
+		if pos >= len(f) {
+			return "", fmt.Errorf("multipath status %q ends early", params)
+		}
+		pos++
+		return f[pos-1], nil
+	}
+	count := func() (int, error) {
+		s, err := next()
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > 1024 {
+			return 0, fmt.Errorf("multipath status %q: bad count %q", params, s)
+		}
+		return n, nil
+	}
+	skip := func(n int) error {
+		for i := 0; i < n; i++ {
+			if _, err := next(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for i := 0; i < 2; i++ { // features, hardware handler status
+		n, err := count()
+		if err != nil {
+			return nil, err
+		}
+		if err := skip(n); err != nil {
+			return nil, err
+		}
+	}
+	groups, err := count()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := next(); err != nil { // initial group
+		return nil, err
+	}
+	var out []PathGroup
+	for g := 0; g < groups; g++ {
+		st, err := next()
+		if err != nil {
+			return nil, err
+		}
+		if len(st) != 1 || !strings.Contains("ADE", st) {
+			return nil, fmt.Errorf("multipath status %q: group state %q", params, st)
+		}
+		n, err := count()
+		if err != nil {
+			return nil, err
+		}
+		if err := skip(n); err != nil {
+			return nil, err
+		}
+		paths, err := count()
+		if err != nil {
+			return nil, err
+		}
+		pargs, err := count()
+		if err != nil {
+			return nil, err
+		}
+		grp := PathGroup{State: st[0]}
+		for p := 0; p < paths; p++ {
+			ds, err := next()
+			if err != nil {
+				return nil, err
+			}
+			d, err := ParseDev(ds)
+			if err != nil {
+				return nil, err
+			}
+			as, err := next()
+			if err != nil {
+				return nil, err
+			}
+			if as != "A" && as != "F" {
+				return nil, fmt.Errorf("multipath status %q: path state %q", params, as)
+			}
+			fs, err := next()
+			if err != nil {
+				return nil, err
+			}
+			fc, err := strconv.Atoi(fs)
+			if err != nil || fc < 0 {
+				return nil, fmt.Errorf("multipath status %q: fail count %q", params, fs)
+			}
+			grp.Paths = append(grp.Paths, PathState{Dev: d, Active: as == "A", FailCount: fc})
+			if err := skip(pargs); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, grp)
+	}
+	return out, nil
+}
