@@ -124,7 +124,7 @@ const (
 // Timeout is the SG_IO timeout in milliseconds for cdb: the command's own time, shortened
 // to what is left of the context's deadline, never longer: sg_io_hdr's timeout is a 32-bit
 // millisecond count, and a far deadline (a task allowed to run for weeks) converted as it
-// is would wrap to a few seconds.
+// is wraps every 49.7 days, to anything down to a few milliseconds.
 func Timeout(ctx context.Context, cdb []byte) (uint32, error) {
 	own := commandTimeout
 	if len(cdb) > 0 {
