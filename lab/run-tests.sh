@@ -50,9 +50,16 @@ EOS
 write_script suite-all.sh "$RUN"
 write_script suite-nvme.sh "${RUN:-NVMe|Nvme|CDFE}"
 status=0
+# Disks the engine's safety suite finds by serial or NSID: write-logged ones (QEMU
+# blklogwrites, write cache on) for the flush checks, 4096-byte ones, a namespace with
+# protection information, LIO backing for moving extents and multipath. Sparse, made per run.
+EXTRA=(-disk name=dlog,size=256M,log -disk name=xlog,size=512M,log -disk name=d4k,size=1G,bs=4096
+  -disk name=pm1,size=3G -disk name=pm2,size=3G -disk name=mp,size=2G
+  -nvme-extra nsid=4,size=512M,bs=4096 -nvme-extra nsid=5,size=256M,ms=8,pi=1
+  -nvme-extra nsid=6,size=256M,log -nvme-extra nsid=7,size=256M)
 boot() { # kernel script
   local t=$SECONDS
-  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -vdisks 2 -timeout 45m; then
+  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -vdisks 2 "${EXTRA[@]}" -timeout 45m; then
     echo "[lab] $2 on $1: passed in $((SECONDS - t)) s"
   else
     echo "[lab] $2 on $1: FAILED after $((SECONDS - t)) s"; status=1
