@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/pvesnap/pvesnap/ioctl"
 )
 
 // Admin opcodes.
@@ -32,22 +34,13 @@ const (
 	commandTimeout = 60 * time.Second
 )
 
-// Timeout is the passthrough timeout in milliseconds for c: its own time, shortened to what
-// is left of the context's deadline, never longer (a far deadline converted as it is would
-// wrap the 32-bit millisecond count).
+// Timeout is the passthrough timeout in milliseconds for c: its own time (ioctl.Timeout).
 func Timeout(ctx context.Context, c Command) (uint32, error) {
 	own := commandTimeout
 	if c.Opcode == IOCopy {
 		own = copyTimeout
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left <= 0 {
-			return 0, context.DeadlineExceeded
-		}
-		own = min(own, left)
-	}
-	return uint32(max(own.Milliseconds(), 1)), nil
+	return ioctl.Timeout(ctx, own)
 }
 
 // Command is an NVMe submission as struct nvme_passthru_cmd64 (linux/nvme_ioctl.h) carries

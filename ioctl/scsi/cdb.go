@@ -9,8 +9,9 @@ package scsi
 import (
 	"context"
 	"encoding/binary"
-	"math"
 	"time"
+
+	"github.com/pvesnap/pvesnap/ioctl"
 )
 
 // Operation codes and service actions.
@@ -121,10 +122,7 @@ const (
 	commandTimeout   = 60 * time.Second
 )
 
-// Timeout is the SG_IO timeout in milliseconds for cdb: the command's own time, shortened
-// to what is left of the context's deadline, never longer: sg_io_hdr's timeout is a 32-bit
-// millisecond count, and a far deadline (a task allowed to run for weeks) converted as it
-// is wraps every 49.7 days, to anything down to a few milliseconds.
+// Timeout is the SG_IO timeout in milliseconds for cdb: its own time (ioctl.Timeout).
 func Timeout(ctx context.Context, cdb []byte) (uint32, error) {
 	own := commandTimeout
 	if len(cdb) > 0 {
@@ -135,19 +133,5 @@ func Timeout(ctx context.Context, cdb []byte) (uint32, error) {
 			own = syncCacheTimeout
 		}
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left <= 0 {
-			return 0, context.DeadlineExceeded
-		}
-		own = min(own, left)
-	}
-	ms := own.Milliseconds()
-	switch {
-	case ms < 1:
-		ms = 1 // 0 would mean the kernel's default
-	case ms > math.MaxUint32:
-		ms = math.MaxUint32
-	}
-	return uint32(ms), nil
+	return ioctl.Timeout(ctx, own)
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/pvesnap/pvesnap/ioctl"
 )
 
 // Executor sends one command (a *Device, or a fake in tests).
@@ -38,14 +40,7 @@ func pause(ctx context.Context, x Executor, d time.Duration) error {
 	if p, ok := x.(Pacer); ok {
 		return p.Pause(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return ioctl.Sleep(ctx, d)
 }
 
 // exec sends a command, retrying transient conditions on the same path for RetryBudget (the

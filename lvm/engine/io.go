@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/pvesnap/pvesnap/ioctl"
 	"github.com/pvesnap/pvesnap/ioctl/blk"
 	"github.com/pvesnap/pvesnap/ioctl/dm"
 	"github.com/pvesnap/pvesnap/ioctl/nvme"
@@ -56,13 +57,4 @@ func (sysIO) zeroOut(f *os.File, off, n int64) error { return blk.ZeroOut(f, off
 
 func (sysIO) fsync(f *os.File) error { return f.Sync() }
 
-func (sysIO) pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+func (sysIO) pause(ctx context.Context, d time.Duration) error { return ioctl.Sleep(ctx, d) }

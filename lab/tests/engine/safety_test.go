@@ -223,6 +223,20 @@ func TestDurabilityFlushAfterLastWrite(t *testing.T) {
 	})
 }
 
+// offloaded fills src with pattern seed, copies it onto dst and checks that the copy was
+// offloaded whole and reads back equal.
+func offloaded(t *testing.T, src, dst string, size int64, seed uint64) *engine.Result {
+	t.Helper()
+	must(t, guest.WritePattern(src, seed, 0, size))
+	res, err := engine.Copy(ctx, src, dst, engine.Options{Log: logTo(t, "", nil)})
+	must(t, err)
+	if res.Offloaded != size {
+		t.Fatalf("not offloaded: %+v", res)
+	}
+	must(t, guest.CheckPattern(dst, 0, size, seed, 0))
+	return res
+}
+
 // TestBlockSizes: 4096-byte LIO LUNs and a 4 KiB NVMe namespace copied end to end, and a VG
 // mixing a 512-byte and a 4096-byte namespace (the LV has 4096-byte blocks; LBAs on the
 // 512-byte PV must still count 512-byte blocks).
@@ -237,24 +251,12 @@ func TestBlockSizes(t *testing.T) {
 		}
 		vg(t, "vg4s", devs[0][:1], map[string]int64{"src": 128})
 		vg(t, "vg4d", devs[0][1:], map[string]int64{"dst": 128})
-		must(t, guest.WritePattern("/dev/vg4s/src", 81, 0, 128*mib))
-		res, err := engine.Copy(ctx, "/dev/vg4s/src", "/dev/vg4d/dst", engine.Options{Log: logTo(t, "", nil)})
-		must(t, err)
-		if res.Offloaded != 128*mib {
-			t.Fatalf("not offloaded: %+v", res)
-		}
-		sameContent(t, "/dev/vg4s/src", "/dev/vg4d/dst", 128*mib)
+		offloaded(t, "/dev/vg4s/src", "/dev/vg4d/dst", 128*mib, 81)
 	})
 	t.Run("nvme4k", func(t *testing.T) {
 		ns := namespace(t, 4)
 		vg(t, "vgn4", []string{ns}, map[string]int64{"src": 128, "dst": 128})
-		must(t, guest.WritePattern("/dev/vgn4/src", 82, 0, 128*mib))
-		res, err := engine.Copy(ctx, "/dev/vgn4/src", "/dev/vgn4/dst", engine.Options{Log: logTo(t, "", nil)})
-		must(t, err)
-		if res.Offloaded != 128*mib {
-			t.Fatalf("not offloaded: %+v", res)
-		}
-		sameContent(t, "/dev/vgn4/src", "/dev/vgn4/dst", 128*mib)
+		offloaded(t, "/dev/vgn4/src", "/dev/vgn4/dst", 128*mib, 82)
 	})
 	t.Run("mixed", func(t *testing.T) {
 		mixed := []string{"--config", "devices/allow_mixed_block_sizes=1"}
@@ -272,13 +274,7 @@ func TestBlockSizes(t *testing.T) {
 		if bs, _ := os.ReadFile("/sys/dev/block/" + devNumber(t, "/dev/vgmix/m1") + "/queue/logical_block_size"); strings.TrimSpace(string(bs)) != "4096" {
 			t.Fatalf("LV block size %q, want 4096 (a segment on the 4096-byte PV)", bs)
 		}
-		must(t, guest.WritePattern("/dev/vgmix/m1", 83, 0, 64*mib))
-		res, err := engine.Copy(ctx, "/dev/vgmix/m1", "/dev/vgmix/m2", engine.Options{Log: logTo(t, "", nil)})
-		must(t, err)
-		if res.Offloaded != 64*mib {
-			t.Fatalf("not offloaded: %+v", res)
-		}
-		sameContent(t, "/dev/vgmix/m1", "/dev/vgmix/m2", 64*mib)
+		offloaded(t, "/dev/vgmix/m1", "/dev/vgmix/m2", 64*mib, 83)
 	})
 }
 
@@ -291,14 +287,11 @@ func TestNVMeProtectionInformation(t *testing.T) {
 		t.Fatalf("namespace 5 integrity format %q: want T10-DIF-TYPE1", f)
 	}
 	vg(t, "vgpi", []string{ns}, map[string]int64{"src": 64, "dst": 64})
-	must(t, guest.WritePattern("/dev/vgpi/src", 91, 0, 64*mib))
-	res, err := engine.Copy(ctx, "/dev/vgpi/src", "/dev/vgpi/dst", engine.Options{Log: logTo(t, "", nil)})
-	must(t, err)
-	if res.Offloaded != 64*mib || !strings.Contains(strings.Join(res.Methods, " "), "protection information type 1") {
-		t.Fatalf("not offloaded with PI: %+v", res)
-	}
 	// Read back through the kernel: each block's guard and reference tag are checked.
-	must(t, guest.CheckPattern("/dev/vgpi/dst", 0, 64*mib, 91, 0))
+	res := offloaded(t, "/dev/vgpi/src", "/dev/vgpi/dst", 64*mib, 91)
+	if !strings.Contains(strings.Join(res.Methods, " "), "protection information type 1") {
+		t.Fatalf("PI not handled: %+v", res)
+	}
 }
 
 // movingSetup: VG vgpm on two LUNs (partitions of disk dk) of one LIO target (one array),
