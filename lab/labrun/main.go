@@ -104,7 +104,10 @@ func main() {
 	for i := 1; i <= *vdisks; i++ {
 		img := filepath.Join(w, fmt.Sprintf("vd%d.img", i))
 		must(ensureImage(img, *vdiskSize))
-		args = append(args, "-drive", fmt.Sprintf("file=%s,if=virtio,format=raw,cache=unsafe,aio=threads", img))
+		// An explicit device, not if=virtio: QEMU places if=virtio drives after every -device,
+		// and vda, vdb must stay these disks whatever -disk adds.
+		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=vd%d,format=raw,cache=unsafe,aio=threads", img, i),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=vd%d", i))
 	}
 	for _, sp := range extraDisks {
 		name := get(sp, "name", "")
