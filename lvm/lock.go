@@ -59,7 +59,7 @@ func LockVGShared(ctx context.Context, dir, vg string, wait time.Duration) (*VGL
 			return nil, fmt.Errorf("flock %s: %w", p, err)
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s: %w (waited %s)", vg, ErrVGBusy, wait)
+			return nil, fmt.Errorf("%w (waited %s)", ErrVGBusy, wait)
 		}
 		select {
 		case <-ctx.Done():
