@@ -96,6 +96,8 @@ func TestPathFailuresAndALUAStates(t *testing.T) {
 		{"BUSY", &CommandError{Status: StatusBusy}, false, true},
 		{"TASK SET FULL", &CommandError{Status: StatusTaskSetFull}, false, true},
 		{"RESERVATION CONFLICT", &CommandError{Status: StatusReservationConflict}, false, false},
+		{"list identifier in use (00/16)", senseErr(0x70, KeyIllegalRequest, 0x00, 0x16), false, true},
+		{"invalid field in parameter list", senseErr(0x70, KeyIllegalRequest, 0x26, 0x00), false, false},
 	}
 	for _, c := range cases {
 		if got := errors.Is(c.err, ErrPath); got != c.path {

@@ -300,6 +300,11 @@ func (e *CommandError) Transient() bool {
 		return true
 	case e.Sense.Key == KeyAbortedCommand:
 		return true
+	case e.Sense.Key == KeyIllegalRequest && e.Sense.ASC == 0x00 && e.Sense.ASCQ == 0x16:
+		// OPERATION IN PROGRESS: an EXTENDED COPY with this list identifier is still running
+		// (another process copying to the same LU picked it too): it ends, and the retry
+		// goes through.
+		return true
 	}
 	return false
 }
