@@ -55,14 +55,21 @@ done
 exit \$rc
 EOS
 }
-BOOKWORM_RUN='TestCSI|TestZFSIoctls|TestRestore$|TestRestoreLVMFailure|TestRestoreFaultInjection|TestXCOPYLVToLVOnLIO|TestDMResolution|TestRestoreVolumeAppearsBySerial'
+BOOKWORM_RUN='TestCSI|TestZFSIoctls|TestRestore$|TestRestoreLVMFailure|TestRestoreFaultInjection|TestXCOPYLVToLVOnLIO|TestDMResolution|TestRestoreVolumeAppearsBySerial|TestMovingExtents'
 write_script suite-trixie.sh "$RUN" "${LAB_TRIXIE_SKIP:-TestRestoreFaultInjection}"
 write_script suite-bookworm.sh "${RUN:-$BOOKWORM_RUN}" ""
 write_script suite-cdfe.sh "${RUN:-NVMe|Nvme|CDFE}" ""
 status=0
+# Disks the engine's safety suite finds by serial or NSID: write-logged ones (QEMU
+# blklogwrites, write cache on) for the flush checks, 4096-byte ones, a namespace with
+# protection information, LIO backing for moving extents and multipath. Sparse, made per run.
+EXTRA=(-disk name=dlog,size=256M,log -disk name=xlog,size=512M,log -disk name=d4k,size=1G,bs=4096
+  -disk name=pm1,size=3G -disk name=pm2,size=3G -disk name=mp,size=2G
+  -nvme-extra nsid=4,size=512M,bs=4096 -nvme-extra nsid=5,size=256M,ms=8,pi=1
+  -nvme-extra nsid=6,size=256M,log -nvme-extra nsid=7,size=256M)
 boot() { # kernel script label
   local t=$SECONDS
-  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -vdisks 2 -timeout 45m; then
+  if go run ./lab/labrun -work "$W/run" -kernel "$1" -script "$2" -vdisks 2 "${EXTRA[@]}" -timeout 45m; then
     echo "[lab] $3 ($1): passed in $((SECONDS - t)) s"
   else
     echo "[lab] $3 ($1): FAILED after $((SECONDS - t)) s"; status=1

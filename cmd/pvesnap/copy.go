@@ -91,12 +91,16 @@ method chosen, and any fallback says why. The destination must not be mounted or
 			}
 			if c.Bool("json") {
 				return json.NewEncoder(os.Stdout).Encode(map[string]any{"bytes": res.Bytes, "offloaded": res.Offloaded,
-					"host_copied": res.HostCopied, "zeroed": res.Zeroed, "methods": res.Methods, "fallbacks": res.Fallbacks,
+					"host_copied": res.HostCopied, "zeroed": res.Zeroed, "redone": res.Redone, "methods": res.Methods, "fallbacks": res.Fallbacks,
 					"seconds": res.Duration.Seconds()})
 			}
-			fmt.Printf("copied %s in %s (%s/s): %s offloaded, %s through the host, %s zeroed\n", tasks.HumanBytes(res.Bytes),
+			redone := ""
+			if res.Redone > 0 {
+				redone = fmt.Sprintf(" (%s of it a second time)", tasks.HumanBytes(res.Redone))
+			}
+			fmt.Printf("copied %s in %s (%s/s): %s offloaded, %s through the host%s, %s zeroed\n", tasks.HumanBytes(res.Bytes),
 				res.Duration.Round(time.Millisecond), tasks.HumanBytes(int64(float64(res.Bytes)/res.Duration.Seconds())),
-				tasks.HumanBytes(res.Offloaded), tasks.HumanBytes(res.HostCopied), tasks.HumanBytes(res.Zeroed))
+				tasks.HumanBytes(res.Offloaded), tasks.HumanBytes(res.HostCopied), redone, tasks.HumanBytes(res.Zeroed))
 			return nil
 		},
 	}

@@ -160,77 +160,101 @@ func ParseLinear(params string) (Dev, uint64, error) {
 	return d, off, nil
 }
 
+// words walks the fields of a multipath table or status line.
+type words struct {
+	f      []string
+	pos    int
+	what   string // "multipath table", "multipath status"
+	params string
+}
+
+func newWords(what, params string) *words {
+	return &words{f: strings.Fields(params), what: what, params: params}
+}
+
+func (w *words) next() (string, error) {
+	if w.pos >= len(w.f) {
+		return "", fmt.Errorf("%s %q ends early", w.what, w.params)
+	}
+	w.pos++
+	return w.f[w.pos-1], nil
+}
+
+// count reads a field that counts others (at most 1024).
+func (w *words) count() (int, error) {
+	s, err := w.next()
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 1024 {
+		return 0, fmt.Errorf("%s %q: bad count %q", w.what, w.params, s)
+	}
+	return n, nil
+}
+
+func (w *words) skip(n int) error {
+	for i := 0; i < n; i++ {
+		if _, err := w.next(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// counted skips a count and the fields it counts.
+func (w *words) counted() error {
+	n, err := w.count()
+	if err != nil {
+		return err
+	}
+	return w.skip(n)
+}
+
+// head reads what both the table and the status line start with: the features, the
+// hardware handler's arguments, the number of path groups and the initial group.
+func (w *words) head() (int, error) {
+	for i := 0; i < 2; i++ {
+		if err := w.counted(); err != nil {
+			return 0, err
+		}
+	}
+	groups, err := w.count()
+	if err != nil {
+		return 0, err
+	}
+	_, err = w.next() // initial group
+	return groups, err
+}
+
 // ParseMultipath reads a multipath table's paths, in table order:
 // <#features> <features…> <#handler args> <handler…> <#groups> <initial group>
 // then per group: <selector> <#selector args> <args…> <#paths> <#path args> and per path
 // <dev> <path args…>.
 func ParseMultipath(params string) ([]Dev, error) {
-	f := strings.Fields(params)
-	pos := 0
-	next := func() (string, error) {
-		if pos >= len(f) {
-			return "", fmt.Errorf("multipath table %q ends early", params)
-		}
-		pos++
-		return f[pos-1], nil
-	}
-	count := func() (int, error) {
-		s, err := next()
-		if err != nil {
-			return 0, err
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 || n > 1024 {
-			return 0, fmt.Errorf("multipath table %q: bad count %q", params, s)
-		}
-		return n, nil
-	}
-	skip := func(n int) error {
-		for i := 0; i < n; i++ {
-			if _, err := next(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for i := 0; i < 2; i++ { // features, hardware handler
-		n, err := count()
-		if err != nil {
-			return nil, err
-		}
-		if err := skip(n); err != nil {
-			return nil, err
-		}
-	}
-	groups, err := count()
+	w := newWords("multipath table", params)
+	groups, err := w.head()
 	if err != nil {
-		return nil, err
-	}
-	if _, err := next(); err != nil { // initial group
 		return nil, err
 	}
 	var out []Dev
 	for g := 0; g < groups; g++ {
-		if _, err := next(); err != nil { // selector
+		if _, err := w.next(); err != nil { // selector
 			return nil, err
 		}
-		n, err := count()
+		if err := w.counted(); err != nil {
+			return nil, err
+		}
+		paths, err := w.count()
 		if err != nil {
 			return nil, err
 		}
-		if err := skip(n); err != nil {
-			return nil, err
-		}
-		paths, err := count()
-		if err != nil {
-			return nil, err
-		}
-		pargs, err := count()
+		pargs, err := w.count()
 		if err != nil {
 			return nil, err
 		}
 		for p := 0; p < paths; p++ {
-			s, err := next()
+			s, err := w.next()
 			if err != nil {
 				return nil, err
 			}
@@ -239,13 +263,117 @@ func ParseMultipath(params string) ([]Dev, error) {
 				return nil, err
 			}
 			out = append(out, d)
-			if err := skip(pargs); err != nil {
+			if err := w.skip(pargs); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("multipath table %q has no paths", params)
+	}
+	return out, nil
+}
+
+// MultipathFeatures returns the feature arguments at the start of a multipath table
+// ("queue_if_no_path", "pg_init_retries", "5", …).
+func MultipathFeatures(params string) []string {
+	f := strings.Fields(params)
+	if len(f) == 0 {
+		return nil
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < 0 || n > len(f)-1 {
+		return nil
+	}
+	return f[1 : 1+n]
+}
+
+// QueueIfNoPath reports the queue_if_no_path feature in a multipath table: with every path
+// failed, dm-multipath holds I/O until a path returns (or multipathd gives up after
+// no_path_retry and clears the feature with a fail_if_no_path message).
+func QueueIfNoPath(params string) bool {
+	for _, f := range MultipathFeatures(params) {
+		if f == "queue_if_no_path" {
+			return true
+		}
+	}
+	return false
+}
+
+// PathState is one path of a multipath status line.
+type PathState struct {
+	Dev       Dev
+	Active    bool // A: usable; F: failed
+	FailCount int
+}
+
+// PathGroup is one priority group of a multipath status line.
+type PathGroup struct {
+	State byte // 'A' the group in use, 'E' enabled, 'D' disabled (bypassed)
+	Paths []PathState
+}
+
+// ParseMultipathStatus reads a multipath status line (dm-mpath.c multipath_status, INFO):
+// <#features> <features…> <#handler status> <handler status…> <#groups> <initial group>
+// then per group: <A|D|E> <#selector status> <status…> <#paths> <#selector path args> and per
+// path <dev> <A|F> <fail count> <selector args…>.
+func ParseMultipathStatus(params string) ([]PathGroup, error) {
+	w := newWords("multipath status", params)
+	groups, err := w.head()
+	if err != nil {
+		return nil, err
+	}
+	var out []PathGroup
+	for g := 0; g < groups; g++ {
+		st, err := w.next()
+		if err != nil {
+			return nil, err
+		}
+		if len(st) != 1 || !strings.Contains("ADE", st) {
+			return nil, fmt.Errorf("multipath status %q: group state %q", params, st)
+		}
+		if err := w.counted(); err != nil { // path selector status
+			return nil, err
+		}
+		paths, err := w.count()
+		if err != nil {
+			return nil, err
+		}
+		pargs, err := w.count()
+		if err != nil {
+			return nil, err
+		}
+		grp := PathGroup{State: st[0]}
+		for p := 0; p < paths; p++ {
+			ds, err := w.next()
+			if err != nil {
+				return nil, err
+			}
+			d, err := ParseDev(ds)
+			if err != nil {
+				return nil, err
+			}
+			as, err := w.next()
+			if err != nil {
+				return nil, err
+			}
+			if as != "A" && as != "F" {
+				return nil, fmt.Errorf("multipath status %q: path state %q", params, as)
+			}
+			fs, err := w.next()
+			if err != nil {
+				return nil, err
+			}
+			fc, err := strconv.Atoi(fs)
+			if err != nil || fc < 0 {
+				return nil, fmt.Errorf("multipath status %q: fail count %q", params, fs)
+			}
+			grp.Paths = append(grp.Paths, PathState{Dev: d, Active: as == "A", FailCount: fc})
+			if err := w.skip(pargs); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, grp)
 	}
 	return out, nil
 }

@@ -179,6 +179,82 @@ func FuzzParseReply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		parseReply(b)
 		ParseMultipath(string(b))
+		ParseMultipathStatus(string(b))
+		MultipathFeatures(string(b))
 		ParseLinear(string(b))
 	})
+}
+
+func TestMultipathStatusAndFeatures(t *testing.T) {
+	// Two groups (ALUA: active/optimized and standby), service-time's per-path args (2).
+	st := "2 0 0 0 2 1 A 0 1 2 8:0 A 0 0 1 E 0 2 2 8:16 F 3 0 1 8:32 A 0 0 1"
+	groups, err := ParseMultipathStatus(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(groups) != 2 || groups[0].State != 'A' || len(groups[0].Paths) != 1 || !groups[0].Paths[0].Active ||
+		groups[1].State != 'E' || len(groups[1].Paths) != 2 || groups[1].Paths[0].Active || groups[1].Paths[0].FailCount != 3 ||
+		groups[1].Paths[1].Dev != (Dev{8, 32}) || !groups[1].Paths[1].Active {
+		t.Fatalf("%+v", groups)
+	}
+	// round-robin has no per-path status args.
+	groups, err = ParseMultipathStatus("2 0 0 0 1 1 A 0 2 0 8:0 A 0 8:16 F 1500")
+	if err != nil || len(groups[0].Paths) != 2 || groups[0].Paths[1].FailCount != 1500 {
+		t.Fatalf("round-robin: %+v %v", groups, err)
+	}
+	for _, bad := range []string{"2 0 0 0 1 1 X 0 1 0 8:0 A 0", "2 0 0 0 1 1 A 0 1 0 8:0 Q 0", "2 0 0 0 1 1 A 0 2 0 8:0 A 0"} {
+		if _, err := ParseMultipathStatus(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if !QueueIfNoPath("1 queue_if_no_path 1 alua 2 1 service-time 0 1 2 8:0 1 1") ||
+		QueueIfNoPath("0 1 alua 2 1 service-time 0 1 2 8:0 1 1") ||
+		QueueIfNoPath("2 pg_init_retries 5 0 1 1 round-robin 0 1 1 8:0 1") {
+		t.Error("queue_if_no_path detection")
+	}
+}
+
+func TestLayersRecordAndCompare(t *testing.T) {
+	tables := fakeTables{
+		{253, 0}: {{0, 2097152, "multipath", "0 0 1 1 round-robin 0 2 1 8:0 1 8:16 1"}},
+		{253, 1}: {{0, 2093056, "linear", "253:0 4096"}},
+		{253, 2}: {{0, 16384, "linear", "253:1 2048"}, {16384, 8192, "linear", "253:1 100000"}},
+	}
+	r := &Resolver{Sys: sysTree(t), Tables: tables, Layers: map[Dev]Layer{}}
+	ext, err := r.ResolveAll(Dev{253, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Layers) != 3 || !r.Layers[Dev{253, 0}].Multipath() || r.Layers[Dev{253, 2}].Multipath() {
+		t.Fatalf("layers %+v", r.Layers)
+	}
+	if ext[0].Multipath != (Dev{253, 0}) {
+		t.Errorf("extent through %v, want the multipath map 253:0", ext[0].Multipath)
+	}
+	lv := r.Layers[Dev{253, 2}]
+	// pvmove: the LV's segment now goes through the pvmove mirror.
+	moved := Layer{Info: lv.Info, Targets: []Target{{0, 16384, "linear", "253:5 0"}, lv.Targets[1]}}
+	if why := lv.Changed(moved); !strings.Contains(why, `"0 16384 linear 253:5 0"`) {
+		t.Errorf("table change: %q", why)
+	}
+	ev := lv
+	ev.Info.EventNr++
+	if lv.Changed(ev) == "" || lv.Changed(lv) != "" {
+		t.Error("an event must count as a change, the same layer must not")
+	}
+	// A multipath map whose path failed (an event) or whose paths were reloaded still maps
+	// the same LU: not a change. Another LU is.
+	mp := r.Layers[Dev{253, 0}]
+	mp.Info.UUID = "mpath-3624a9370aa"
+	failed := mp
+	failed.Info.EventNr += 3
+	failed.Targets = []Target{{0, 2097152, "multipath", "0 0 1 1 round-robin 0 1 1 8:16 1"}}
+	if why := mp.Changed(failed); why != "" {
+		t.Errorf("path event read as a mapping change: %s", why)
+	}
+	other := failed
+	other.Info.UUID = "mpath-3624a9370bb"
+	if mp.Changed(other) == "" {
+		t.Error("another LU under the map must count")
+	}
 }

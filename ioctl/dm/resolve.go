@@ -35,9 +35,15 @@ func (c *Control) Close() error { return c.f.Close() }
 
 // Table returns a device's live table (DM_TABLE_STATUS with DM_STATUS_TABLE_FLAG), growing
 // the buffer while the kernel reports it full.
-func (c *Control) Table(d Dev) (Info, []Target, error) {
+func (c *Control) Table(d Dev) (Info, []Target, error) { return c.tableStatus(d, flagStatusT) }
+
+// Status returns a device's status lines (DM_TABLE_STATUS without DM_STATUS_TABLE_FLAG): for
+// a multipath map, the state of every path and path group.
+func (c *Control) Status(d Dev) (Info, []Target, error) { return c.tableStatus(d, 0) }
+
+func (c *Control) tableStatus(d Dev, flags uint32) (Info, []Target, error) {
 	for size := 16 << 10; size <= 4<<20; size *= 4 {
-		b, err := encodeHeader(size, "", d, flagStatusT)
+		b, err := encodeHeader(size, "", d, flags)
 		if err != nil {
 			return Info{}, nil, err
 		}
@@ -58,6 +64,11 @@ type TableReader interface {
 	Table(d Dev) (Info, []Target, error)
 }
 
+// StatusReader returns device-mapper status lines (Control, or a fake in tests).
+type StatusReader interface {
+	Status(d Dev) (Info, []Target, error)
+}
+
 // Extent maps Length sectors at Start of the resolved device to DevStart on Dev, a device
 // below all mapping layers (a whole SCSI disk or NVMe namespace).
 type Extent struct {
@@ -67,12 +78,61 @@ type Extent struct {
 	DevStart uint64
 	// Paths are the other devices reaching the same data (multipath), Dev first.
 	Paths []Dev
+	// Multipath is the multipath map the extent goes through (zero without one): its status
+	// says which of Paths are usable now.
+	Multipath Dev
+}
+
+// Layer is a device-mapper device a resolution went through, as it was then: a mapping that
+// changes afterwards (pvmove, lvconvert, a table reload) makes physical addresses taken from
+// it stale.
+type Layer struct {
+	Info    Info
+	Targets []Target
+}
+
+// Multipath reports a multipath map: its paths and their states change without changing
+// what it maps.
+func (l Layer) Multipath() bool { return len(l.Targets) == 1 && l.Targets[0].Type == "multipath" }
+
+// Changed says how now differs from l ("" when it does not): for a multipath map, another
+// LU (uuid) or size; for every other layer, its event number or any line of its table.
+func (l Layer) Changed(now Layer) string {
+	name := l.Info.Name
+	if l.Multipath() {
+		switch {
+		case !now.Multipath():
+			return fmt.Sprintf("%s is no longer a multipath map", name)
+		case now.Info.UUID != l.Info.UUID:
+			return fmt.Sprintf("%s now maps %s instead of %s", name, now.Info.UUID, l.Info.UUID)
+		case now.Targets[0].Length != l.Targets[0].Length:
+			return fmt.Sprintf("%s changed size from %d to %d sectors", name, l.Targets[0].Length, now.Targets[0].Length)
+		}
+		return ""
+	}
+	if now.Info.EventNr != l.Info.EventNr {
+		return fmt.Sprintf("%s: device-mapper event %d after %d", name, now.Info.EventNr, l.Info.EventNr)
+	}
+	if len(now.Targets) != len(l.Targets) {
+		return fmt.Sprintf("%s: table has %d lines instead of %d", name, len(now.Targets), len(l.Targets))
+	}
+	for i := range l.Targets {
+		if now.Targets[i] != l.Targets[i] {
+			a, b := l.Targets[i], now.Targets[i]
+			return fmt.Sprintf("%s: table line %d is now \"%d %d %s %s\" (was \"%d %d %s %s\")", name, i,
+				b.Start, b.Length, b.Type, b.Params, a.Start, a.Length, a.Type, a.Params)
+		}
+	}
+	return ""
 }
 
 // Resolver walks sysfs and device-mapper tables.
 type Resolver struct {
 	Tables TableReader
 	Sys    string // sysfs root (/sys)
+	// Layers, when not nil, receives every device-mapper device the resolutions went
+	// through, as they were read.
+	Layers map[Dev]Layer
 }
 
 // ErrNotIdentity marks a layer that does not map bytes one to one (thin, crypt, raid…).
@@ -153,6 +213,9 @@ func (r *Resolver) resolveDM(d Dev, start, length uint64, depth int) ([]Extent, 
 	if err != nil {
 		return nil, err
 	}
+	if r.Layers != nil {
+		r.Layers[d] = Layer{Info: info, Targets: targets}
+	}
 	name := info.Name
 	if name == "" {
 		name = d.String()
@@ -194,6 +257,7 @@ func (r *Resolver) resolveDM(d Dev, start, length uint64, depth int) ([]Extent, 
 			for _, x := range sub {
 				x.Start = s + (x.Start - (s - t.Start))
 				x.Paths = append([]Dev(nil), paths...)
+				x.Multipath = d
 				out = append(out, x)
 			}
 		default:

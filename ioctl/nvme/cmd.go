@@ -4,9 +4,13 @@
 package nvme
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/pvesnap/pvesnap/ioctl"
 )
 
 // Admin opcodes.
@@ -21,6 +25,23 @@ const (
 	IOFlush = 0x00
 	IOCopy  = 0x19 // bit 0 set: host-to-controller data (the source range descriptors)
 )
+
+// Time one command may take before the kernel aborts it (and resets the controller): a Copy
+// moves up to MCL blocks inside the device, the others are short. 0 would mean the driver's
+// default (30 s for I/O, 60 s for admin commands).
+const (
+	copyTimeout    = 600 * time.Second
+	commandTimeout = 60 * time.Second
+)
+
+// Timeout is the passthrough timeout in milliseconds for c: its own time (ioctl.Timeout).
+func Timeout(ctx context.Context, c Command) (uint32, error) {
+	own := commandTimeout
+	if c.Opcode == IOCopy {
+		own = copyTimeout
+	}
+	return ioctl.Timeout(ctx, own)
+}
 
 // Command is an NVMe submission as struct nvme_passthru_cmd64 (linux/nvme_ioctl.h) carries
 // it. Data is attached separately (it must be an ioctl.Buffer the GC cannot move).
@@ -150,6 +171,10 @@ var (
 	// ErrKernelRefuses: the kernel refused the passthrough command (EACCES), as kernels from
 	// 6.12.110 do for Set Features on driver-managed features such as Host Behavior Support.
 	ErrKernelRefuses = errors.New("refused by the kernel")
+	// ErrPath: the command failed on its path (path-related status, SCT 3) or found no path
+	// at all (a native-multipath head with every controller down); another path, or the
+	// same after a while, may serve it.
+	ErrPath = errors.New("path failure")
 )
 
 // StatusError is a command the controller completed with an error status.
@@ -171,12 +196,18 @@ func (e *StatusError) Is(target error) bool {
 		}
 	case ErrIncompatible:
 		return e.Status.Code() == 0x185
+	case ErrPath:
+		return e.Path()
 	}
 	return false
 }
 
 // Permanent reports whether retrying cannot help (DNR set).
 func (e *StatusError) Permanent() bool { return e.Status.DNR() }
+
+// Retryable reports whether the controller allows the same command again (DNR clear): a
+// path-related status, an internal error, an abort, a namespace not ready yet.
+func (e *StatusError) Retryable() bool { return !e.Status.DNR() }
 
 // Path reports a path-related status (SCT 3): another path or a retry may succeed.
 func (e *StatusError) Path() bool { return e.Status.SCT() == SCTPath }

@@ -57,7 +57,20 @@ type CopyRange struct {
 	SNSID uint32 // source namespace (formats 2h/3h only)
 	SLBA  uint64
 	NLB   uint32
+	// EILBRT is the reference tag the range's first block must carry when PRINFOR checks
+	// reference tags (types 1 and 2: the low 32 bits of its LBA); ELBAT and ELBATM the
+	// application tag and mask checked with PRCHK app. Encoded for formats 0h and 2h.
+	EILBRT        uint32
+	ELBAT, ELBATM uint16
 }
+
+// Protection information action and check bits, the 4-bit PRINFOR/PRINFOW fields of Copy.
+const (
+	PRACT      = 0x8 // the controller generates the PI it writes (and strips what it reads)
+	PRCHKGuard = 0x4 // check the guard (CRC) of each block
+	PRCHKApp   = 0x2 // check the application tag
+	PRCHKRef   = 0x1 // check the reference tag
+)
 
 // Descriptor formats.
 const (
@@ -101,6 +114,15 @@ func EncodeCopyRanges(f int, ranges []CopyRange) ([]byte, error) {
 		}
 		binary.LittleEndian.PutUint64(d[8:], r.SLBA)
 		binary.LittleEndian.PutUint16(d[16:], uint16(r.NLB-1))
+		if f == Format0 || f == Format2 {
+			binary.LittleEndian.PutUint32(d[24:], r.EILBRT)
+			binary.LittleEndian.PutUint16(d[28:], r.ELBAT)
+			binary.LittleEndian.PutUint16(d[30:], r.ELBATM)
+		} else if r.EILBRT != 0 || r.ELBAT != 0 || r.ELBATM != 0 {
+			// 32/64-bit guard formats hold a storage tag and a longer reference tag in
+			// bytes 26-35; pvesnap does not copy such namespaces with offload.
+			return nil, fmt.Errorf("range %d: protection fields of format %dh are not encoded", i, f)
+		}
 	}
 	return b, nil
 }
@@ -110,6 +132,32 @@ func EncodeCopyRanges(f int, ranges []CopyRange) ([]byte, error) {
 func CopyCommand(nsid uint32, sdlba uint64, f int, n int) Command {
 	return Command{Opcode: IOCopy, NSID: nsid, CDW10: uint32(sdlba), CDW11: uint32(sdlba >> 32),
 		CDW12: uint32(n-1)&0xff | uint32(f&0xf)<<8}
+}
+
+// Copy is one Copy command: Ranges, in descriptor format Format, copied to namespace NSID
+// from SDLBA on.
+type Copy struct {
+	NSID   uint32
+	SDLBA  uint64
+	Format int
+	Ranges []CopyRange
+	// PRINFOR and PRINFOW are the protection information fields for the reads of the
+	// sources and the writes of the destination (PRACT, PRCHK*). ILBRT is the reference tag
+	// of the first destination block when the controller generates or checks it (types 1
+	// and 2: the low 32 bits of SDLBA), LBAT/LBATM the application tag and mask.
+	PRINFOR, PRINFOW uint8
+	ILBRT            uint32
+	LBAT, LBATM      uint16
+}
+
+// Command lays the Copy out: CDW12 carries NR, DESFMT, PRINFOR (bits 15:12) and PRINFOW
+// (bits 29:26); CDW14 the initial reference tag; CDW15 the application tag mask and tag.
+func (c Copy) Command() Command {
+	cmd := CopyCommand(c.NSID, c.SDLBA, c.Format, len(c.Ranges))
+	cmd.CDW12 |= uint32(c.PRINFOR&0xf)<<12 | uint32(c.PRINFOW&0xf)<<26
+	cmd.CDW14 = c.ILBRT
+	cmd.CDW15 = uint32(c.LBATM)<<16 | uint32(c.LBAT)
+	return cmd
 }
 
 // FlushCommand flushes the volatile write cache of nsid.

@@ -7,19 +7,17 @@ import (
 	"os"
 	"runtime"
 	"syscall"
-	"time"
 
 	"github.com/pvesnap/pvesnap/ioctl"
 )
 
 // Passthrough ioctl numbers (linux/nvme_ioctl.h).
 var (
-	ioctlID        = ioctl.IO('N', 0x40)
-	ioctlAdmin     = ioctl.IOWR('N', 0x41, passthruLen)
-	ioctlIO        = ioctl.IOWR('N', 0x43, passthruLen)
-	ioctlAdmin64   = ioctl.IOWR('N', 0x47, passthru64Len)
-	ioctlIO64      = ioctl.IOWR('N', 0x48, passthru64Len)
-	defaultTimeout = 30 * time.Second
+	ioctlID      = ioctl.IO('N', 0x40)
+	ioctlAdmin   = ioctl.IOWR('N', 0x41, passthruLen)
+	ioctlIO      = ioctl.IOWR('N', 0x43, passthruLen)
+	ioctlAdmin64 = ioctl.IOWR('N', 0x47, passthru64Len)
+	ioctlIO64    = ioctl.IOWR('N', 0x48, passthru64Len)
 )
 
 // Device is an open NVMe controller (/dev/nvmeX) or namespace (/dev/nvmeXnY, /dev/ngXnY).
@@ -63,14 +61,11 @@ func (d *Device) IO(ctx context.Context, op string, c Command, data *ioctl.Buffe
 
 func (d *Device) submit(ctx context.Context, op string, c Command, data *ioctl.Buffer, admin bool) (uint64, error) {
 	if c.TimeoutMs == 0 {
-		t := defaultTimeout
-		if dl, ok := ctx.Deadline(); ok {
-			t = time.Until(dl)
-			if t <= 0 {
-				return 0, context.DeadlineExceeded
-			}
+		t, err := Timeout(ctx, c)
+		if err != nil {
+			return 0, err
 		}
-		c.TimeoutMs = uint32(t / time.Millisecond)
+		c.TimeoutMs = t
 	}
 	var addr uint64
 	var n uint32
@@ -95,10 +90,17 @@ func (d *Device) submit(ctx context.Context, op string, c Command, data *ioctl.B
 		return d.submit(ctx, op, c, data, admin)
 	}
 	if err != nil {
-		if errors.Is(err, syscall.EACCES) {
+		perr := &os.PathError{Op: op, Path: d.Path, Err: err}
+		switch {
+		case errors.Is(err, syscall.EACCES):
 			return 0, fmt.Errorf("%s on %s: %w (EACCES)", op, d.Path, ErrKernelRefuses)
+		case errors.Is(err, syscall.EWOULDBLOCK), errors.Is(err, syscall.ENODEV), errors.Is(err, syscall.ENXIO),
+			errors.Is(err, syscall.ENOTCONN):
+			// A multipath head without a usable path (nvme_find_path found none) or a
+			// controller going away: a later attempt may find a path again.
+			return 0, fmt.Errorf("%w: %w", ErrPath, perr)
 		}
-		return 0, &os.PathError{Op: op, Path: d.Path, Err: err}
+		return 0, perr
 	}
 	res := result(cmd)
 	if r != 0 {
@@ -185,9 +187,9 @@ func (d *Device) EnableCopyFormats(ctx context.Context, formats ...int) error {
 	return err
 }
 
-// Copy sends a Copy to this namespace device (nsid must be its own) at sdlba.
-func (d *Device) Copy(ctx context.Context, nsid uint32, sdlba uint64, format int, ranges []CopyRange) error {
-	desc, err := EncodeCopyRanges(format, ranges)
+// Copy sends c to this namespace device (c.NSID must be its own).
+func (d *Device) Copy(ctx context.Context, c Copy) error {
+	desc, err := EncodeCopyRanges(c.Format, c.Ranges)
 	if err != nil {
 		return err
 	}
@@ -197,7 +199,7 @@ func (d *Device) Copy(ctx context.Context, nsid uint32, sdlba uint64, format int
 	}
 	defer buf.Free()
 	copy(buf.Bytes(), desc)
-	_, err = d.IO(ctx, fmt.Sprintf("Copy (format %dh)", format), CopyCommand(nsid, sdlba, format, len(ranges)), buf)
+	_, err = d.IO(ctx, fmt.Sprintf("Copy (format %dh)", c.Format), c.Command(), buf)
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Identify CNS values.
@@ -32,7 +33,25 @@ type Controller struct {
 	NN         uint32 // number of namespaces
 	ONCS       uint16
 	OCFS       uint16 // bit n: copy descriptor format n supported
-	SubNQN     string
+	VWC        uint8  // bit 0: a volatile write cache is present
+	// CRDT are the command retry delay times, in 100 ms units, that a failed command's CRD
+	// field (1..3) selects before it may be retried.
+	CRDT   [3]uint16
+	SubNQN string
+}
+
+// VolatileWriteCache reports a volatile write cache (VWC bit 0): writes, Copy's included,
+// are on stable media only after a Flush.
+func (c Controller) VolatileWriteCache() bool { return c.VWC&0x01 != 0 }
+
+// RetryDelay is how long the controller asks the host to wait before retrying a command
+// that failed with status s (its CRD field selects CRDT1..3; 0 means at once).
+func (c Controller) RetryDelay(s Status) time.Duration {
+	crd := s.CRD()
+	if crd == 0 {
+		return 0
+	}
+	return time.Duration(c.CRDT[crd-1]) * 100 * time.Millisecond
 }
 
 // SupportsCopy reports the Copy command (ONCS bit 8).
@@ -53,7 +72,8 @@ func ParseController(b []byte) (Controller, error) {
 		VID: le.Uint16(b[0:]), SSVID: le.Uint16(b[2:]),
 		Serial: trimASCII(b[4:24]), Model: trimASCII(b[24:64]), Firmware: trimASCII(b[64:72]),
 		MDTS: b[77], CNTLID: le.Uint16(b[78:]), Version: le.Uint32(b[80:]), CTRATT: le.Uint32(b[96:]),
-		NN: le.Uint32(b[516:]), ONCS: le.Uint16(b[520:]), OCFS: le.Uint16(b[534:]),
+		NN: le.Uint32(b[516:]), ONCS: le.Uint16(b[520:]), OCFS: le.Uint16(b[534:]), VWC: b[525],
+		CRDT:   [3]uint16{le.Uint16(b[128:]), le.Uint16(b[130:]), le.Uint16(b[132:])},
 		SubNQN: trimASCII(b[768:1024]),
 	}, nil
 }
@@ -91,6 +111,10 @@ func (n Namespace) Format() LBAFormat {
 	}
 	return LBAFormat{}
 }
+
+// PIType is the protection information type the namespace is formatted with (DPS bits 2:0:
+// 1, 2 or 3; 0 without protection information).
+func (n Namespace) PIType() uint8 { return n.DPS & 0x07 }
 
 // BlockSize is the logical block size in bytes.
 func (n Namespace) BlockSize() uint32 { return 1 << n.Format().DataSizeLog2 }
@@ -131,6 +155,15 @@ type NVMNamespace struct {
 func (n NVMNamespace) PIF(i int) uint8 {
 	if i < len(n.ELBAF) {
 		return uint8(n.ELBAF[i]>>7) & 0x3
+	}
+	return 0
+}
+
+// STS returns the storage tag size in bits of LBA format i (ELBAF bits 6:0): that many bits of
+// the reference tag field hold a storage tag instead.
+func (n NVMNamespace) STS(i int) uint8 {
+	if i < len(n.ELBAF) {
+		return uint8(n.ELBAF[i]) & 0x7f
 	}
 	return 0
 }

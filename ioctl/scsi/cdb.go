@@ -6,7 +6,13 @@
 // big-endian.
 package scsi
 
-import "encoding/binary"
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	"github.com/pvesnap/pvesnap/ioctl"
+)
 
 // Operation codes and service actions.
 const (
@@ -14,6 +20,7 @@ const (
 	OpThirdPartyCopyOut = 0x83 // EXTENDED COPY (LID1) is service action 0x00
 	OpThirdPartyCopyIn  = 0x84 // RECEIVE COPY OPERATING PARAMETERS is service action 0x03
 	OpServiceActionIn16 = 0x9E // READ CAPACITY(16) is service action 0x10
+	OpSyncCache10       = 0x35
 	OpSyncCache16       = 0x91
 
 	saExtendedCopyLID1 = 0x00
@@ -61,6 +68,16 @@ func ExtendedCopyCDB(paramLen uint32) []byte {
 	return c
 }
 
+// SyncCache10CDB is SYNCHRONIZE CACHE (10) (IMMED 0: the command completes when the cache is
+// written); 0 blocks means to the end of the medium.
+func SyncCache10CDB(lba uint32, blocks uint16) []byte {
+	c := make([]byte, 10)
+	c[0] = OpSyncCache10
+	binary.BigEndian.PutUint32(c[2:], lba)
+	binary.BigEndian.PutUint16(c[7:], blocks)
+	return c
+}
+
 // SyncCache16CDB is SYNCHRONIZE CACHE (16); 0 blocks means to the end of the medium.
 func SyncCache16CDB(lba uint64, blocks uint32) []byte {
 	c := make([]byte, 16)
@@ -87,8 +104,34 @@ func opName(cdb []byte) string {
 		return "RECEIVE COPY OPERATING PARAMETERS"
 	case OpServiceActionIn16:
 		return "READ CAPACITY(16)"
+	case OpSyncCache10:
+		return "SYNCHRONIZE CACHE(10)"
 	case OpSyncCache16:
 		return "SYNCHRONIZE CACHE(16)"
 	}
 	return "SCSI command"
+}
+
+// Time one command may take before the kernel aborts it. EXTENDED COPY moves a whole segment
+// list inside the array (sg3_utils allows 600 s for third-party copy out); SYNCHRONIZE
+// CACHE may write back a whole cache (the sd driver allows twice its 30 s command timeout);
+// anything else 60 s, the kernel's SG_IO default.
+const (
+	xcopyTimeout     = 600 * time.Second
+	syncCacheTimeout = 120 * time.Second
+	commandTimeout   = 60 * time.Second
+)
+
+// Timeout is the SG_IO timeout in milliseconds for cdb: its own time (ioctl.Timeout).
+func Timeout(ctx context.Context, cdb []byte) (uint32, error) {
+	own := commandTimeout
+	if len(cdb) > 0 {
+		switch cdb[0] {
+		case OpThirdPartyCopyOut:
+			own = xcopyTimeout
+		case OpSyncCache10, OpSyncCache16:
+			own = syncCacheTimeout
+		}
+	}
+	return ioctl.Timeout(ctx, own)
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/pvesnap/pvesnap/ioctl"
 )
 
 // Executor sends one command (a *Device, or a fake in tests).
@@ -13,23 +15,50 @@ type Executor interface {
 	Exec(ctx context.Context, cdb []byte, dir Direction, data []byte) (int, error)
 }
 
-// retries bounds how often a transient condition (UNIT ATTENTION after a LUN was added,
-// BUSY, becoming ready) is retried before it is reported.
-const retries = 5
+// RetryBudget is how long a command is retried on the same path while the device reports a
+// transient condition. It is the time the kernel's ALUA handler gives a port group in
+// transition (scsi_dh_alua's ALUA_FAILOVER_TIMEOUT, 60 s): an array failing over its
+// controllers answers BUSY, NOT READY 04h/0Ah or UNIT ATTENTION for about that long.
+const RetryBudget = 60 * time.Second
 
-// exec sends a command, retrying transient conditions with a short backoff. Every command
+// Backoff is the pause before retry n (1-based): 50 ms, doubling, at most 2 s.
+func Backoff(n int) time.Duration {
+	d := 50 * time.Millisecond
+	for i := 1; i < n && d < 2*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 2*time.Second)
+}
+
+// Pacer is what an Executor may implement to decide how a retry pauses (fakes in tests do
+// not sleep); without it the pause is real time.
+type Pacer interface {
+	Pause(ctx context.Context, d time.Duration) error
+}
+
+func pause(ctx context.Context, x Executor, d time.Duration) error {
+	if p, ok := x.(Pacer); ok {
+		return p.Pause(ctx, d)
+	}
+	return ioctl.Sleep(ctx, d)
+}
+
+// exec sends a command, retrying transient conditions on the same path for RetryBudget (the
+// pauses are counted, not the time the commands took). Deferred errors and path failures
+// return at once: the caller decides what to redo and which path to take. Every command
 // pvesnap sends is idempotent while the data is quiesced, EXTENDED COPY included.
 func exec(ctx context.Context, x Executor, cdb []byte, dir Direction, data []byte) (int, error) {
+	var waited time.Duration
 	for attempt := 1; ; attempt++ {
 		n, err := x.Exec(ctx, cdb, dir, data)
 		var ce *CommandError
-		if err == nil || !errors.As(err, &ce) || !ce.Transient() || attempt >= retries {
+		if err == nil || !errors.As(err, &ce) || !ce.Transient() || waited >= RetryBudget {
 			return n, err
 		}
-		select {
-		case <-ctx.Done():
+		d := Backoff(attempt)
+		waited += d
+		if perr := pause(ctx, x, d); perr != nil {
 			return n, err
-		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
 		}
 	}
 }
@@ -81,23 +110,20 @@ func ReceiveCopyParams(ctx context.Context, x Executor) (CopyParams, error) {
 	return ParseCopyParams(b[:len(b)-resid])
 }
 
-// XCopyTimeout is the time one EXTENDED COPY may take (sg3_utils uses 600 s).
-const XCopyTimeout = 600 * time.Second
-
 // ExtendedCopy sends EXTENDED COPY (LID1) with a parameter list from ExtendedCopyParams.
 func ExtendedCopy(ctx context.Context, x Executor, params []byte) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, XCopyTimeout)
-		defer cancel()
-	}
 	_, err := exec(ctx, x, ExtendedCopyCDB(uint32(len(params))), DirToDevice, params)
 	return err
 }
 
-// SyncCache flushes the device's write cache for the whole medium.
+// SyncCache flushes the LU's volatile write cache for the whole medium: SYNCHRONIZE CACHE
+// (10) with LBA 0 and 0 blocks (to the end of the medium, whatever its size; what the sd
+// driver sends), or (16) where the device does not implement (10).
 func SyncCache(ctx context.Context, x Executor) error {
-	_, err := exec(ctx, x, SyncCache16CDB(0, 0), DirNone, nil)
+	_, err := exec(ctx, x, SyncCache10CDB(0, 0), DirNone, nil)
+	if errors.Is(err, ErrNotSupported) {
+		_, err = exec(ctx, x, SyncCache16CDB(0, 0), DirNone, nil)
+	}
 	return err
 }
 

@@ -95,6 +95,24 @@ type Designator struct {
 // NAAHex returns the designator as lower-case hex ("624a9370…" for a Pure LUN).
 func (d Designator) NAAHex() string { return fmt.Sprintf("%x", d.Value) }
 
+// CompanyID is the IEEE company identifier (OUI) in an NAA designator: the vendor whose
+// storage system assigned the name (24a937 on a Pure FlashArray, 001405 on LIO). NAA 5 and 6
+// (IEEE Registered, Registered Extended) carry it right after the 4-bit NAA field, NAA 2
+// (IEEE Extended) after a 12-bit vendor-specific field; NAA 3 (locally assigned) has none.
+func (d Designator) CompanyID() (uint32, bool) {
+	v := d.Value
+	if d.Type != DesigNAA || len(v) < 8 {
+		return 0, false
+	}
+	switch v[0] >> 4 {
+	case 5, 6:
+		return uint32(v[0]&0x0f)<<20 | uint32(v[1])<<12 | uint32(v[2])<<4 | uint32(v[3])>>4, true
+	case 2:
+		return uint32(v[2])<<16 | uint32(v[3])<<8 | uint32(v[4]), true
+	}
+	return 0, false
+}
+
 // ParseDeviceIdentification decodes VPD 0x83.
 func ParseDeviceIdentification(b []byte) ([]Designator, error) {
 	p, err := vpdPage(b, 0x83)
@@ -193,10 +211,11 @@ func ParseBlockLimits(b []byte) (BlockLimits, error) {
 type Capacity struct {
 	LastLBA           uint64
 	BlockSize         uint32
-	ProtectionEnabled bool
-	LBPPBE            byte // logical blocks per physical block exponent
-	ThinProvisioned   bool // LBPME
-	ReadsZeroes       bool // LBPRZ
+	ProtectionEnabled bool  // PROT_EN: the LU is formatted with protection information
+	ProtectionType    uint8 // 1..3 when ProtectionEnabled (P_TYPE + 1)
+	LBPPBE            byte  // logical blocks per physical block exponent
+	ThinProvisioned   bool  // LBPME
+	ReadsZeroes       bool  // LBPRZ
 }
 
 // Blocks is the number of logical blocks.
@@ -204,6 +223,15 @@ func (c Capacity) Blocks() uint64 { return c.LastLBA + 1 }
 
 // Bytes is the capacity in bytes.
 func (c Capacity) Bytes() uint64 { return c.Blocks() * uint64(c.BlockSize) }
+
+// protectionType reads P_TYPE (bits 3:1) and PROT_EN (bit 0) of READ CAPACITY(16) byte 12:
+// type 1 for P_TYPE 000b, 2 for 001b, 3 for 010b; 0 without protection.
+func protectionType(b byte) uint8 {
+	if b&0x01 == 0 {
+		return 0
+	}
+	return (b>>1)&0x07 + 1
+}
 
 // ParseReadCapacity16 decodes READ CAPACITY(16) data (at least 32 bytes).
 func ParseReadCapacity16(b []byte) (Capacity, error) {
@@ -214,6 +242,7 @@ func ParseReadCapacity16(b []byte) (Capacity, error) {
 		LastLBA:           binary.BigEndian.Uint64(b[0:]),
 		BlockSize:         binary.BigEndian.Uint32(b[8:]),
 		ProtectionEnabled: b[12]&0x01 != 0,
+		ProtectionType:    protectionType(b[12]),
 		LBPPBE:            b[13] & 0x0f,
 		ThinProvisioned:   b[14]&0x80 != 0,
 		ReadsZeroes:       b[14]&0x40 != 0,

@@ -34,6 +34,8 @@ var ascNames = map[uint16]string{
 	0x0401: "logical unit is in process of becoming ready",
 	0x0402: "initializing command required",
 	0x040A: "asymmetric access state transition",
+	0x040B: "target port in standby state",
+	0x040C: "target port in unavailable state",
 	0x0800: "logical unit communication failure",
 	0x0D00: "error detected by third party temporary initiator",
 	0x0D01: "third party device failure",
@@ -62,6 +64,7 @@ var ascNames = map[uint16]string{
 	0x2700: "write protected",
 	0x2800: "not ready to ready change, medium may have changed",
 	0x2900: "power on, reset, or bus device reset occurred",
+	0x2A06: "asymmetric access state changed",
 	0x2A09: "capacity data has changed",
 	0x3F0E: "reported luns data has changed",
 	0x4B00: "data phase error",
@@ -85,6 +88,12 @@ type Sense struct {
 // Descriptor reports whether the sense data used the descriptor format.
 func (s Sense) Descriptor() bool { return s.ResponseCode == 0x72 || s.ResponseCode == 0x73 }
 
+// Deferred reports a deferred error (response code 71h or 73h): the condition belongs to an
+// earlier command that already completed with GOOD status (a write the device accepted into
+// its cache and then failed to commit), not to the command that carried it back, which the
+// device did not perform.
+func (s Sense) Deferred() bool { return s.ResponseCode == 0x71 || s.ResponseCode == 0x73 }
+
 func (s Sense) String() string {
 	name := ASCName(s.ASC, s.ASCQ)
 	if name == "" {
@@ -94,7 +103,11 @@ func (s Sense) String() string {
 	if k == "" {
 		k = fmt.Sprintf("sense key %#x", s.Key)
 	}
-	return fmt.Sprintf("%s, %s (ASC/ASCQ 0x%02X/0x%02X)", k, name, s.ASC, s.ASCQ)
+	deferred := ""
+	if s.Deferred() {
+		deferred = "deferred error of an earlier command: "
+	}
+	return fmt.Sprintf("%s%s, %s (ASC/ASCQ 0x%02X/0x%02X)", deferred, k, name, s.ASC, s.ASCQ)
 }
 
 // ParseSense decodes fixed (0x70/0x71) and descriptor (0x72/0x73) format sense data. LIO
@@ -166,6 +179,33 @@ var ErrNotSupported = errors.New("not supported by the device")
 // same array or not visible to it.
 var ErrUnreachable = errors.New("copy target device not reachable")
 
+// ErrDeferred matches a deferred error: an earlier command the device had completed failed
+// afterwards, so what it wrote must be written again.
+var ErrDeferred = errors.New("deferred error")
+
+// ErrPath matches failures of the path (the I_T nexus) rather than of the LU: the transport
+// lost the command, or the target port is in ALUA standby or unavailable state. The same
+// command may succeed through another path to the same LU.
+var ErrPath = errors.New("path failure")
+
+// Host status values (DID_* in include/scsi/scsi_status.h).
+const (
+	didNoConnect          = 0x01
+	didBusBusy            = 0x02
+	didTimeOut            = 0x03
+	didBadTarget          = 0x04
+	didAbort              = 0x05
+	didParity             = 0x06
+	didError              = 0x07
+	didReset              = 0x08
+	didSoftError          = 0x0b
+	didImmRetry           = 0x0c
+	didRequeue            = 0x0d
+	didTransportDisrupted = 0x0e
+	didTransportFailfast  = 0x0f
+	didTransportMarginal  = 0x14
+)
+
 // CommandError is a command that did not complete with GOOD status.
 type CommandError struct {
 	Op           string
@@ -197,15 +237,22 @@ func (e *CommandError) Is(target error) bool {
 	case ErrNotSupported:
 		return e.NotSupported()
 	case ErrUnreachable:
-		return e.Sense != nil && e.Sense.ASC == 0x0D && e.Sense.ASCQ == 0x02
+		return e.Sense != nil && !e.Sense.Deferred() && e.Sense.ASC == 0x0D && e.Sense.ASCQ == 0x02
+	case ErrDeferred:
+		return e.Deferred()
+	case ErrPath:
+		return e.PathFailure()
 	}
 	return false
 }
 
+// Deferred reports that the sense data describes a deferred error.
+func (e *CommandError) Deferred() bool { return e.Sense != nil && e.Sense.Deferred() }
+
 // NotSupported: invalid operation code, invalid field in the CDB (unsupported service action),
 // or an unsupported descriptor type.
 func (e *CommandError) NotSupported() bool {
-	if e.Sense == nil || e.Sense.Key != KeyIllegalRequest {
+	if e.Sense == nil || e.Sense.Deferred() || e.Sense.Key != KeyIllegalRequest {
 		return false
 	}
 	switch uint16(e.Sense.ASC)<<8 | uint16(e.Sense.ASCQ) {
@@ -215,12 +262,35 @@ func (e *CommandError) NotSupported() bool {
 	return false
 }
 
-// Transient: worth a retry (unit attention, busy, becoming ready, transport hiccup).
-func (e *CommandError) Transient() bool {
-	if e.Status == StatusBusy || e.Status == StatusTaskSetFull || e.HostStatus != 0 {
+// PathFailure: the command failed on its way (the transport, the target port), not in the
+// LU. dm-multipath fails a path for any host status but the four that name the LU or the
+// nexus (target failure, nexus failure, allocation failure, medium error: blk_path_error);
+// those that ask for a plain retry are Transient instead. ALUA standby (04h/0Bh) and
+// unavailable (04h/0Ch) say this port cannot reach the LU now; another port may.
+func (e *CommandError) PathFailure() bool {
+	switch e.HostStatus {
+	case didNoConnect, didTimeOut, didBadTarget, didAbort, didParity, didError, didTransportDisrupted,
+		didTransportFailfast, didTransportMarginal:
 		return true
 	}
-	if e.Sense == nil {
+	if e.Sense == nil || e.Sense.Deferred() {
+		return false
+	}
+	return e.Sense.Key == KeyNotReady && e.Sense.ASC == 0x04 && (e.Sense.ASCQ == 0x0B || e.Sense.ASCQ == 0x0C)
+}
+
+// Transient: worth a retry on the same path (unit attention, busy, becoming ready, an ALUA
+// transition, a transport hiccup the host asks to retry). A deferred error is never
+// transient: retrying the command that carried it does not redo what failed before.
+func (e *CommandError) Transient() bool {
+	switch e.HostStatus {
+	case didBusBusy, didReset, didSoftError, didImmRetry, didRequeue:
+		return true
+	}
+	if e.HostStatus == 0 && (e.Status == StatusBusy || e.Status == StatusTaskSetFull) {
+		return true
+	}
+	if e.Sense == nil || e.Sense.Deferred() {
 		return false
 	}
 	switch {
@@ -229,6 +299,11 @@ func (e *CommandError) Transient() bool {
 	case e.Sense.Key == KeyNotReady && e.Sense.ASC == 0x04 && (e.Sense.ASCQ == 0x01 || e.Sense.ASCQ == 0x0A):
 		return true
 	case e.Sense.Key == KeyAbortedCommand:
+		return true
+	case e.Sense.Key == KeyIllegalRequest && e.Sense.ASC == 0x00 && e.Sense.ASCQ == 0x16:
+		// OPERATION IN PROGRESS: an EXTENDED COPY with this list identifier is still running
+		// (another process copying to the same LU picked it too): it ends, and the retry
+		// goes through.
 		return true
 	}
 	return false

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -41,11 +40,10 @@ type sgIoHdr struct {
 }
 
 const (
-	sgIO          = 0x2285 // SG_IO, not size-encoded
-	sgInfoOKMask  = 0x1
-	driverSense   = 0x08
-	senseBufLen   = 252
-	defaultTimout = 60 * time.Second
+	sgIO         = 0x2285 // SG_IO, not size-encoded
+	sgInfoOKMask = 0x1
+	driverSense  = 0x08
+	senseBufLen  = 252
 )
 
 // Direction of the data phase (SG_DXFER_*).
@@ -75,22 +73,20 @@ func Open(path string) (*Device, error) {
 // Close closes the device.
 func (d *Device) Close() error { return d.f.Close() }
 
-// Exec sends cdb with data in direction dir. The timeout is the context's remaining time (or
-// 60 s); SG_IO cannot be interrupted once issued. It returns the residual byte count.
+// Exec sends cdb with data in direction dir. The timeout is the command's own (Timeout),
+// shortened by the context's deadline; SG_IO cannot be interrupted once issued. It returns
+// the residual byte count.
 func (d *Device) Exec(ctx context.Context, cdb []byte, dir Direction, data []byte) (int, error) {
 	if len(cdb) == 0 || len(cdb) > 16 {
 		return 0, fmt.Errorf("CDB of %d bytes", len(cdb))
 	}
-	timeout := defaultTimout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-		if timeout <= 0 {
-			return 0, context.DeadlineExceeded
-		}
+	timeout, err := Timeout(ctx, cdb)
+	if err != nil {
+		return 0, err
 	}
 	sense := make([]byte, senseBufLen)
 	h := sgIoHdr{InterfaceID: 'S', DxferDirection: int32(dir), CmdLen: uint8(len(cdb)), MxSbLen: senseBufLen,
-		Cmdp: unsafe.Pointer(&cdb[0]), Sbp: unsafe.Pointer(&sense[0]), Timeout: uint32(timeout / time.Millisecond)}
+		Cmdp: unsafe.Pointer(&cdb[0]), Sbp: unsafe.Pointer(&sense[0]), Timeout: timeout}
 	if len(data) > 0 {
 		h.DxferLen = uint32(len(data))
 		h.Dxferp = unsafe.Pointer(&data[0])
@@ -101,7 +97,14 @@ func (d *Device) Exec(ctx context.Context, cdb []byte, dir Direction, data []byt
 	runtime.KeepAlive(data)
 	runtime.KeepAlive(d.f)
 	if errno != 0 {
-		return 0, &os.PathError{Op: "SG_IO " + opName(cdb), Path: d.Path, Err: errno}
+		perr := &os.PathError{Op: "SG_IO " + opName(cdb), Path: d.Path, Err: errno}
+		switch errno {
+		case unix.ENXIO, unix.ENODEV, unix.ENOTCONN, unix.ESHUTDOWN:
+			// The path's device went away (removed, offline transport): another path may
+			// still reach the LU.
+			return 0, fmt.Errorf("%w: %w", ErrPath, perr)
+		}
+		return 0, perr
 	}
 	// ioctl() succeeds even for CHECK CONDITION: the outcome is in the header.
 	if h.Info&sgInfoOKMask == 0 && h.Status == StatusGood && h.HostStatus == 0 && h.DriverStatus&^driverSense == 0 {

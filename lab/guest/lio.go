@@ -31,7 +31,9 @@ func SetupLIO() (*LIO, error) {
 	return lio.Open()
 }
 
-// Partition splits a disk into n equal partitions (sfdisk) and returns their devices.
+// Partition splits a disk into n equal partitions (sfdisk) and returns their devices. Sizes
+// go to sfdisk in MiB: its bare numbers count the disk's own sectors (4096 bytes on a 4Kn
+// disk), sysfs's size counts 512-byte ones.
 func Partition(disk string, n int) ([]string, error) {
 	var script strings.Builder
 	script.WriteString("label: gpt\n")
@@ -41,9 +43,9 @@ func Partition(disk string, n int) ([]string, error) {
 	}
 	var sectors int64
 	fmt.Sscan(strings.TrimSpace(string(b)), &sectors)
-	each := (sectors - 4096) / int64(n) / 2048 * 2048
+	each := (sectors/2048 - 2) / int64(n) // MiB; 2 MiB left for the GPT at both ends
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&script, "size=%d, type=linux\n", each)
+		fmt.Fprintf(&script, "size=%dMiB, type=linux\n", each)
 	}
 	cmd := execCommand("sfdisk", "-q", disk)
 	cmd.Stdin = strings.NewReader(script.String())

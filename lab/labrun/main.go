@@ -4,6 +4,14 @@
 // namespaces and generous copy limits, virtio disks, LVM and ZFS.
 //
 //	labrun -work DIR [-kernel KV] [-nvme=true] [-vdisks N] [-timeout 10m] [-fwd 8009:8009]
+//	       [-disk name=dlog,size=512M,bs=512,log] [-nvme-extra nsid=5,size=256M,bs=512,ms=8,pi=1,log]
+//
+// -disk adds a virtio disk the guest finds by its serial (the name); -nvme-extra adds a
+// namespace to the NVMe controller. bs sets the logical and physical block size; ms and pi
+// format a namespace with metadata and protection information; log puts the disk behind
+// QEMU's blklogwrites driver with its write cache on: every write and every cache flush the
+// guest sends is appended, in dm-log-writes format, to work/<name>.log, which the guest reads
+// at /mnt/host/<name>.log to check that a flush follows the last write.
 //
 // A missing /dev/kvm is never an error. On failure, the tail of the guest console is printed.
 package main
@@ -40,6 +48,9 @@ func main() {
 	fwd := flag.String("fwd", "", "forward host ports to the guest: host:guest[,host:guest…] (needs user networking)")
 	hostname := flag.String("hostname", "pve1", "guest host name")
 	verbose := flag.Bool("v", false, "stream the guest console")
+	var extraDisks, extraNS specs
+	flag.Var(&extraDisks, "disk", "extra virtio disk: name=N,size=S[,bs=512|4096][,log] (repeatable)")
+	flag.Var(&extraNS, "nvme-extra", "extra NVMe namespace: nsid=N,size=S[,bs=…][,ms=8,pi=1][,log] (repeatable; needs -nvme)")
 	flag.Parse()
 	if *work == "" {
 		fmt.Fprintln(os.Stderr, "labrun: -work is required")
@@ -75,11 +86,46 @@ func main() {
 			args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=ns%d,format=raw,cache=unsafe,aio=threads", img, i),
 				"-device", fmt.Sprintf("nvme-ns,drive=ns%d,bus=nvme0,nsid=%d,mssrl=65535,mcl=1048576,msrc=127", i, i))
 		}
+		for _, sp := range extraNS {
+			nsid := get(sp, "nsid", "")
+			if nsid == "" {
+				fmt.Fprintf(os.Stderr, "labrun: -nvme-extra %v needs nsid=\n", sp)
+				os.Exit(2)
+			}
+			name := "ns" + nsid
+			node, props := backend(w, name, sp, &args)
+			dev := fmt.Sprintf("nvme-ns,drive=%s%s,bus=nvme0,nsid=%s,mssrl=65535,mcl=1048576,msrc=127%s", node, props, nsid, blockSizes(sp))
+			if ms := get(sp, "ms", ""); ms != "" {
+				dev += ",ms=" + ms + ",pi=" + get(sp, "pi", "0")
+			}
+			args = append(args, "-device", dev)
+		}
+	} else if len(extraNS) > 0 {
+		fmt.Fprintln(os.Stderr, "labrun: -nvme-extra needs -nvme")
+		os.Exit(2)
 	}
 	for i := 1; i <= *vdisks; i++ {
 		img := filepath.Join(w, fmt.Sprintf("vd%d.img", i))
 		must(ensureImage(img, *vdiskSize))
-		args = append(args, "-drive", fmt.Sprintf("file=%s,if=virtio,format=raw,cache=unsafe,aio=threads", img))
+		// An explicit device, not if=virtio: QEMU places if=virtio drives after every -device,
+		// and vda, vdb must stay these disks whatever -disk adds.
+		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=vd%d,format=raw,cache=unsafe,aio=threads", img, i),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=vd%d", i))
+	}
+	for _, sp := range extraDisks {
+		name := get(sp, "name", "")
+		if name == "" {
+			fmt.Fprintf(os.Stderr, "labrun: -disk %v needs name=\n", sp)
+			os.Exit(2)
+		}
+		node, props := backend(w, name, sp, &args)
+		if props != "" {
+			// virtio-blk merges requests up to IOV_MAX buffers; blklogwrites adds two for
+			// the log entry and its write then fails (EIO in the guest, seen as LIO's
+			// XCOPY writes failing on a logged disk).
+			props += ",request-merging=off"
+		}
+		args = append(args, "-device", fmt.Sprintf("virtio-blk-pci,drive=%s%s,serial=%s%s", node, props, name, blockSizes(sp)))
 	}
 	if *fwd != "" {
 		var rules []string
@@ -139,6 +185,59 @@ func main() {
 		}
 		os.Exit(rc)
 	}
+}
+
+// specs is a repeatable flag of comma-separated key=value lists ("log" alone is log=1).
+type specs []map[string]string
+
+func (s *specs) String() string { return fmt.Sprint(*s) }
+
+func (s *specs) Set(v string) error {
+	m := map[string]string{}
+	for _, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			val = "1"
+		}
+		m[k] = val
+	}
+	*s = append(*s, m)
+	return nil
+}
+
+func get(m map[string]string, k, d string) string {
+	if v, ok := m[k]; ok {
+		return v
+	}
+	return d
+}
+
+// blockSizes is the device properties for bs= (logical and physical alike).
+func blockSizes(sp map[string]string) string {
+	if bs := get(sp, "bs", ""); bs != "" {
+		return ",logical_block_size=" + bs + ",physical_block_size=" + bs
+	}
+	return ""
+}
+
+// backend adds the block node for an extra disk or namespace and returns its node name and
+// the device properties it needs: a raw image (scratch, flushes ignored), or with log the
+// image behind blklogwrites with a fresh log and the device's write cache on, so the guest
+// sends flushes and they reach the log.
+func backend(w, name string, sp map[string]string, args *[]string) (string, string) {
+	img := filepath.Join(w, name+".img")
+	must(ensureImage(img, get(sp, "size", "1G")))
+	if get(sp, "log", "") == "" {
+		*args = append(*args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw,cache=unsafe,aio=threads", img, name))
+		return name, ""
+	}
+	logf := filepath.Join(w, name+".log")
+	must(os.WriteFile(logf, nil, 0o644)) // a new log each boot
+	*args = append(*args,
+		"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-img,aio=threads", img, name),
+		"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-log", logf, name),
+		"-blockdev", fmt.Sprintf("driver=blklogwrites,node-name=%s,file=%s-img,log=%s-log,log-sector-size=512", name, name, name))
+	return name, ",write-cache=on"
 }
 
 func rcString(rc int) string {

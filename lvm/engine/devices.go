@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pvesnap/pvesnap/ioctl/blk"
 	"github.com/pvesnap/pvesnap/ioctl/dm"
 	"github.com/pvesnap/pvesnap/ioctl/nvme"
 	"github.com/pvesnap/pvesnap/ioctl/scsi"
@@ -49,7 +48,8 @@ type Device struct {
 	Controllers []string // /dev/nvmeX of the subsystem's controllers
 	Ctrl        *nvme.Controller
 	NS          *nvme.Namespace
-	PIF         uint8
+	PIF         uint8 // protection information format of the LBA format in use (0: 16-bit guard)
+	STS         uint8 // storage tag bits in its reference tags
 	WWID        string
 
 	// Err is why the device could not be identified (it is then copied by the host).
@@ -171,6 +171,7 @@ func identifyNVMe(ctx context.Context, roots Roots, link string, d *Device) {
 	d.NS = &ns
 	if nvmNS, err := ctrl.IdentifyNVMNamespace(ctx, d.NSID); err == nil {
 		d.PIF = nvmNS.PIF(ns.FormatIndex())
+		d.STS = nvmNS.STS(ns.FormatIndex())
 	}
 	if d.BlockSize == 0 {
 		d.BlockSize = int(ns.BlockSize())
@@ -255,17 +256,6 @@ func devOf(f *os.File) (dm.Dev, error) {
 		return dm.Dev{}, fmt.Errorf("%s is not a block device", f.Name())
 	}
 	return statDev(fi)
-}
-
-// flushDevice writes back and drops the page cache of a device path (ignoring what cannot be
-// opened: the caller reports failures of the copy itself).
-func flushDevice(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return blk.FlushBuffers(f)
 }
 
 // Offload reports whether the device can copy inside the storage at all, with the reason

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pvesnap/pvesnap/ioctl/blk"
 	"github.com/pvesnap/pvesnap/ioctl/dm"
+	"github.com/pvesnap/pvesnap/lvm"
 )
 
 // Options tune a copy.
@@ -24,8 +25,8 @@ type Options struct {
 	// HostChunk and HostInFlight shape the host copy (default 8 MiB, 8 in flight).
 	HostChunk    int64
 	HostInFlight int
-	// OffloadInFlight bounds offload commands in flight per device pair (further bounded by
-	// what the device reports).
+	// OffloadInFlight bounds offload commands in flight per destination LU (further bounded
+	// by what the LU reports).
 	OffloadInFlight int
 	// Progress is called about once a second and at the end with bytes done and total.
 	Progress func(done, total int64)
@@ -34,6 +35,10 @@ type Options struct {
 	Roots  Roots
 	Proc   string
 	Tables dm.TableReader // nil: /dev/mapper/control
+	// LVMLockDir is LVM's locking_dir (default /run/lock/lvm).
+	LVMLockDir string
+
+	io devIO // nil: the real devices
 }
 
 func (o *Options) defaults() {
@@ -58,6 +63,12 @@ func (o *Options) defaults() {
 	if o.Proc == "" {
 		o.Proc = "/proc"
 	}
+	if o.LVMLockDir == "" {
+		o.LVMLockDir = lvm.LockDir
+	}
+	if o.io == nil {
+		o.io = sysIO{}
+	}
 }
 
 // Endpoint is a device (or file) and a byte offset in it.
@@ -69,9 +80,10 @@ type Endpoint struct {
 // Result reports what a copy did.
 type Result struct {
 	Bytes      int64
-	Offloaded  int64 // bytes copied inside the storage
-	HostCopied int64 // bytes read and written by the host
+	Offloaded  int64 // bytes copied inside the storage (and not copied again)
+	HostCopied int64 // bytes read and written by the host (second copies included)
 	Zeroed     int64 // bytes written as BLKZEROOUT instead of data
+	Redone     int64 // bytes copied a second time, through the host, after a deferred error or a mapping change
 	Methods    []string
 	Fallbacks  []string
 	Duration   time.Duration
@@ -80,6 +92,10 @@ type Result struct {
 // ErrBusy is returned when the destination is mounted, held by another device or open.
 var ErrBusy = errors.New("destination in use")
 
+// ErrNotDurable is returned when the destination could not be flushed to stable media: the
+// bytes were written, but a power loss could still take them.
+var ErrNotDurable = errors.New("copy not on stable media")
+
 // Copy copies the whole of src to the start of dst (dst must be at least as large).
 func Copy(ctx context.Context, src, dst string, o Options) (*Result, error) {
 	return CopyRange(ctx, Endpoint{Path: src}, Endpoint{Path: dst}, 0, o)
@@ -87,14 +103,13 @@ func Copy(ctx context.Context, src, dst string, o Options) (*Result, error) {
 
 // file is one side of the copy.
 type file struct {
-	path    string
-	f       *os.File
-	block   bool
-	dev     dm.Dev
-	size    int64
-	bs      int
-	direct  bool
-	extents []dm.Extent
+	path   string
+	f      *os.File
+	block  bool
+	dev    dm.Dev
+	size   int64
+	bs     int
+	direct bool
 }
 
 func openSide(path string, write bool) (*file, error) {
@@ -175,34 +190,15 @@ func CopyRange(ctx context.Context, src, dst Endpoint, length int64, o Options) 
 	case length%int64(s.bs) != 0 || src.Offset%int64(s.bs) != 0 || dst.Offset%int64(s.bs) != 0:
 		return nil, fmt.Errorf("range %d+%d not aligned to the %d-byte block size", src.Offset, length, s.bs)
 	}
-	res := &Result{Bytes: length}
-	c := &copier{o: o, s: s, d: d, res: res, total: length}
-	if d.block {
-		wz := readTrim(o.Roots.sys("dev", "block", d.dev.String(), "queue", "write_zeroes_max_bytes"))
-		c.zeroOut.Store(wz != "" && wz != "0")
+	c := newCopier(o, s, d, length)
+	if err := c.copy(ctx, src.Offset, dst.Offset, length); err != nil {
+		return c.res, err
 	}
-	// The array copies what it has: dirty pages of the source must reach it first.
-	if s.block {
-		if err := blk.FlushBuffers(s.f); err != nil {
-			o.Log("flushing source cache: %v", err)
-		}
-	}
-	plan := c.plan(ctx, src.Offset, dst.Offset, length)
-	if err := c.run(ctx, plan); err != nil {
-		return res, err
-	}
-	c.finish(ctx)
-	if o.Verify {
-		if err := c.verify(ctx, src.Offset, dst.Offset, length); err != nil {
-			return res, err
-		}
-		o.Log("verified: destination equals source (%s)", human(length))
-	}
-	res.Duration = time.Since(start)
+	c.res.Duration = time.Since(start)
 	if o.Progress != nil {
 		o.Progress(length, length)
 	}
-	return res, nil
+	return c.res, nil
 }
 
 // chunk is a piece of the copy with its method.
@@ -211,23 +207,44 @@ type chunk struct {
 	length         int64
 	pair           *pair  // nil: host copy
 	srcLBA, dstLBA uint64 // physical, in device blocks (offload only)
+	lu             *lu    // the destination LU (nil when unknown: files, unresolved layers)
+	redo           bool   // a second copy: its bytes are already counted in the progress
+	rec            *record
 }
 
 type copier struct {
 	o      Options
+	io     devIO
 	s, d   *file
 	res    *Result
 	total  int64
 	done   atomic.Int64
 	mu     sync.Mutex
+	tables dm.TableReader
+	ctl    *dm.Control // opened for this copy (nil when Options.Tables serves)
 	pairs  map[[2]dm.Dev]*pair
 	devs   map[dm.Dev]*Device
-	offDev map[*Device]bool // destination devices written by offload: sync their cache
+	lus    map[string]*lu
+	guard  *guard
+	// mapChanged: the guard saw a change (said once in the log).
+	mapChanged bool
+	// layers are the device-mapper devices under the destination (page caches to drop).
+	layers map[dm.Dev]dm.Layer
 	// zeroOut: all-zero pieces go to the destination as BLKZEROOUT. Only where the device
 	// zeroes without data (WRITE SAME, NVMe Write Zeroes): elsewhere the kernel writes zero
 	// pages itself, one synchronous request at a time, slower than the copy's own writes.
 	// Turned off (and said in the log) when BLKZEROOUT fails: the rest goes as data.
 	zeroOut atomic.Bool
+}
+
+func newCopier(o Options, s, d *file, length int64) *copier {
+	c := &copier{o: o, io: o.io, s: s, d: d, res: &Result{Bytes: length}, total: length,
+		pairs: map[[2]dm.Dev]*pair{}, devs: map[dm.Dev]*Device{}, lus: map[string]*lu{}}
+	if d.block {
+		wz := readTrim(o.Roots.sys("dev", "block", d.dev.String(), "queue", "write_zeroes_max_bytes"))
+		c.zeroOut.Store(wz != "" && wz != "0")
+	}
+	return c
 }
 
 func (c *copier) addDone(n int64) { c.done.Add(n) }
@@ -240,45 +257,158 @@ func (c *copier) note(list *[]string, format string, args ...any) {
 	c.o.Log("%s", msg)
 }
 
-// plan splits the range into chunks, each offloaded or copied by the host.
-func (c *copier) plan(ctx context.Context, srcOff, dstOff, length int64) []chunk {
-	host := func(reason string) []chunk {
+// copy plans, copies, copies again what a deferred error or a mapping change made suspect,
+// and flushes the destination to stable media.
+func (c *copier) copy(ctx context.Context, srcOff, dstOff, length int64) error {
+	// The array copies what it has: dirty pages of the source must reach it first.
+	if c.s.block {
+		if err := c.io.dropCache(c.s.f); err != nil {
+			c.o.Log("flushing source cache: %v", err)
+		}
+	}
+	plan, release, err := c.prepare(ctx, srcOff, dstOff, length)
+	if c.ctl != nil {
+		defer c.ctl.Close()
+	}
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := c.run(ctx, plan); err != nil {
+		return err
+	}
+	if why := c.guard.check(); why != "" {
+		c.mappingChanged(why)
+	}
+	for round := 0; ; round++ {
+		if err := c.redo(ctx); err != nil {
+			return err
+		}
+		err := c.flushLUs(ctx)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errRedo) || round >= 2 {
+			return fmt.Errorf("%w: %w", ErrNotDurable, err)
+		}
+	}
+	release() // the LVs may move again: every offload command has completed
+	if err := c.syncDestination(); err != nil {
+		return err
+	}
+	c.dropCaches()
+	if c.o.Verify {
+		if err := c.verify(ctx, srcOff, dstOff, length); err != nil {
+			return err
+		}
+		c.o.Log("verified: destination equals source (%s)", human(length))
+	}
+	return nil
+}
+
+// prepare resolves both sides, refuses overlapping ones and splits the range into chunks,
+// each offloaded or copied by the host. When some are offloaded it holds LVM's read lock on
+// the volume groups involved until release.
+func (c *copier) prepare(ctx context.Context, srcOff, dstOff, length int64) ([]chunk, func(), error) {
+	nothing := func() {}
+	host := func(reason string) ([]chunk, func(), error) {
 		c.note(&c.res.Methods, "copy method: host copy of %s (%s)", human(length), reason)
-		return []chunk{{srcOff: srcOff, dstOff: dstOff, length: length}}
+		return []chunk{{srcOff: srcOff, dstOff: dstOff, length: length}}, nothing, nil
+	}
+	if !c.s.block || !c.d.block {
+		return host("not block devices")
+	}
+	c.tables = c.o.Tables
+	if c.tables == nil {
+		ctl, err := dm.OpenControl("")
+		if err != nil {
+			if err := c.checkOverlap(nil, err, nil, err, srcOff, dstOff, length); err != nil {
+				return nil, nothing, err
+			}
+			return host("device-mapper unavailable: " + err.Error())
+		}
+		c.ctl = ctl
+		c.tables = ctl
+	}
+	resolve := func() (*dm.Resolver, []dm.Extent, error, []dm.Extent, error) {
+		r := &dm.Resolver{Tables: c.tables, Sys: c.o.Roots.Sys, Layers: map[dm.Dev]dm.Layer{}}
+		sx, errS := r.Resolve(c.s.dev, uint64(srcOff/512), uint64(length/512))
+		dx, errD := r.Resolve(c.d.dev, uint64(dstOff/512), uint64(length/512))
+		return r, sx, errS, dx, errD
+	}
+	r, sx, errS, dx, errD := resolve()
+	if err := c.checkOverlap(sx, errS, dx, errD, srcOff, dstOff, length); err != nil {
+		return nil, nothing, err
 	}
 	switch {
 	case c.o.ForceHost:
 		return host("host copy forced")
-	case !c.s.block || !c.d.block:
-		return host("not block devices")
+	case errS != nil:
+		return host("source: " + errS.Error())
+	case errD != nil:
+		return host("destination: " + errD.Error())
 	}
-	tables := c.o.Tables
-	if tables == nil {
-		ctl, err := dm.OpenControl("")
-		if err != nil {
-			return host("device-mapper unavailable: " + err.Error())
+	release, err := c.lockVGs(ctx, r.Layers)
+	if err != nil {
+		return host(err.Error())
+	}
+	// Resolved again under the locks: this is the mapping the offload commands use.
+	r, sx, errS, dx, errD = resolve()
+	if err := errors.Join(errS, errD); err != nil {
+		release()
+		return host(err.Error())
+	}
+	c.guard = &guard{tables: c.tables, layers: r.Layers}
+	c.layers = map[dm.Dev]dm.Layer{}
+	for d := range c.below(c.d.dev) {
+		if l, ok := r.Layers[d]; ok {
+			c.layers[d] = l
 		}
-		defer ctl.Close()
-		tables = ctl
 	}
-	r := &dm.Resolver{Tables: tables, Sys: c.o.Roots.Sys}
-	sx, err := r.Resolve(c.s.dev, uint64(srcOff/512), uint64(length/512))
-	if err != nil {
-		return host("source: " + err.Error())
+	if l, ok := r.Layers[c.d.dev]; ok {
+		c.layers[c.d.dev] = l
 	}
-	dx, err := r.Resolve(c.d.dev, uint64(dstOff/512), uint64(length/512))
-	if err != nil {
-		return host("destination: " + err.Error())
-	}
-	c.pairs = map[[2]dm.Dev]*pair{}
-	c.devs = map[dm.Dev]*Device{}
-	c.offDev = map[*Device]bool{}
 	var out []chunk
+	offload := false
 	for _, run := range intersect(sx, dx, uint64(srcOff/512), uint64(dstOff/512)) {
-		p := c.pairFor(ctx, run.src, run.dst)
-		out = append(out, p.split(run, int64(c.s.bs))...)
+		p := c.pairFor(ctx, run)
+		chunks := p.split(ctx, c, run)
+		for _, ch := range chunks {
+			offload = offload || ch.pair != nil
+		}
+		out = append(out, chunks...)
 	}
-	return out
+	if !offload {
+		release() // nothing bypasses device-mapper: LVM may change what it likes
+		release = nothing
+	}
+	return out, release, nil
+}
+
+// errRedo: a flush reported a deferred error; what it covers was marked for a second copy.
+var errRedo = errors.New("deferred error on flush")
+
+// mappingChanged stops offloading (the guard keeps answering with the change) and marks
+// everything offloaded so far for a second copy through the host: device-mapper now maps the
+// LVs elsewhere than the commands wrote. Called again after the last command, it marks what
+// completed in between.
+func (c *copier) mappingChanged(why string) {
+	for _, l := range c.lus {
+		l.mu.Lock()
+		for _, r := range l.records {
+			if r.offloaded {
+				r.suspect = true
+			}
+		}
+		l.mu.Unlock()
+	}
+	c.mu.Lock()
+	first := !c.mapChanged
+	c.mapChanged = true
+	c.mu.Unlock()
+	if first {
+		c.note(&c.res.Fallbacks, "the mapping changed during the copy (%s): offload stopped; what was offloaded is copied again through the host", why)
+	}
 }
 
 // run copies the planned chunks: offload chunks through their pairs' workers, host chunks
@@ -318,7 +448,13 @@ func (c *copier) run(ctx context.Context, plan []chunk) error {
 	}
 	stopProg := c.progress()
 	defer stopProg()
-	// Offload queues per pair.
+	toHost := func(ch chunk) {
+		ch.pair = nil
+		select {
+		case hostQ <- ch:
+		case <-ctx.Done():
+		}
+	}
 	queues := map[*pair]chan chunk{}
 	var offWG sync.WaitGroup
 	for _, ch := range plan {
@@ -329,9 +465,9 @@ func (c *copier) run(ctx context.Context, plan []chunk) error {
 		queues[ch.pair] = q
 		for i := 0; i < ch.pair.inFlight; i++ {
 			offWG.Add(1)
-			go func(p *pair, slot int) {
+			go func(p *pair) {
 				defer offWG.Done()
-				w, err := p.worker(slot)
+				w, err := p.worker(c)
 				if err != nil {
 					p.disable(c, fmt.Sprintf("cannot open %s for offload: %v", p.dst.Path, err))
 				}
@@ -342,35 +478,27 @@ func (c *copier) run(ctx context.Context, plan []chunk) error {
 					if ctx.Err() != nil {
 						continue
 					}
-					if w != nil && !p.disabled() {
-						err := w.copy(ctx, ch)
-						if err == nil {
-							c.mu.Lock()
-							c.res.Offloaded += ch.length
-							c.mu.Unlock()
-							c.addDone(ch.length)
-							continue
-						}
-						if ctx.Err() != nil {
-							continue
-						}
-						p.disable(c, err.Error())
+					if w == nil || p.disabled() {
+						toHost(ch)
+						continue
 					}
-					select {
-					case hostQ <- ch: // fall back for this chunk (and, disabled, for the rest)
-					case <-ctx.Done():
+					if !c.offload(ctx, p, w, &ch) && ctx.Err() == nil {
+						toHost(ch)
 					}
 				}
-			}(ch.pair, i)
+			}(ch.pair)
 		}
 	}
 	for _, ch := range plan {
-		q := hostQ
-		if ch.pair != nil {
-			q = queues[ch.pair]
+		if ch.pair == nil {
+			select {
+			case hostQ <- ch:
+			case <-ctx.Done():
+			}
+			continue
 		}
 		select {
-		case q <- ch:
+		case queues[ch.pair] <- ch:
 		case <-ctx.Done():
 		}
 	}
@@ -386,6 +514,89 @@ func (c *copier) run(ctx context.Context, plan []chunk) error {
 	default:
 	}
 	return ctx.Err()
+}
+
+// offload sends one chunk's command; false sends the chunk to the host instead.
+func (c *copier) offload(ctx context.Context, p *pair, w offloadWorker, ch *chunk) bool {
+	if why := c.guard.check(); why != "" {
+		c.mappingChanged(why)
+		return false
+	}
+	if err := ch.lu.acquire(ctx); err != nil {
+		return false
+	}
+	ch.rec = ch.lu.start(*ch)
+	err := w.copy(ctx, *ch)
+	ch.lu.release()
+	if err == nil {
+		p.succeeded()
+		ch.lu.mu.Lock()
+		ch.lu.offloaded = true
+		ch.rec.offloaded = true
+		ch.lu.mu.Unlock()
+		c.mu.Lock()
+		c.res.Offloaded += ch.length
+		c.mu.Unlock()
+		c.addDone(ch.length)
+		return true
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	switch {
+	case isDeferred(err):
+		n, seen := ch.lu.deferredError()
+		c.note(&c.res.Fallbacks, "deferred error on %s (%v): the %d piece(s) written to it before are copied again through the host",
+			ch.lu.key, err, n)
+		if seen >= 3 {
+			p.disable(c, fmt.Sprintf("%d deferred errors on %s", seen, ch.lu.key))
+		}
+		ch.lu.mu.Lock()
+		ch.rec.suspect = false // copied by the host now, not again
+		ch.lu.mu.Unlock()
+	case permanent(err):
+		p.disable(c, err.Error())
+	default:
+		p.failed(c, err)
+	}
+	return false
+}
+
+// redo copies again, through the host, every piece marked suspect (by a deferred error or a
+// mapping change), and forgets the marks.
+func (c *copier) redo(ctx context.Context) error {
+	var plan []chunk
+	for _, l := range c.lus {
+		l.mu.Lock()
+		for _, r := range l.records {
+			if !r.suspect {
+				continue
+			}
+			r.suspect = false
+			ch := r.ch
+			ch.pair, ch.redo, ch.rec = nil, true, r
+			plan = append(plan, ch)
+			if r.offloaded {
+				r.offloaded = false
+				c.res.Offloaded -= ch.length
+			}
+			c.res.Redone += ch.length
+		}
+		l.mu.Unlock()
+	}
+	if len(plan) == 0 {
+		return nil
+	}
+	c.o.Log("copying %d piece(s) (%s) again through the host", len(plan), human(sumLen(plan)))
+	return c.run(ctx, plan)
+}
+
+func sumLen(cs []chunk) int64 {
+	var n int64
+	for _, ch := range cs {
+		n += ch.length
+	}
+	return n
 }
 
 func (c *copier) progress() func() {
@@ -408,26 +619,58 @@ func (c *copier) progress() func() {
 	return func() { close(stop) }
 }
 
-// finish makes the result visible to the host: the storage's write cache flushed, and the
-// page caches of the destination (and its physical devices) dropped, since the array wrote
-// behind the kernel's back.
-func (c *copier) finish(ctx context.Context) {
-	if c.d.block && c.res.Offloaded > 0 {
-		for dev := range c.offDev {
-			if err := dev.syncCache(ctx); err != nil {
-				c.o.Log("cache flush on %s: %v", dev.Path, err)
-			}
-			if err := flushDevice(dev.Path); err != nil {
-				c.o.Log("dropping page cache of %s: %v", dev.Path, err)
-			}
+// syncDestination makes the host's writes durable: fsync on a block device is blkdev_fsync,
+// which sends the device a cache flush (REQ_PREFLUSH: SYNCHRONIZE CACHE, NVMe Flush), down
+// through every device-mapper layer; BLKFLSBUF only writes back and drops the page cache.
+func (c *copier) syncDestination() error {
+	if err := c.io.fsync(c.d.f); err != nil {
+		return fmt.Errorf("flushing %s: %v: %w", c.d.path, err, ErrNotDurable)
+	}
+	c.o.Log("flushed %s to stable media", c.d.path)
+	return nil
+}
+
+// dropCaches makes what the array wrote behind the kernel's back visible: the page caches of
+// the destination, of every device-mapper layer under it and of every path of every LU an
+// offload command wrote are written back and dropped.
+func (c *copier) dropCaches() {
+	var paths []string
+	seen := map[string]bool{}
+	add := func(p string) {
+		if !seen[p] {
+			seen[p] = true
+			paths = append(paths, p)
 		}
 	}
-	if c.d.block {
-		if err := blk.FlushBuffers(c.d.f); err != nil {
-			c.o.Log("dropping page cache of %s: %v", c.d.path, err)
+	for _, l := range c.lus {
+		if !l.offloaded {
+			continue
 		}
-	} else {
-		c.d.f.Sync()
+		for _, p := range l.paths {
+			add(c.devPath(p))
+		}
+		if l.mpath != (dm.Dev{}) {
+			add(c.devPath(l.mpath))
+		}
+	}
+	if len(paths) == 0 {
+		return
+	}
+	for d := range c.layers {
+		add(c.devPath(d))
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err == nil {
+			err = c.io.dropCache(f)
+			f.Close()
+		}
+		if err != nil {
+			c.o.Log("dropping page cache of %s: %v", p, err)
+		}
+	}
+	if err := c.io.dropCache(c.d.f); err != nil {
+		c.o.Log("dropping page cache of %s: %v", c.d.path, err)
 	}
 }
 
@@ -446,9 +689,9 @@ func human(n int64) string {
 
 // run of identical mapping: src and dst physical extents aligned.
 type mappedRun struct {
-	src, dst       dm.Dev
-	srcSec, dstSec uint64 // physical sectors
-	logSrc, logDst uint64 // logical sectors (in the endpoints)
+	src, dst       dm.Extent // the extents the run lies in
+	srcSec, dstSec uint64    // physical sectors
+	logSrc, logDst uint64    // logical sectors (in the endpoints)
 	sectors        uint64
 }
 
@@ -462,7 +705,7 @@ func intersect(sx, dx []dm.Extent, srcBase, dstBase uint64) []mappedRun {
 		aOff := pos - (a.Start - srcBase) // position inside extent a
 		bOff := pos - (b.Start - dstBase)
 		n := min(a.Length-aOff, b.Length-bOff)
-		out = append(out, mappedRun{src: a.Dev, dst: b.Dev, srcSec: a.DevStart + aOff, dstSec: b.DevStart + bOff,
+		out = append(out, mappedRun{src: a, dst: b, srcSec: a.DevStart + aOff, dstSec: b.DevStart + bOff,
 			logSrc: srcBase + pos, logDst: dstBase + pos, sectors: n})
 		pos += n
 		if aOff+n == a.Length {

@@ -20,19 +20,24 @@ func TestIntersect(t *testing.T) {
 	dx := []dm.Extent{{Start: 0, Length: 30, Dev: dev(8, 16), DevStart: 2048}, {Start: 30, Length: 100, Dev: dev(8, 32), DevStart: 0},
 		{Start: 130, Length: 20, Dev: dev(8, 16), DevStart: 9000}}
 	got := intersect(sx, dx, 0, 0)
-	want := []mappedRun{
-		{src: dev(8, 0), dst: dev(8, 16), srcSec: 1000, dstSec: 2048, logSrc: 0, logDst: 0, sectors: 30},
-		{src: dev(8, 0), dst: dev(8, 32), srcSec: 1030, dstSec: 0, logSrc: 30, logDst: 30, sectors: 70},
-		{src: dev(8, 0), dst: dev(8, 32), srcSec: 5000, dstSec: 70, logSrc: 100, logDst: 100, sectors: 30},
-		{src: dev(8, 0), dst: dev(8, 16), srcSec: 5030, dstSec: 9000, logSrc: 130, logDst: 130, sectors: 20},
+	type run struct {
+		src, dst                                dm.Dev
+		srcSec, dstSec, logSrc, logDst, sectors uint64
+	}
+	want := []run{
+		{dev(8, 0), dev(8, 16), 1000, 2048, 0, 0, 30},
+		{dev(8, 0), dev(8, 32), 1030, 0, 30, 30, 70},
+		{dev(8, 0), dev(8, 32), 5000, 70, 100, 100, 30},
+		{dev(8, 0), dev(8, 16), 5030, 9000, 130, 130, 20},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%+v", got)
 	}
 	var total uint64
 	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("run %d: %+v, want %+v", i, got[i], want[i])
+		g := run{got[i].src.Dev, got[i].dst.Dev, got[i].srcSec, got[i].dstSec, got[i].logSrc, got[i].logDst, got[i].sectors}
+		if g != want[i] {
+			t.Errorf("run %d: %+v, want %+v", i, g, want[i])
 		}
 		total += got[i].sectors
 	}
@@ -47,9 +52,11 @@ func TestIntersect(t *testing.T) {
 }
 
 func TestSplitRespectsLimits(t *testing.T) {
-	p := &pair{method: "xcopy", segBlocks: 65535, segsPerCmd: 1, maxBlocks: 65535, bs: 512}
-	r := mappedRun{srcSec: 0, dstSec: 2048, logSrc: 0, logDst: 0, sectors: 200000}
-	chunks := p.split(r, 512)
+	w := newWorld(t)
+	c := w.copier(&file{}, &file{}, Options{})
+	p := &pair{method: "xcopy", segBlocks: 65535, segsPerCmd: 1, maxBlocks: 65535, granBlocks: 1, bs: 512, src: &Device{}, dst: &Device{}}
+	r := mappedRun{dst: dm.Extent{Dev: dev(8, 16)}, srcSec: 0, dstSec: 2048, logSrc: 0, logDst: 0, sectors: 200000}
+	chunks := p.split(context.Background(), c, r)
 	var total int64
 	for i, c := range chunks {
 		if c.length > 65535*512 {
@@ -64,8 +71,8 @@ func TestSplitRespectsLimits(t *testing.T) {
 		t.Fatalf("%d chunks, %d bytes", len(chunks), total)
 	}
 	// 4 KiB blocks: LBAs count device blocks, not sectors.
-	p4 := &pair{method: "nvme", segBlocks: 256, segsPerCmd: 4, maxBlocks: 1024, bs: 4096}
-	c4 := p4.split(mappedRun{srcSec: 800, dstSec: 8, sectors: 8 * 2048}, 4096)
+	p4 := &pair{method: "nvme", segBlocks: 256, segsPerCmd: 4, maxBlocks: 1024, granBlocks: 1, bs: 4096, src: &Device{}, dst: &Device{}}
+	c4 := p4.split(context.Background(), c, mappedRun{dst: dm.Extent{Dev: dev(8, 16)}, srcSec: 800, dstSec: 8, sectors: 8 * 2048})
 	if len(c4) != 2 || c4[0].srcLBA != 100 || c4[0].dstLBA != 1 || c4[1].srcLBA != 1124 || c4[0].length != 1024*4096 {
 		t.Fatalf("%+v", c4)
 	}

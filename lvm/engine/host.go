@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/pvesnap/pvesnap/ioctl"
-	"github.com/pvesnap/pvesnap/ioctl/blk"
 	"github.com/pvesnap/pvesnap/ioctl/dm"
 )
 
@@ -48,6 +47,9 @@ func allZero(b []byte) bool {
 // BLKZEROOUT where the destination zeroes without data (copier.zeroOut).
 func (h *hostWorker) copy(ctx context.Context, ch chunk) error {
 	c := h.c
+	if ch.lu != nil && ch.rec == nil {
+		ch.rec = ch.lu.start(ch) // a deferred error reported from now on covers it
+	}
 	for done := int64(0); done < ch.length; {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -59,7 +61,7 @@ func (h *hostWorker) copy(ctx context.Context, ch chunk) error {
 		}
 		zeroed := false
 		if c.zeroOut.Load() && allZero(b) {
-			if err := blk.ZeroOut(c.d.f, ch.dstOff+done, n); err == nil {
+			if err := c.io.zeroOut(c.d.f, ch.dstOff+done, n); err == nil {
 				zeroed = true
 			} else if c.zeroOut.CompareAndSwap(true, false) {
 				c.o.Log("zeroing on %s failed (%v): zero ranges are written as data from here on", c.d.path, err)
@@ -77,7 +79,9 @@ func (h *hostWorker) copy(ctx context.Context, ch chunk) error {
 			c.res.HostCopied += n
 		}
 		c.mu.Unlock()
-		c.addDone(n)
+		if !ch.redo {
+			c.addDone(n)
+		}
 		done += n
 	}
 	return nil

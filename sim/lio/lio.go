@@ -117,15 +117,16 @@ type Target struct {
 func (l *LIO) CreateTarget(id int) (*Target, error) {
 	wwn := fmt.Sprintf("naa.5001405%09x", id)
 	p := filepath.Join(l.Root, "loopback", wwn, "tpgt_1")
+	// tcm_loop adds the SCSI host when the WWN's directory is made: list the hosts before.
+	before := hosts()
 	if err := os.MkdirAll(p, 0o755); err != nil {
 		return nil, err
 	}
-	before := hosts()
 	if err := write(filepath.Join(p, "nexus"), fmt.Sprintf("naa.5001405%09x", id+0x800000)); err != nil {
 		return nil, err
 	}
 	t := &Target{l: l, WWN: wwn, path: p, luns: map[string]int{}}
-	for i := 0; i < 50 && t.Host == ""; i++ {
+	for i := 0; i < 250 && t.Host == ""; i++ {
 		for _, h := range hosts() {
 			if !slices.Contains(before, h) {
 				t.Host = h
@@ -146,7 +147,8 @@ func hosts() []string {
 }
 
 // Map exports lun as LUN number n; the kernel adds the sd device at once (tcm_loop scans on
-// link). It returns the block device once it shows up.
+// link). It returns the block device once it shows up: the one behind this target's SCSI
+// host, so that a LUN mapped through two targets gives its two paths.
 func (t *Target) Map(lun *LUN, n int) (string, error) {
 	d := filepath.Join(t.path, "lun", fmt.Sprintf("lun_%d", n))
 	if err := os.MkdirAll(d, 0o755); err != nil {
@@ -156,7 +158,34 @@ func (t *Target) Map(lun *LUN, n int) (string, error) {
 		return "", err
 	}
 	t.luns[lun.Name] = n
-	return WaitForNAA(lun.NAA, 10*time.Second)
+	if t.Host == "" {
+		return WaitForNAA(lun.NAA, 10*time.Second)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if d := findByNAAOn(lun.NAA, t.Host); d != "" {
+			return d, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no device with NAA %s on %s after 10s", lun.NAA, t.Host)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// findByNAAOn returns /dev/sdX with wwid naa.<naa> behind SCSI host host (host3), or "".
+func findByNAAOn(naa, host string) string {
+	ms, _ := filepath.Glob("/sys/block/sd*/device/wwid")
+	for _, m := range ms {
+		b, err := os.ReadFile(m)
+		if err != nil || strings.TrimSpace(string(b)) != "naa."+naa {
+			continue
+		}
+		if real, err := filepath.EvalSymlinks(filepath.Dir(m)); err == nil && strings.Contains(real, "/"+host+"/") {
+			return "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(m)))
+		}
+	}
+	return ""
 }
 
 // Unmap removes the export: the sd device disappears, as when a host connection is deleted.

@@ -189,14 +189,15 @@ func bench() ([]Case, error) {
 	const (
 		xcopy  = "pvesnap copy (EXTENDED COPY)"
 		host   = "pvesnap copy --force-host-copy"
-		dd     = "dd bs=8M iflag=direct oflag=direct"
+		dd     = "dd bs=8M iflag=direct oflag=direct conv=fsync"
 		sgx    = "sg_xcopy (sg3-utils)"
 		qemu   = "qemu-img convert -n -t none -T none -W -m 8"
 		hostHZ = "pvesnap copy --force-host-copy, half-zero source"
-		ddHZ   = "dd bs=8M iflag=direct oflag=direct, half-zero source"
+		ddHZ   = "dd bs=8M iflag=direct oflag=direct conv=fsync, half-zero source"
 	)
+	// conv=fsync: dd then ends with the same cache flush the engine's copy ends with.
 	ddCopy := func(*[][2]float64) error {
-		return run("dd", "if=/dev/vgb0/src", "of=/dev/vgb1/dst", "bs=8M", "iflag=direct", "oflag=direct", "status=none")
+		return run("dd", "if=/dev/vgb0/src", "of=/dev/vgb1/dst", "bs=8M", "iflag=direct", "oflag=direct", "conv=fsync", "status=none")
 	}
 	steps := []step{
 		{tableLV, xcopy, "inside the array", []string{sgx}, engineCopy("/dev/vgb1/dst", false)},

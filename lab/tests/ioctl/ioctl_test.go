@@ -212,7 +212,7 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 	if err := guest.WritePattern(ns[1], 11, 0, mib); err != nil {
 		t.Fatal(err)
 	}
-	if err := d1.Copy(ctx, 1, 65536, nvme.Format0, []nvme.CopyRange{{SLBA: 0, NLB: uint32(mib / lbs)}}); err != nil {
+	if err := d1.Copy(ctx, nvme.Copy{NSID: 1, SDLBA: 65536, Format: nvme.Format0, Ranges: []nvme.CopyRange{{SLBA: 0, NLB: uint32(mib / lbs)}}}); err != nil {
 		t.Fatalf("Copy format 0h: %v", err)
 	}
 	if err := d1.Flush(ctx, 1); err != nil {
@@ -227,7 +227,7 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 		many[i] = nvme.CopyRange{SLBA: uint64(i), NLB: 1}
 	}
 	var se *nvme.StatusError
-	if err := d1.Copy(ctx, 1, 100000, nvme.Format0, many); !errors.As(err, &se) || se.Status.Code() != 0x183 {
+	if err := d1.Copy(ctx, nvme.Copy{NSID: 1, SDLBA: 100000, Format: nvme.Format0, Ranges: many}); !errors.As(err, &se) || se.Status.Code() != 0x183 {
 		t.Fatalf("129 ranges: %v, want Command Size Limit Exceeded", err)
 	}
 
@@ -238,7 +238,7 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 	t.Logf("host behavior: acre %d lbafee %d cdfe %#x", hb.ACRE, hb.LBAFEE, hb.CDFE)
 	// Before CDFE is enabled, cross-namespace copy is refused (Invalid Field, DNR).
 	if hb.CDFE&(1<<2) == 0 {
-		err := d2.Copy(ctx, 2, 0, nvme.Format2, []nvme.CopyRange{{SNSID: 1, SLBA: 0, NLB: 8}})
+		err := d2.Copy(ctx, nvme.Copy{NSID: 2, SDLBA: 0, Format: nvme.Format2, Ranges: []nvme.CopyRange{{SNSID: 1, SLBA: 0, NLB: 8}}})
 		if !errors.Is(err, nvme.ErrNotSupported) {
 			t.Fatalf("format 2h without CDFE: %v", err)
 		}
@@ -266,7 +266,7 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	half := uint32(mib / lbs / 2)
-	err = d2.Copy(ctx, 2, 8192, nvme.Format2, []nvme.CopyRange{{SNSID: 1, SLBA: 0, NLB: half}, {SNSID: 3, SLBA: 0, NLB: half}})
+	err = d2.Copy(ctx, nvme.Copy{NSID: 2, SDLBA: 8192, Format: nvme.Format2, Ranges: []nvme.CopyRange{{SNSID: 1, SLBA: 0, NLB: half}, {SNSID: 3, SLBA: 0, NLB: half}}})
 	if err != nil {
 		t.Fatalf("Copy format 2h: %v", err)
 	}
@@ -278,11 +278,11 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 		t.Fatalf("format 2h, range from namespace 3: %v", err)
 	}
 	// Format 3h on a namespace without 64-bit guard PI: Invalid Format.
-	if err := d2.Copy(ctx, 2, 0, nvme.Format3, []nvme.CopyRange{{SNSID: 1, SLBA: 0, NLB: 8}}); !errors.Is(err, nvme.ErrNotSupported) {
+	if err := d2.Copy(ctx, nvme.Copy{NSID: 2, SDLBA: 0, Format: nvme.Format3, Ranges: []nvme.CopyRange{{SNSID: 1, SLBA: 0, NLB: 8}}}); !errors.Is(err, nvme.ErrNotSupported) {
 		t.Fatalf("format 3h on a pif=0 namespace: %v", err)
 	}
 	// An unknown source namespace is refused.
-	if err := d2.Copy(ctx, 2, 0, nvme.Format2, []nvme.CopyRange{{SNSID: 9, SLBA: 0, NLB: 8}}); err == nil {
+	if err := d2.Copy(ctx, nvme.Copy{NSID: 2, SDLBA: 0, Format: nvme.Format2, Ranges: []nvme.CopyRange{{SNSID: 9, SLBA: 0, NLB: 8}}}); err == nil {
 		t.Fatal("copy from namespace 9 accepted")
 	}
 	t.Log("format 2h cross-namespace copy verified")
