@@ -689,28 +689,29 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 	}
 	disks := map[string]string{}
 	taken := map[string]map[string]bool{} // per VG: LV names that exist or this restore chose
-	takenIn := func(vg string) (map[string]bool, error) {
+	// storage gives the VG of an LVM storage of this node and the LV names taken in it.
+	storage := func(sid string) (string, map[string]bool, error) {
+		vg, err := r.storageVG(sid)
+		if err != nil {
+			return "", nil, err
+		}
 		if taken[vg] == nil {
 			lvs, err := r.LVM.LVs(ctx, vg)
 			if err != nil {
-				return nil, err
+				return "", nil, err
 			}
 			taken[vg] = map[string]bool{}
 			for _, lv := range lvs {
 				taken[vg][lv.Name] = true
 			}
 		}
-		return taken[vg], nil
+		return vg, taken[vg], nil
 	}
 	sort.Slice(plans, func(a, b int) bool { return plans[a].src.Disk.Key < plans[b].src.Disk.Key })
 	for i := range plans {
 		p := &plans[i]
 		sid := spec.TargetStorage(p.src.Disk.Key, p.src.Disk.Storage)
-		vg, err := r.storageVG(sid)
-		if err != nil {
-			return err
-		}
-		names, err := takenIn(vg)
+		vg, names, err := storage(sid)
 		if err != nil {
 			return err
 		}
@@ -742,11 +743,7 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 				sid = spec.TargetStorage(plans[0].src.Disk.Key, plans[0].src.Disk.Storage) // not an LVM storage of this node: beside the first disk
 			}
 		}
-		vg, err := r.storageVG(sid)
-		if err != nil {
-			return err
-		}
-		names, err := takenIn(vg)
+		vg, names, err := storage(sid)
 		if err != nil {
 			return err
 		}
