@@ -14,6 +14,7 @@ require (
 )
 
 require (
+	github.com/anatol/smart.go v0.0.0-20260723175002-53b369c3973c // indirect
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/godbus/dbus/v5 v5.2.4 // indirect

@@ -63,6 +63,12 @@ func exec(ctx context.Context, x Executor, cdb []byte, dir Direction, data []byt
 	}
 }
 
+// Send sends a command the way this package's own are sent: transient conditions retried on
+// the same path for RetryBudget. For commands other packages build (ATA PASS-THROUGH).
+func Send(ctx context.Context, x Executor, cdb []byte, dir Direction, data []byte) (int, error) {
+	return exec(ctx, x, cdb, dir, data)
+}
+
 // Inquiry reads the standard INQUIRY data.
 func Inquiry(ctx context.Context, x Executor) (StandardInquiry, error) {
 	b := make([]byte, 96)
