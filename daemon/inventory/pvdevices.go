@@ -39,7 +39,9 @@ type Devices struct {
 	byKey map[string]*engine.Device
 }
 
-func (d *Devices) roots() engine.Roots { return engine.Roots{Sys: d.Inv.Roots.Sys, Dev: d.Inv.Roots.Dev} }
+func (d *Devices) roots() engine.Roots {
+	return engine.Roots{Sys: d.Inv.Roots.Sys, Dev: d.Inv.Roots.Dev}
+}
 
 // List describes the devices of every PV of every LVM storage the mapping holds (fresh: map
 // and ask again).

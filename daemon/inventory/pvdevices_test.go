@@ -43,11 +43,13 @@ lvm: local
 `), 0o644)
 	roots := Roots{Dev: filepath.Join(root, "dev"), Sys: filepath.Join(root, "sys")}
 	n := enginetest.NewNode(roots.Sys, roots.Dev)
-	a := &enginetest.LU{Vendor: "PURE", Product: "FlashArray", Revision: "8888", Serial: "6C1B16CE1C034D1C0000B001",
-		NAA: "624a93706c1b16ce1c034d1c0000b001", Blocks: 1 << 33, BlockSize: 512, ThirdPartyCopy: true}
-	b := *a
+	lu := func() *enginetest.LU {
+		return &enginetest.LU{Vendor: "PURE", Product: "FlashArray", Revision: "8888", Serial: "6C1B16CE1C034D1C0000B001",
+			NAA: "624a93706c1b16ce1c034d1c0000b001", Blocks: 1 << 33, BlockSize: 512, ThirdPartyCopy: true}
+	}
+	a, b := lu(), lu() // two paths to one LU: each counts what it is sent
 	n.AddLU("sdb", dm.Dev{Major: 8, Minor: 16}, a)
-	n.AddLU("sdc", dm.Dev{Major: 8, Minor: 32}, &b)
+	n.AddLU("sdc", dm.Dev{Major: 8, Minor: 32}, b)
 	n.Mapped("dm-0", "mpatha", "mpath-3"+a.NAA, dm.Dev{Major: 253}, 1<<33, "sdb", "sdc")
 	n.Partition("dm-0", "dm-1", dm.Dev{Major: 253, Minor: 1}, 2048, 1<<32)
 	os.MkdirAll(filepath.Join(roots.Dev, "mapper"), 0o755)

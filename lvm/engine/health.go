@@ -66,7 +66,9 @@ func (h *Health) unknown(note string) {
 }
 
 // Critical reports a condition worth a warning wherever the device is shown.
-func (h Health) Critical() bool { return h.State == HealthWarning || h.State == HealthFailing || h.ReadOnly }
+func (h Health) Critical() bool {
+	return h.State == HealthWarning || h.State == HealthFailing || h.ReadOnly
+}
 
 // Summary is the state with what makes it so, in one line.
 func (h Health) Summary() string {

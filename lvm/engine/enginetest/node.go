@@ -146,6 +146,13 @@ func (n *Node) AddLU(name string, d dm.Dev, lu *LU) {
 	n.mu.Unlock()
 }
 
+// LU returns the LU behind path name (sdX), nil when there is none.
+func (n *Node) LU(name string) *LU {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.luns[filepath.Join(n.Dev, name)]
+}
+
 type luHandle struct {
 	lu  *LU
 	ata *ATADisk
