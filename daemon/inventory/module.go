@@ -229,21 +229,7 @@ func (m *Module) Routes() []*api.Route {
 				if err != nil {
 					return nil, err
 				}
-				paths := make([]string, len(maps))
-				for i, s := range maps {
-					paths[i] = "/storage/" + s.Storage
-				}
-				allowed, err := c.HasOn("Datastore.Audit", paths)
-				if err != nil {
-					return nil, err
-				}
-				out := []StorageMap{}
-				for _, s := range maps {
-					if allowed["/storage/"+s.Storage] {
-						out = append(out, s)
-					}
-				}
-				return out, nil
+				return auditable(c, maps, func(s StorageMap) string { return s.Storage })
 			}},
 		{Method: "GET", Path: "/nodes/{node}/pvesnap/devices", Name: "devices",
 			Description: "The devices under each physical volume of the node's LVM storages, as they describe themselves: identity, paths, copy-offload capabilities, " +
@@ -259,23 +245,29 @@ func (m *Module) Routes() []*api.Route {
 				if err != nil {
 					return nil, err
 				}
-				paths := make([]string, len(pvs))
-				for i, p := range pvs {
-					paths[i] = "/storage/" + p.Storage
-				}
-				allowed, err := c.HasOn("Datastore.Audit", paths)
-				if err != nil {
-					return nil, err
-				}
-				out := []PVDevices{}
-				for _, p := range pvs {
-					if allowed["/storage/"+p.Storage] {
-						out = append(out, p)
-					}
-				}
-				return out, nil
+				return auditable(c, pvs, func(p PVDevices) string { return p.Storage })
 			}},
 	}
+}
+
+// auditable keeps the rows about storages the caller has Datastore.Audit on, as PVE lists a
+// node's storages.
+func auditable[T any](c *api.Call, rows []T, storage func(T) string) ([]T, error) {
+	paths := make([]string, len(rows))
+	for i, r := range rows {
+		paths[i] = "/storage/" + storage(r)
+	}
+	allowed, err := c.HasOn("Datastore.Audit", paths)
+	if err != nil {
+		return nil, err
+	}
+	out := []T{}
+	for _, r := range rows {
+		if allowed["/storage/"+storage(r)] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // String names the module in logs.
