@@ -311,7 +311,6 @@ func (id *Identifier) identifyNVMe(ctx context.Context, link string, d *Device) 
 		d.Health.unknown(d.Err.Error())
 		return
 	}
-	d.Vendor = "NVMe"
 	ctrl, err := id.Open.nvme(d.Controllers[0])
 	if err != nil {
 		d.Err = err

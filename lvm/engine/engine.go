@@ -409,7 +409,11 @@ func (c *copier) logHealth(ctx context.Context, side string, xs []dm.Extent) {
 		if d.Health.Source != "" {
 			src = " [" + d.Health.Source + "]"
 		}
-		c.o.Log("%s device %s%s: health %s%s", side, d.Name, who, d.Health.Summary(), src)
+		name := d.Name
+		if name == "" {
+			name = x.Dev.String()
+		}
+		c.o.Log("%s device %s%s: health %s%s", side, name, who, d.Health.Summary(), src)
 	}
 }
 
