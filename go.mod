@@ -3,6 +3,7 @@ module github.com/pvesnap/pvesnap
 go 1.26.0
 
 require (
+	github.com/anatol/smart.go v0.0.0-20260723175002-53b369c3973c
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/google/uuid v1.6.0
@@ -14,7 +15,6 @@ require (
 )
 
 require (
-	github.com/anatol/smart.go v0.0.0-20260723175002-53b369c3973c // indirect
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/godbus/dbus/v5 v5.2.4 // indirect
