@@ -156,9 +156,11 @@ func Identify(ctx context.Context, x Executor) (*Identity, error) {
 		id.Serial, _ = ParseUnitSerial(b)
 	}
 	if b, err := VPD(ctx, x, 0x83); err == nil {
-		if ds, err := ParseDeviceIdentification(b); err == nil {
-			id.NAA, id.HasNAA = LogicalUnitNAA(ds)
-		}
+		// The designators before a malformed one stand: LIO writes the length of its T10
+		// designator (vendor, product and unit serial) in one byte, so a unit serial longer
+		// than about 230 characters wraps it and misaligns what follows, after the NAA.
+		ds, _ := ParseDeviceIdentification(b)
+		id.NAA, id.HasNAA = LogicalUnitNAA(ds)
 	}
 	if id.Capacity, err = ReadCapacity(ctx, x); err != nil {
 		return nil, fmt.Errorf("READ CAPACITY(16): %w", err)

@@ -239,20 +239,29 @@ func TestSCSIIdentityLargeLUNAndLongSerial(t *testing.T) {
 	if bd.Err != nil || bd.Size != 4<<40 || bd.SCSI.Capacity.Bytes() != 4<<40 || bd.Serial != big.Serial || bd.SCSI.NAA.NAAHex() != big.NAA {
 		t.Fatalf("%s: size %d, serial %q, NAA %s (%v)", bigDev, bd.Size, bd.Serial, bd.SCSI.NAA.NAAHex(), bd.Err)
 	}
-	ld := engine.Identify(ctx, sysRoots, devNumber(t, longDev))
-	if ld.Err != nil || ld.Serial != longSerial || ld.SCSI.NAA.NAAHex() != long.NAA {
-		t.Fatalf("%s: serial %q (%d characters), want %d; %v", longDev, ld.Serial, len(ld.Serial), len(longSerial), ld.Err)
-	}
-	raw, err := func() ([]byte, error) {
+	vpd := func(page byte) []byte {
 		d, err := scsi.OpenRead(longDev)
 		if err != nil {
-			return nil, err
+			t.Fatal(err)
 		}
 		defer d.Close()
-		return scsi.VPD(ctx, d, 0x80)
-	}()
-	if err != nil || raw[3] != 253 {
-		t.Fatalf("VPD 80h of %s: %v, page length % x", longDev, err, raw[:4])
+		b, err := scsi.VPD(ctx, d, page)
+		if err != nil {
+			t.Fatalf("VPD %02xh of %s: %v", page, longDev, err)
+		}
+		capture(t, fmt.Sprintf("lio-longserial-vpd%02x.bin", page), b)
+		return b
+	}
+	raw, page83 := vpd(0x80), vpd(0x83)
+	_, err83 := scsi.ParseDeviceIdentification(page83)
+	t.Logf("VPD 80h page length %d; VPD 83h: %v", raw[3], err83)
+	if raw[3] != 253 {
+		t.Fatalf("VPD 80h of %s: page length % x, want 253", longDev, raw[:4])
+	}
+	ld := engine.Identify(ctx, sysRoots, devNumber(t, longDev))
+	if ld.Err != nil || ld.Serial != longSerial || ld.SCSI.NAA.NAAHex() != long.NAA {
+		t.Fatalf("%s: serial %q (%d characters, want %d), NAA %q (want %s); %v", longDev, ld.Serial, len(ld.Serial), len(longSerial),
+			ld.SCSI.NAA.NAAHex(), long.NAA, ld.Err)
 	}
 	for _, d := range []*engine.Device{bd, ld} {
 		t.Logf("%s: %s %s, %s, health %s", d.Name, d.Vendor, d.Model, d.Capabilities(), d.Health.Summary())
