@@ -503,6 +503,9 @@
                 lines.push(enc(PS.deviceLine(v)));
                 lines.push(enc(gettext('Copy offload') + ': ' + (v.copy.summary || '') +
                     (v.copy.offload ? '' : ' (' + gettext('not offloaded') + ': ' + (v.copy.reason || '') + ')')));
+                if (v.copy.cdfe_state && v.transport === 'nvme') {
+                    lines.push(enc(gettext('Cross-namespace copy') + ': ' + v.copy.cdfe_state));
+                }
                 lines.push(enc(gettext('Health')) + ': ' + PS.healthHtml(v.health) +
                     (v.health && v.health.source ? ' (' + enc(v.health.source) + ')' : ''));
             });

@@ -44,6 +44,7 @@ Behavior Support and the SMART / Health log of an NVMe namespace's controller.`,
 func printDevices(views []engine.View) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tTRANSPORT\tSIZE\tBLOCKS\tPI\tIDENTITY\tPATHS\tCOPY OFFLOAD\tHEALTH")
+	var cdfe []string
 	for _, v := range views {
 		paths := strings.Join(v.Paths, ",")
 		if v.Multipath != "" {
@@ -60,10 +61,20 @@ func printDevices(views []engine.View) error {
 		if !v.Copy.Offload && v.Copy.Reason != "" && !strings.Contains(offload, v.Copy.Reason) {
 			offload += " (no offload: " + v.Copy.Reason + ")"
 		}
+		if v.Copy.CDFEState != "" && v.Copy.CDFEState != "no Copy command" {
+			cdfe = append(cdfe, v.Name+": "+v.Copy.CDFEState)
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.Transport, tasks.HumanBytes(v.Size), blocks, dash(v.PI),
 			dash(v.Identity()), dash(paths), offload, v.Health.Summary())
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	// The cross-namespace copy format's state, and what follows from it, below the table.
+	for _, c := range cdfe {
+		fmt.Println(c)
+	}
+	return nil
 }
 
 func dash(s string) string {

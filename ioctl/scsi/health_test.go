@@ -3,7 +3,6 @@ package scsi
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 )
 
@@ -74,36 +73,5 @@ func TestATARegistersInSense(t *testing.T) {
 	s, _ = ParseSense(hx(t, "70 00 05 00000000 0A 00000000 24 00 00 000000"))
 	if s.ATA != nil {
 		t.Errorf("registers read from ILLEGAL REQUEST: %+v", s.ATA)
-	}
-}
-
-// LIO with a 252-character unit serial: VPD 80h is 253 bytes (the serial and its NUL), and
-// VPD 83h's T10 designator ("LIO-ORG " + "FILEIO:" + the serial + NUL, 268 bytes) has its
-// length in one byte, wrapped to 12, which misaligns every descriptor after it. The NAA comes
-// before it and stands.
-func TestIdentifyLongUnitSerial(t *testing.T) {
-	serial := "06C1B16CE1C034D1C0000A020" + strings.Repeat("Z", 227)
-	vpd80 := append([]byte{0, 0x80, 0, 253}, append([]byte(serial), 0)...)
-	naa := hx(t, "01 03 00 10 624a93706c1b16ce1c034d1c0000a020")
-	t10len := 8 + 7 + 252 + 1
-	t10 := append([]byte{0x02, 0x01, 0x00, byte(t10len)}, []byte("LIO-ORG FILEIO:"+serial+"\x00")...)
-	port := hx(t, "61 94 00 04 00000001") // relative target port, after the wrapped one
-	page := append(append(append([]byte{}, naa...), t10...), port...)
-	vpd83 := append([]byte{0, 0x83, byte(len(page) >> 8), byte(len(page))}, page...)
-	f := &fakeDev{answers: map[byte][]byte{
-		OpInquiry:           hx(t, `00 00 06 12 5B 00 00 02 4c494f2d4f524720 46494c45494f2020202020202020202020 342e3020`),
-		0x80:                vpd80,
-		0x83:                vpd83,
-		OpServiceActionIn16: hx(t, "00000000 000FFFFF 00000200 00 00 00 00 0000000000000000 00000000"),
-	}}
-	if _, err := ParseDeviceIdentification(vpd83); err == nil {
-		t.Fatal("the page is meant to be malformed after the NAA")
-	}
-	id, err := Identify(context.Background(), f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if id.Serial != serial || !id.HasNAA || id.NAA.NAAHex() != "624a93706c1b16ce1c034d1c0000a020" {
-		t.Fatalf("serial %q (%d), NAA %q %v", id.Serial, len(id.Serial), id.NAA.NAAHex(), id.HasNAA)
 	}
 }

@@ -400,7 +400,11 @@ func (d *Device) Capabilities() string {
 		for _, i := range d.Ctrl.CopyFormats() {
 			f = append(f, fmt.Sprintf("%dh", i))
 		}
-		return fmt.Sprintf("Copy formats %s, MSSRL %d, MCL %d, MSRC %d; %s", strings.Join(f, "/"), d.NS.Mssrl, d.NS.Mcl, int(d.NS.Msrc)+1, d.CDFEState())
+		cdfe := "CDFE unread"
+		if d.CDFE != nil {
+			cdfe = fmt.Sprintf("CDFE %#x", *d.CDFE)
+		}
+		return fmt.Sprintf("Copy formats %s, MSSRL %d, MCL %d, MSRC %d, %s", strings.Join(f, "/"), d.NS.Mssrl, d.NS.Mcl, int(d.NS.Msrc)+1, cdfe)
 	}
 	return "host copy only"
 }

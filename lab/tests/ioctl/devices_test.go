@@ -193,8 +193,9 @@ func TestNVMeIdentityHealthThroughLibrary(t *testing.T) {
 // TestSCSIIdentityLargeLUNAndLongSerial identifies a 4 TiB (sparse) LIO LUN and a LUN whose
 // VPD 80h page is 253 bytes long with pvesnap's SCSI path, and shows why the library's SCSI
 // calls are not used for them: its READ CAPACITY(10) arithmetic gives 0 bytes for the 4 TiB
-// LUN, and its VPD 80h parsing slices past its 256-byte buffer on the long page (upstream
-// issue #17), a panic.
+// LUN, and its VPD 80h parsing adds the page length to 4 in 8 bits, a slice that ends before
+// it starts on the long page (upstream issue #17), a panic. LIO's VPD 83h of that LUN is
+// malformed after the NAA (the T10 designator's length wraps); pvesnap keeps the NAA.
 func TestSCSIIdentityLargeLUNAndLongSerial(t *testing.T) {
 	lio, err := guest.SetupLIO()
 	if err != nil {
