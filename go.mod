@@ -3,6 +3,7 @@ module github.com/pvesnap/pvesnap
 go 1.26.0
 
 require (
+	github.com/anatol/smart.go v0.0.0-20260723175002-53b369c3973c
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/google/uuid v1.6.0

@@ -457,6 +457,63 @@
         },
     });
 
+    // deviceLine is one device under a PV in one line of plain text: paths, identity, size,
+    // block sizes, protection information.
+    PS.deviceLine = function (v) {
+        var paths = (v.paths || [v.name]).join(', ');
+        if (v.multipath) {
+            paths += ' (' + v.multipath + ')';
+        }
+        var id = [v.vendor, v.model].filter(Boolean).join(' ');
+        if (v.serial) {
+            id += ', ' + gettext('serial') + ' ' + v.serial;
+        }
+        if (v.firmware) {
+            id += ', ' + gettext('firmware') + ' ' + v.firmware;
+        }
+        var blocks = String(v.block_size) + (v.physical_block_size && v.physical_block_size !== v.block_size ? '/' + v.physical_block_size : '') + ' B';
+        return paths + ': ' + id + '; ' + Proxmox.Utils.format_size(v.size) + ', ' + gettext('blocks') + ' ' + blocks + ', ' + gettext('PI') + ' ' + (v.pi || '-');
+    };
+
+    // healthHtml is a device's health: its state and what makes it so, with a warning sign
+    // when it reports a critical condition.
+    PS.healthHtml = function (h) {
+        h = h || {};
+        var crit = h.state === 'failing' || h.state === 'warning' || h.read_only;
+        var text = h.state || 'unknown';
+        var detail = (h.problems || []).join('; ') || h.note || '';
+        if (detail) {
+            text += ': ' + detail;
+        }
+        if (!crit) {
+            return '<span class="' + (h.state === 'ok' ? 'good' : '') + '">' + enc(text) + '</span>';
+        }
+        return '<span class="critical"><i class="fa fa-fw fa-exclamation-triangle"></i> ' + enc(text) + '</span>';
+    };
+
+    // devicesHtml is what the devices under a storage's PVs say about themselves, PV by PV.
+    PS.devicesHtml = function (pvs) {
+        var html = [];
+        Ext.Array.each(pvs || [], function (p) {
+            var lines = ['<b>' + enc(gettext('Physical volume')) + ' ' + enc(p.pv) + '</b>'];
+            if (p.error) {
+                lines.push(enc(p.error));
+            }
+            Ext.Array.each(p.devices || [], function (v) {
+                lines.push(enc(PS.deviceLine(v)));
+                lines.push(enc(gettext('Copy offload') + ': ' + (v.copy.summary || '') +
+                    (v.copy.offload ? '' : ' (' + gettext('not offloaded') + ': ' + (v.copy.reason || '') + ')')));
+                if (v.copy.cdfe_state && v.transport === 'nvme') {
+                    lines.push(enc(gettext('Cross-namespace copy') + ': ' + v.copy.cdfe_state));
+                }
+                lines.push(enc(gettext('Health')) + ': ' + PS.healthHtml(v.health) +
+                    (v.health && v.health.source ? ' (' + enc(v.health.source) + ')' : ''));
+            });
+            html.push(lines.join('<br>'));
+        });
+        return '<div style="padding: 4px 0">' + html.join('<br><br>') + '</div>';
+    };
+
     Ext.define('PVESnap.StorageGrid', {
         extend: 'Ext.grid.Panel',
         alias: 'widget.pvesnapStorages',
@@ -464,31 +521,101 @@
             var me = this;
             me.title = gettext('Storage mapping');
             me.emptyText = enc(gettext('No LVM storage on this node'));
-            me.store = Ext.create('Ext.data.Store', { fields: ['storage', 'vg', 'pvs', 'serial', 'identity', 'array', 'volume', 'state', 'reason'] });
+            // The devices under each storage's PVs need Sys.Audit on the node, as its disks do.
+            me.withDevices = !!PS.caps().nodes['Sys.Audit'];
+            me.store = Ext.create('Ext.data.Store', {
+                fields: ['storage', 'vg', 'pvs', 'serial', 'identity', 'array', 'volume', 'state', 'reason', 'devices', 'warning', 'health'],
+            });
             me.columns = [
                 { text: gettext('Storage'), dataIndex: 'storage', width: 100, renderer: encRenderer },
                 { text: gettext('Volume group'), dataIndex: 'vg', width: 100, renderer: encRenderer },
                 {
                     // the toolkit's state colours (the dark theme has its own)
-                    text: gettext('State'), dataIndex: 'state', width: 130, renderer: function (v) {
+                    text: gettext('State'), dataIndex: 'state', width: 100, renderer: function (v) {
                         return '<span class="' + (v === 'mapped' ? 'good' : 'critical') + '">' + encRenderer(v) + '</span>';
                     },
                 },
                 {
-                    text: gettext('Array volume'), dataIndex: 'volume', width: 160, renderer: function (v, m, r) {
+                    text: gettext('Array volume'), dataIndex: 'volume', width: 140, renderer: function (v, m, r) {
                         return v ? enc(r.get('array') + ': ' + v) : '';
                     },
                 },
-                { text: gettext('Serial'), dataIndex: 'serial', flex: 1, minWidth: 120, renderer: encRenderer },
-                { text: gettext('Reason'), dataIndex: 'reason', flex: 2, minWidth: 150, renderer: encRenderer },
+                { text: gettext('Serial'), dataIndex: 'serial', flex: 1, minWidth: 100, renderer: encRenderer },
+                { text: gettext('Reason'), dataIndex: 'reason', flex: 2, minWidth: 120, cellWrap: me.withDevices, renderer: encRenderer },
+                {
+                    text: gettext('Health'), dataIndex: 'health', flex: 2, minWidth: 140, hidden: !me.withDevices, cellWrap: true,
+                    renderer: function (v, m, r) {
+                        if (r.get('warning')) {
+                            return '<span class="critical"><i class="fa fa-fw fa-exclamation-triangle"></i> ' + enc(r.get('warning')) + '</span>';
+                        }
+                        return v ? enc(v) : '';
+                    },
+                },
             ];
+            if (me.withDevices) {
+                me.plugins = [{
+                    ptype: 'rowexpander', pluginId: 'devices',
+                    rowBodyTpl: new Ext.XTemplate('{[this.devicesBody(values)]}', {
+                        devicesBody: function (values) {
+                            return values.devices ? PS.devicesHtml(values.devices) : enc(gettext('No device information'));
+                        },
+                    }),
+                }];
+            }
             me.tbar = [{ text: gettext('Refresh'), handler: function () { me.reload(true); } }];
             me.callParent();
             me.on('afterrender', function () { me.reload(false); }, me, { single: true });
         },
         reload: function (fresh) {
             var me = this;
-            PS.load(me, { url: PS.url('/storages'), params: fresh ? { refresh: 1 } : {}, success: function (d) { me.store.loadData(d || []); } });
+            var params = fresh ? { refresh: 1 } : {};
+            PS.load(me, {
+                url: PS.url('/storages'), params: params, success: function (d) {
+                    me.store.loadData(d || []);
+                    if (me.withDevices) {
+                        me.loadDevices(params);
+                    }
+                },
+            });
+        },
+        // loadDevices adds what the devices under each storage say about themselves.
+        loadDevices: function (params) {
+            var me = this;
+            PS.request({
+                url: PS.url('/devices'), params: params,
+                success: function (pvs) {
+                    if (me.destroyed || me.isDestroyed) {
+                        return;
+                    }
+                    var by = {};
+                    Ext.Array.each(pvs || [], function (p) {
+                        (by[p.storage] = by[p.storage] || []).push(p);
+                    });
+                    me.store.each(function (r) {
+                        var list = by[r.get('storage')] || [];
+                        var warn = [], states = [];
+                        Ext.Array.each(list, function (p) {
+                            if (p.warning) {
+                                warn.push(p.warning);
+                            }
+                            Ext.Array.each(p.devices || [], function (v) {
+                                states.push(v.name + ': ' + ((v.health && v.health.state) || 'unknown'));
+                            });
+                            if (p.error) {
+                                states.push(p.pv + ': ' + p.error);
+                            }
+                        });
+                        r.set({ devices: list, warning: warn.join('; '), health: states.join(', ') }, { commit: true });
+                    });
+                    me.fireEvent('pvesnapDevices', me);
+                },
+                failure: function (html) {
+                    var text = gettext('Error') + ': ' + Ext.util.Format.stripTags(html);
+                    me.store.each(function (r) {
+                        r.set({ health: text }, { commit: true });
+                    });
+                },
+            });
         },
     });
 

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -121,37 +120,4 @@ func progressBar(done, total int64, started time.Time) string {
 	}
 	return fmt.Sprintf("[%s%s] %5.1f%% %s of %s, %s/s, ETA %s", strings.Repeat("#", fill), strings.Repeat(".", width-fill), pct,
 		tasks.HumanBytes(done), tasks.HumanBytes(total), tasks.HumanBytes(int64(rate)), eta)
-}
-
-func devicesCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "devices",
-		Usage: "list block devices with serial, transport, array identity and copy-offload capabilities",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
-		Action: func(c *cli.Context) error {
-			devs, err := engine.List(context.Background(), engine.Roots{Sys: "/sys", Dev: "/dev"})
-			if err != nil {
-				return err
-			}
-			if c.Bool("json") {
-				var out []map[string]any
-				for _, d := range devs {
-					e := map[string]any{"name": d.Name, "path": d.Path, "transport": d.Kind, "size": d.Size, "block_size": d.BlockSize,
-						"serial": d.Serial, "vendor": d.Vendor, "model": d.Model, "wwid": d.WWID, "offload": d.Capabilities()}
-					if d.NSID != 0 {
-						e["nsid"], e["subsystem"] = d.NSID, d.SubNQN
-					}
-					out = append(out, e)
-				}
-				return json.NewEncoder(os.Stdout).Encode(out)
-			}
-			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tTRANSPORT\tSIZE\tSERIAL\tVENDOR/MODEL\tWWID\tOFFLOAD")
-			for _, d := range devs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, tasks.HumanBytes(d.Size), d.Serial,
-					strings.TrimSpace(d.Vendor+" "+d.Model), d.WWID, d.Capabilities())
-			}
-			return w.Flush()
-		},
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/pvesnap/pvesnap/daemon/api"
@@ -22,6 +23,19 @@ type Module struct {
 	Tasks           *tasks.Service
 	ScanInterval    time.Duration
 	RefreshInterval time.Duration
+	// Devices describes the devices under the storages (nil: the node's, through Inv).
+	Devices *Devices
+
+	devicesOnce sync.Once
+}
+
+func (m *Module) devices() *Devices {
+	m.devicesOnce.Do(func() {
+		if m.Devices == nil {
+			m.Devices = &Devices{Inv: m.Inv}
+		}
+	})
+	return m.Devices
 }
 
 var (
@@ -215,23 +229,45 @@ func (m *Module) Routes() []*api.Route {
 				if err != nil {
 					return nil, err
 				}
-				paths := make([]string, len(maps))
-				for i, s := range maps {
-					paths[i] = "/storage/" + s.Storage
-				}
-				allowed, err := c.HasOn("Datastore.Audit", paths)
+				return auditable(c, maps, func(s StorageMap) string { return s.Storage })
+			}},
+		{Method: "GET", Path: "/nodes/{node}/pvesnap/devices", Name: "devices",
+			Description: "The devices under each physical volume of the node's LVM storages, as they describe themselves: identity, paths, copy-offload capabilities, " +
+				"block sizes, protection information and health (with a warning naming what a device reports as critical). Read once per device and kept until the storage mapping is made again.",
+			Permission: api.Permission{Path: "/nodes/{node}", Privs: []string{"Sys.Audit"},
+				Description: "as the node's disk list and SMART data; rows are filtered by Datastore.Audit on /storage/<storage>, as the storage mapping is"},
+			Params: []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Map and ask the devices again instead of the last answers."}},
+			Returns: api.Returns{Type: "array", Properties: map[string]string{"storage": "string", "vg": "string", "pv": "string", "devices": "array",
+				"warning": "string", "error": "string"}},
+			ProxyTo: "node",
+			Handler: func(c *api.Call) (any, error) {
+				pvs, err := m.devices().List(c.Ctx, c.Params.Bool("refresh"))
 				if err != nil {
 					return nil, err
 				}
-				out := []StorageMap{}
-				for _, s := range maps {
-					if allowed["/storage/"+s.Storage] {
-						out = append(out, s)
-					}
-				}
-				return out, nil
+				return auditable(c, pvs, func(p PVDevices) string { return p.Storage })
 			}},
 	}
+}
+
+// auditable keeps the rows about storages the caller has Datastore.Audit on, as PVE lists a
+// node's storages.
+func auditable[T any](c *api.Call, rows []T, storage func(T) string) ([]T, error) {
+	paths := make([]string, len(rows))
+	for i, r := range rows {
+		paths[i] = "/storage/" + storage(r)
+	}
+	allowed, err := c.HasOn("Datastore.Audit", paths)
+	if err != nil {
+		return nil, err
+	}
+	out := []T{}
+	for _, r := range rows {
+		if allowed["/storage/"+storage(r)] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // String names the module in logs.

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/pure"
+	"github.com/pvesnap/pvesnap/ioctl/dm"
+	"github.com/pvesnap/pvesnap/lvm/engine/enginetest"
 	"github.com/pvesnap/pvesnap/sim/flasharray"
 )
 
@@ -131,12 +132,8 @@ func (e *Env) withArray() *flasharray.Array {
 	must(e.T, err)
 	for _, n := range e.Sim.Nodes() {
 		must(e.T, srv.Array.CreateHost(n, []string{"iqn.1993-08.org.debian:01:" + n}, nil, nil))
-		hw := e.setup(n).HW
-		os.MkdirAll(filepath.Join(hw, "dev"), 0o755)
-		os.WriteFile(filepath.Join(hw, "dev", "sdb"), nil, 0o644)
-		dev := filepath.Join(hw, "sys", "class", "block", "sdb", "device")
-		os.MkdirAll(dev, 0o755)
-		os.WriteFile(filepath.Join(dev, "wwid"), []byte("naa."+pure.NAA(serial)+"\n"), 0o644)
+		e.hw(n).AddLU("sdb", dm.Dev{Major: 8, Minor: 16}, &enginetest.LU{Vendor: "PURE", Product: "FlashArray", Revision: "8888",
+			Serial: serial, NAA: pure.NAA(serial), Blocks: 1 << 31, BlockSize: 512, ThirdPartyCopy: true})
 	}
 	// The array last: configuring it makes the daemons map their storages again, and the
 	// devices must be there by then.

@@ -66,6 +66,10 @@ func authMatrix() map[string]authEntry {
 			call: func(e *Env, n int) (string, url.Values) { e.inventoryVM(); return "/nodes/pve1/pvesnap/vms", nil }},
 		"GET /nodes/{node}/pvesnap/storages": {
 			call: func(e *Env, n int) (string, url.Values) { e.inventoryVM(); return "/nodes/pve1/pvesnap/storages", nil }},
+		"GET /nodes/{node}/pvesnap/devices": {
+			call:    func(e *Env, n int) (string, url.Values) { e.inventoryVM(); return "/nodes/pve1/pvesnap/devices", nil },
+			aclPath: "/nodes/pve1", priv: "Sys.Audit", role: "PVEAuditor",
+			deniedCode: 403, deniedMsg: "Permission check failed (/nodes/pve1, Sys.Audit)"},
 		"GET /nodes/{node}/pvesnap/vms/{vmid}": {
 			call:    func(e *Env, n int) (string, url.Values) { e.inventoryVM(); return "/nodes/pve1/pvesnap/vms/100", nil },
 			aclPath: "/vms/100", priv: "VM.Audit", role: "PVEAuditor", poolable: true,

@@ -28,6 +28,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
 	"github.com/pvesnap/pvesnap/lvm"
+	"github.com/pvesnap/pvesnap/lvm/engine/enginetest"
 	"github.com/pvesnap/pvesnap/sim/fakecli"
 	"github.com/pvesnap/pvesnap/sim/flasharray"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
@@ -161,6 +162,23 @@ type Env struct {
 	fa    *flasharray.Server // started by the first test that needs an array
 	// invReady: VM 100 with a disk on the array exists (inventoryVM).
 	invReady bool
+	// hwNodes are the nodes' fake hardware (hw).
+	hwNodes map[string]*enginetest.Node
+}
+
+// hw is a node's fake hardware: its sysfs and /dev, and devices answering the commands pvesnap
+// sends them (enginetest).
+func (e *Env) hw(node string) *enginetest.Node {
+	if e.hwNodes == nil {
+		e.hwNodes = map[string]*enginetest.Node{}
+	}
+	if n := e.hwNodes[node]; n != nil {
+		return n
+	}
+	hw := e.setup(node).HW
+	n := enginetest.NewNode(filepath.Join(hw, "sys"), filepath.Join(hw, "dev"))
+	e.hwNodes[node] = n
+	return n
 }
 
 func freePort(t *testing.T) int {
@@ -244,7 +262,7 @@ func (e *Env) StartNode(node string) {
 	restorer := e.setup(node).restorer(db, inv)
 	mods := []server.Module{ts, e.setup(node).storageModule(ts),
 		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")},
-		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour},
+		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour, Devices: &inventory.Devices{Inv: inv, Open: e.hw(node).Openers()}},
 		e.restoreModule(node, &restore.Module{R: restorer, Tasks: ts, RecoverEvery: time.Hour}),
 		// the storage plugin's socket, served to the uid running the tests (root in production)
 		&provider.Provider{Socket: filepath.Join(p.Run, "provider.sock"), Inv: inv, Storage: inv.Storage, DB: db, Stager: restorer,

@@ -172,8 +172,8 @@ type CopyLimits struct {
 }
 
 // Limits derives the copy limits for src → dst; zero values mean "no copy possible".
-func Limits(src, dst Namespace) CopyLimits {
-	l := CopyLimits{MaxRangeBlocks: uint32(src.MSSRL), MaxCommandBlocks: dst.MCL, MaxRanges: int(dst.MSRC) + 1}
+func Limits(src, dst *Namespace) CopyLimits {
+	l := CopyLimits{MaxRangeBlocks: uint32(src.Mssrl), MaxCommandBlocks: dst.Mcl, MaxRanges: int(dst.Msrc) + 1}
 	if l.MaxRangeBlocks > 65536 {
 		l.MaxRangeBlocks = 65536
 	}

@@ -1,6 +1,7 @@
 package nvme
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,35 +110,41 @@ func (d *Device) submit(ctx context.Context, op string, c Command, data *ioctl.B
 	return res, nil
 }
 
-// IdentifyController reads Identify Controller.
-func (d *Device) IdentifyController(ctx context.Context) (Controller, error) {
-	buf, err := ioctl.NewBuffer(4096)
+// identify sends one Identify and returns its 4096 bytes.
+func (d *Device) identify(ctx context.Context, op string, cns uint8, nsid uint32) ([]byte, error) {
+	buf, err := ioctl.NewBuffer(IdentifyLen)
 	if err != nil {
-		return Controller{}, err
+		return nil, err
 	}
 	defer buf.Free()
-	if _, err := d.Admin(ctx, "Identify Controller", IdentifyCommand(CNSController, 0, 0), buf); err != nil {
-		return Controller{}, err
+	if _, err := d.Admin(ctx, op, IdentifyCommand(cns, nsid, 0), buf); err != nil {
+		return nil, err
 	}
-	return ParseController(buf.Bytes())
+	return bytes.Clone(buf.Bytes()), nil
 }
 
-// IdentifyNamespace reads Identify Namespace for nsid.
-func (d *Device) IdentifyNamespace(ctx context.Context, nsid uint32) (Namespace, error) {
-	buf, err := ioctl.NewBuffer(4096)
+// IdentifyController reads Identify Controller.
+func (d *Device) IdentifyController(ctx context.Context) (*Controller, error) {
+	b, err := d.identify(ctx, "Identify Controller", CNSController, 0)
 	if err != nil {
-		return Namespace{}, err
+		return nil, err
 	}
-	defer buf.Free()
-	if _, err := d.Admin(ctx, "Identify Namespace", IdentifyCommand(CNSNamespace, nsid, 0), buf); err != nil {
-		return Namespace{}, err
+	return ParseController(b)
+}
+
+// IdentifyNamespace reads Identify Namespace for nsid only: never a walk over the
+// controller's namespaces (an array controller has thousands).
+func (d *Device) IdentifyNamespace(ctx context.Context, nsid uint32) (*Namespace, error) {
+	b, err := d.identify(ctx, fmt.Sprintf("Identify Namespace %d", nsid), CNSNamespace, nsid)
+	if err != nil {
+		return nil, err
 	}
-	return ParseNamespace(buf.Bytes())
+	return ParseNamespace(b)
 }
 
 // IdentifyNVMNamespace reads the NVM command set specific namespace data (PI formats).
 func (d *Device) IdentifyNVMNamespace(ctx context.Context, nsid uint32) (NVMNamespace, error) {
-	buf, err := ioctl.NewBuffer(4096)
+	buf, err := ioctl.NewBuffer(IdentifyLen)
 	if err != nil {
 		return NVMNamespace{}, err
 	}

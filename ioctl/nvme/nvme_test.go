@@ -129,14 +129,20 @@ func identifyController(oncs, ocfs uint16) []byte {
 	return b
 }
 
+// The library's structures read the fields where the specification puts them: each value is
+// written at its offset by hand here (NVMe base 2.0 figure 275, NVM command set figure 97).
 func TestIdentifyParsers(t *testing.T) {
 	c, err := ParseController(identifyController(0x75d, 0xf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.SupportsCopy() || !c.SupportsCopyFormat(2) || c.SupportsCopyFormat(4) || c.Serial != "PVESNAPLAB01" ||
-		c.Model != "QEMU NVMe Ctrl" || c.MDTS != 9 || c.NN != 3 || c.SubNQN != "nqn.2026-01.lab.pvesnap:subsys0" {
+	if !c.SupportsCopy() || !c.SupportsCopyFormat(2) || c.SupportsCopyFormat(4) || c.SerialNumber() != "PVESNAPLAB01" ||
+		c.ModelNumber() != "QEMU NVMe Ctrl" || c.FirmwareRev() != "10.0.2" || c.Mdts != 9 || c.Nn != 3 ||
+		c.SubNQN() != "nqn.2026-01.lab.pvesnap:subsys0" || c.VendorID != 0x1b36 {
 		t.Fatalf("%+v", c)
+	}
+	if f := c.CopyFormats(); len(f) != 4 || f[3] != 3 {
+		t.Errorf("copy formats %v", f)
 	}
 	ns := make([]byte, 4096)
 	binary.LittleEndian.PutUint64(ns[0:], 4194304)
@@ -145,14 +151,17 @@ func TestIdentifyParsers(t *testing.T) {
 	binary.LittleEndian.PutUint16(ns[74:], 65535)
 	binary.LittleEndian.PutUint32(ns[76:], 1048576)
 	ns[80] = 127
+	ns[99] = 0x01 // NSATTR: write protected
 	copy(ns[104:], hx(t, "006c1b16ce1c034d24a9371c000b9fac"))
+	copy(ns[120:], hx(t, "24a9371c000b9fac"))
 	ns[128+2] = 9  // format 0: 512
 	ns[132+2] = 12 // format 1: 4096
 	n, err := ParseNamespace(ns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.BlockSize() != 4096 || n.MSSRL != 65535 || n.MCL != 1048576 || n.MSRC != 127 || n.NGUIDHex() != "006c1b16ce1c034d24a9371c000b9fac" {
+	if n.Nsze != 4194304 || n.BlockSize() != 4096 || n.Mssrl != 65535 || n.Mcl != 1048576 || n.Msrc != 127 ||
+		n.NGUIDHex() != "006c1b16ce1c034d24a9371c000b9fac" || n.EUI64Hex() != "24a9371c000b9fac" || !n.WriteProtected() {
 		t.Fatalf("%+v", n)
 	}
 	l := Limits(n, n)
@@ -162,6 +171,21 @@ func TestIdentifyParsers(t *testing.T) {
 	ns[26] = 0x05 // format 5 does not exist
 	if _, err := ParseNamespace(ns); err == nil {
 		t.Error("a format index beyond NLBAF accepted")
+	}
+	// FLBAS bits 6:5 extend the index above 16 formats (the library's LbaSize ignores them).
+	ns[25] = 17
+	ns[26] = 0x21 // format 0x11
+	ns[128+4*17+2] = 12
+	if n, err := ParseNamespace(ns); err != nil || n.FormatIndex() != 17 || n.BlockSize() != 4096 {
+		t.Fatalf("format 17: %v", err)
+	}
+	ns[26] = 0x01
+	binary.LittleEndian.PutUint64(ns[0:], 0) // an inactive namespace reads as zeros
+	if _, err := ParseNamespace(ns); err == nil {
+		t.Error("an inactive namespace accepted")
+	}
+	if _, err := ParseController(make([]byte, 4095)); err == nil {
+		t.Error("a short Identify Controller accepted")
 	}
 }
 

@@ -70,7 +70,7 @@ func TestIdentifyCacheRetryAndProtectionFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.VolatileWriteCache() || c.CRDT != [3]uint16{5, 20, 0} {
+	if !c.VolatileWriteCache() || c.Crdt1 != 5 || c.Crdt2 != 20 || c.Crdt3 != 0 {
 		t.Fatalf("%+v", c)
 	}
 	if d := c.RetryDelay(Status(0x0370 | 1<<11)); d != 500*time.Millisecond { // CRD 1
@@ -85,10 +85,11 @@ func TestIdentifyCacheRetryAndProtectionFields(t *testing.T) {
 	ns := make([]byte, 4096)
 	ns[29] = 0x09 // DPS: type 1, PI in the first 8 bytes of metadata
 	ns[25] = 0
+	ns[0] = 1   // NSZE
 	ns[128] = 8 // MS 8
 	ns[130] = 9
 	n, err := ParseNamespace(ns)
-	if err != nil || n.PIType() != 1 || n.Format().MetadataSize != 8 {
+	if err != nil || n.PIType() != 1 || n.MetadataSize() != 8 {
 		t.Fatalf("%+v %v", n, err)
 	}
 	nvm := make([]byte, 4096)

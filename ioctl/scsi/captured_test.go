@@ -1,7 +1,9 @@
 package scsi
 
 import (
+	"context"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +60,30 @@ func TestParsersOnLIOCaptures(t *testing.T) {
 	}
 	if _, err := ParseBlockLimits(captured(t, "lio-vpdb0.bin")); err != nil {
 		t.Errorf("block limits: %v", err)
+	}
+}
+
+// LIO (kernel 6.12.118, lab/tests/ioctl) with a 252-character unit serial: VPD 80h is 253
+// bytes (the serial and its NUL); VPD 83h's T10 designator ("LIO-ORG FILEIO:" + the serial +
+// NUL, 268 bytes) has its length in one byte, wrapped to 12, which misaligns every descriptor
+// after it. The NAA comes first and stands.
+func TestIdentifyOnLIOLongUnitSerial(t *testing.T) {
+	vpd83 := captured(t, "lio-longserial-vpd83.bin")
+	if _, err := ParseDeviceIdentification(vpd83); err == nil {
+		t.Fatal("the captured page parses whole: it was meant to be LIO's malformed one")
+	}
+	f := &fakeDev{answers: map[byte][]byte{
+		OpInquiry:           hx(t, `00 00 06 12 5B 00 00 02 4c494f2d4f524720 46494c45494f2020202020202020202020 342e3020`),
+		0x80:                captured(t, "lio-longserial-vpd80.bin"),
+		0x83:                vpd83,
+		OpServiceActionIn16: hx(t, "00000000 000FFFFF 00000200 00 00 00 00 0000000000000000 00000000"),
+	}}
+	id, err := Identify(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "06C1B16CE1C034D1C0000A020" + strings.Repeat("Z", 227)
+	if id.Serial != want || !id.HasNAA || id.NAA.NAAHex() != "624a93706c1b16ce1c034d1c0000a020" {
+		t.Fatalf("serial %q (%d), NAA %q %v", id.Serial, len(id.Serial), id.NAA.NAAHex(), id.HasNAA)
 	}
 }

@@ -1,5 +1,6 @@
 // Package scsi issues SCSI commands through SG_IO: INQUIRY and VPD pages, READ CAPACITY(16),
-// RECEIVE COPY OPERATING PARAMETERS, EXTENDED COPY (LID1) and SYNCHRONIZE CACHE(16), with
+// RECEIVE COPY OPERATING PARAMETERS, EXTENDED COPY (LID1), SYNCHRONIZE CACHE(16) and LOG
+// SENSE (informational exceptions), with
 // sense data decoded and errors that say "not supported" apart from "failed".
 //
 // Layouts follow SPC-4/SBC-3 (and what sg3_utils and LIO do with them). Multi-byte fields are
@@ -22,6 +23,8 @@ const (
 	OpServiceActionIn16 = 0x9E // READ CAPACITY(16) is service action 0x10
 	OpSyncCache10       = 0x35
 	OpSyncCache16       = 0x91
+	OpLogSense          = 0x4D
+	OpATAPassThrough16  = 0x85
 
 	saExtendedCopyLID1 = 0x00
 	saReceiveCopyOpPar = 0x03
@@ -87,6 +90,17 @@ func SyncCache16CDB(lba uint64, blocks uint32) []byte {
 	return c
 }
 
+// LogSenseCDB is LOG SENSE for page (and subpage), cumulative values (PC 01b), from the
+// first parameter.
+func LogSenseCDB(page, subpage byte, alloc uint16) []byte {
+	c := make([]byte, 10)
+	c[0] = OpLogSense
+	c[2] = 0x40 | page&0x3f
+	c[3] = subpage
+	binary.BigEndian.PutUint16(c[7:], alloc)
+	return c
+}
+
 // opName names an operation for messages.
 func opName(cdb []byte) string {
 	if len(cdb) == 0 {
@@ -108,6 +122,10 @@ func opName(cdb []byte) string {
 		return "SYNCHRONIZE CACHE(10)"
 	case OpSyncCache16:
 		return "SYNCHRONIZE CACHE(16)"
+	case OpLogSense:
+		return "LOG SENSE"
+	case OpATAPassThrough16:
+		return "ATA PASS-THROUGH(16)"
 	}
 	return "SCSI command"
 }

@@ -63,6 +63,12 @@ func exec(ctx context.Context, x Executor, cdb []byte, dir Direction, data []byt
 	}
 }
 
+// Send sends a command the way this package's own are sent: transient conditions retried on
+// the same path for RetryBudget. For commands other packages build (ATA PASS-THROUGH).
+func Send(ctx context.Context, x Executor, cdb []byte, dir Direction, data []byte) (int, error) {
+	return exec(ctx, x, cdb, dir, data)
+}
+
 // Inquiry reads the standard INQUIRY data.
 func Inquiry(ctx context.Context, x Executor) (StandardInquiry, error) {
 	b := make([]byte, 96)
@@ -150,9 +156,11 @@ func Identify(ctx context.Context, x Executor) (*Identity, error) {
 		id.Serial, _ = ParseUnitSerial(b)
 	}
 	if b, err := VPD(ctx, x, 0x83); err == nil {
-		if ds, err := ParseDeviceIdentification(b); err == nil {
-			id.NAA, id.HasNAA = LogicalUnitNAA(ds)
-		}
+		// The designators before a malformed one stand: LIO writes the length of its T10
+		// designator (vendor, product and unit serial) in one byte, so a unit serial longer
+		// than about 230 characters wraps it and misaligns what follows, after the NAA.
+		ds, _ := ParseDeviceIdentification(b)
+		id.NAA, id.HasNAA = LogicalUnitNAA(ds)
 	}
 	if id.Capacity, err = ReadCapacity(ctx, x); err != nil {
 		return nil, fmt.Errorf("READ CAPACITY(16): %w", err)

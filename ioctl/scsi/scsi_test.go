@@ -227,6 +227,7 @@ func TestIdentifyWithoutThirdPartyCopy(t *testing.T) {
 func FuzzParseSense(f *testing.F) {
 	f.Add([]byte{0x70, 0, 0x0A, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x0D, 0x02, 0, 0, 0, 0})
 	f.Add([]byte{0x72, 0x05, 0x20, 0, 0, 0, 0, 0x0C, 0, 0x0A, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0xff})
+	f.Add([]byte{0x72, 0x01, 0, 0x1D, 0, 0, 0, 0x0E, 9, 0x0C, 0, 0, 0, 0, 0, 0, 0, 0xF4, 0, 0x2C, 0xA0, 0x50})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := ParseSense(b)
 		if err == nil {
@@ -250,5 +251,6 @@ func FuzzVPD83(f *testing.F) {
 		ParseThirdPartyCopy(b)
 		ParseStandardInquiry(b)
 		ParseReadCapacity16(b)
+		ParseInformationalExceptions(b)
 	})
 }

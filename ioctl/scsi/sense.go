@@ -31,12 +31,19 @@ var keyNames = map[byte]string{
 // third-party copy ones from sg3_utils' table).
 var ascNames = map[uint16]string{
 	0x0016: "operation in progress",
+	0x001D: "ATA pass-through information available",
 	0x0401: "logical unit is in process of becoming ready",
 	0x0402: "initializing command required",
 	0x040A: "asymmetric access state transition",
 	0x040B: "target port in standby state",
 	0x040C: "target port in unavailable state",
 	0x0800: "logical unit communication failure",
+	0x0B00: "warning",
+	0x0B01: "warning - specified temperature exceeded",
+	0x0B02: "warning - enclosure degraded",
+	0x0B03: "warning - background self-test failed",
+	0x0B04: "warning - background pre-scan detected medium error",
+	0x0B05: "warning - background medium scan detected medium error",
 	0x0D00: "error detected by third party temporary initiator",
 	0x0D01: "third party device failure",
 	0x0D02: "copy target device not reachable",
@@ -68,6 +75,8 @@ var ascNames = map[uint16]string{
 	0x2A09: "capacity data has changed",
 	0x3F0E: "reported luns data has changed",
 	0x4B00: "data phase error",
+	0x5D00: "failure prediction threshold exceeded",
+	0x5DFF: "failure prediction threshold exceeded (false)",
 }
 
 // ASCName names an ASC/ASCQ pair ("" when unknown).
@@ -83,7 +92,26 @@ type Sense struct {
 	InfoValid       bool
 	Information     uint64
 	CommandSpecific uint32
+	// ATA holds the registers an ATA PASS-THROUGH command completed with (SAT-4: the ATA
+	// Status Return descriptor 09h, or the fixed-format fields under ASC/ASCQ 00h/1Dh).
+	ATA *ATARegisters
 }
+
+// ATARegisters are an ATA command's completion registers as SAT returns them. LBA holds LBA
+// low in bits 7:0, mid in 15:8 and high in 23:16 (and the 48-bit halves above with Extend).
+type ATARegisters struct {
+	Error, Status, Device byte
+	Count                 uint16
+	LBA                   uint64
+	Extend                bool
+}
+
+// LBAMid and LBAHigh are the registers a SMART command signs its answer in.
+func (r ATARegisters) LBAMid() byte  { return byte(r.LBA >> 8) }
+func (r ATARegisters) LBAHigh() byte { return byte(r.LBA >> 16) }
+
+// ascATAInfo is ASC/ASCQ 00h/1Dh, ATA PASS-THROUGH INFORMATION AVAILABLE.
+const ascATAInfo = 0x001D
 
 // Descriptor reports whether the sense data used the descriptor format.
 func (s Sense) Descriptor() bool { return s.ResponseCode == 0x72 || s.ResponseCode == 0x73 }
@@ -127,6 +155,12 @@ func ParseSense(b []byte) (Sense, error) {
 		s.InfoValid = b[0]&0x80 != 0
 		s.Information = uint64(binary.BigEndian.Uint32(b[3:7]))
 		s.CommandSpecific = binary.BigEndian.Uint32(b[8:12])
+		if uint16(s.ASC)<<8|uint16(s.ASCQ) == ascATAInfo {
+			// SAT-4 fixed format for ATA PASS-THROUGH: the registers in the information
+			// and command-specific fields (what libata writes without D_SENSE).
+			s.ATA = &ATARegisters{Error: b[3], Status: b[4], Device: b[5], Count: uint16(b[6]),
+				LBA: uint64(b[9]) | uint64(b[10])<<8 | uint64(b[11])<<16, Extend: b[8]&0x80 != 0}
+		}
 	case 0x72, 0x73:
 		if len(b) < 8 {
 			return s, fmt.Errorf("descriptor-format sense data: %d bytes", len(b))
@@ -152,6 +186,12 @@ func ParseSense(b []byte) (Sense, error) {
 			case 0x01: // command-specific information
 				if l >= 12 {
 					s.CommandSpecific = uint32(binary.BigEndian.Uint64(d[4:12]))
+				}
+			case 0x09: // ATA status return
+				if l >= 14 {
+					s.ATA = &ATARegisters{Extend: d[2]&0x01 != 0, Error: d[3], Count: uint16(d[4])<<8 | uint16(d[5]),
+						LBA:    uint64(d[7]) | uint64(d[9])<<8 | uint64(d[11])<<16 | uint64(d[6])<<24 | uint64(d[8])<<32 | uint64(d[10])<<40,
+						Device: d[12], Status: d[13]}
 				}
 			}
 			d = d[l:]

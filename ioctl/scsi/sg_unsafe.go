@@ -62,8 +62,15 @@ type Device struct {
 }
 
 // Open opens path for SG_IO (root: CAP_SYS_RAWIO passes the kernel's command filter).
-func Open(path string) (*Device, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NONBLOCK, 0)
+func Open(path string) (*Device, error) { return open(path, os.O_RDWR) }
+
+// OpenRead opens path read-only for SG_IO: enough for root (CAP_SYS_RAWIO passes the
+// kernel's command filter whatever the open mode) to ask a device about itself, and the only
+// way to ask one that is write protected (sd refuses to open it for writing).
+func OpenRead(path string) (*Device, error) { return open(path, os.O_RDONLY) }
+
+func open(path string, mode int) (*Device, error) {
+	f, err := os.OpenFile(path, mode|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -340,6 +341,8 @@ func (c *copier) prepare(ctx context.Context, srcOff, dstOff, length int64) ([]c
 	if err := c.checkOverlap(sx, errS, dx, errD, srcOff, dstOff, length); err != nil {
 		return nil, nothing, err
 	}
+	c.logHealth(ctx, "source", sx)
+	c.logHealth(ctx, "destination", dx)
 	switch {
 	case c.o.ForceHost:
 		return host("host copy forced")
@@ -360,7 +363,7 @@ func (c *copier) prepare(ctx context.Context, srcOff, dstOff, length int64) ([]c
 	}
 	c.guard = &guard{tables: c.tables, layers: r.Layers}
 	c.layers = map[dm.Dev]dm.Layer{}
-	for d := range c.below(c.d.dev) {
+	for d := range below(c.o.Roots, c.d.dev) {
 		if l, ok := r.Layers[d]; ok {
 			c.layers[d] = l
 		}
@@ -383,6 +386,35 @@ func (c *copier) prepare(ctx context.Context, srcOff, dstOff, length int64) ([]c
 		release = nothing
 	}
 	return out, release, nil
+}
+
+// logHealth says, once per device, what the devices under one side report about
+// themselves: a restore's log then keeps the state of what it read and wrote.
+func (c *copier) logHealth(ctx context.Context, side string, xs []dm.Extent) {
+	seen := map[dm.Dev]bool{}
+	for _, x := range xs {
+		if seen[x.Dev] {
+			continue
+		}
+		seen[x.Dev] = true
+		d := c.device(ctx, x.Dev)
+		who := strings.TrimSpace(d.Vendor + " " + d.Model)
+		if d.Serial != "" {
+			who += ", serial " + d.Serial
+		}
+		if who != "" {
+			who = " (" + who + ")"
+		}
+		src := ""
+		if d.Health.Source != "" {
+			src = " [" + d.Health.Source + "]"
+		}
+		name := d.Name
+		if name == "" {
+			name = x.Dev.String()
+		}
+		c.o.Log("%s device %s%s: health %s%s", side, name, who, d.Health.Summary(), src)
+	}
 }
 
 // errRedo: a flush reported a deferred error; what it covers was marked for a second copy.

@@ -12,12 +12,6 @@ import (
 	"github.com/pvesnap/pvesnap/ioctl/scsi"
 )
 
-// scsiDevice is an open SCSI path (a *scsi.Device).
-type scsiDevice interface {
-	scsi.Executor
-	Close() error
-}
-
 // nvmeDevice is an open NVMe namespace (a *nvme.Device).
 type nvmeDevice interface {
 	Copy(ctx context.Context, c nvme.Copy) error
@@ -29,7 +23,7 @@ type nvmeDevice interface {
 // real ioctls (sysIO), or fakes in tests that decide what each command answers.
 type devIO interface {
 	identify(ctx context.Context, roots Roots, d dm.Dev) *Device
-	openSCSI(path string) (scsiDevice, error)
+	openSCSI(path string) (SCSIDevice, error)
 	openNVMe(path string) (nvmeDevice, error)
 	// dropCache writes back and drops a block device's page cache (BLKFLSBUF).
 	dropCache(f *os.File) error
@@ -47,7 +41,7 @@ func (sysIO) identify(ctx context.Context, roots Roots, d dm.Dev) *Device {
 	return Identify(ctx, roots, d)
 }
 
-func (sysIO) openSCSI(path string) (scsiDevice, error) { return scsi.Open(path) }
+func (sysIO) openSCSI(path string) (SCSIDevice, error) { return scsi.Open(path) }
 
 func (sysIO) openNVMe(path string) (nvmeDevice, error) { return nvme.Open(path) }
 

@@ -226,11 +226,6 @@ func (c *copier) usablePaths(l *lu) ([]dm.Dev, bool, string) {
 }
 
 // devName is a device's kernel name (sdb), or its number when sysfs does not know it.
-func (c *copier) devName(d dm.Dev) string {
-	if link, err := filepath.EvalSymlinks(c.o.Roots.sys("dev", "block", d.String())); err == nil {
-		return filepath.Base(link)
-	}
-	return d.String()
-}
+func (c *copier) devName(d dm.Dev) string { return c.o.Roots.name(d) }
 
 func (c *copier) devPath(d dm.Dev) string { return filepath.Join(c.o.Roots.Dev, c.devName(d)) }

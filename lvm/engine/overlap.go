@@ -2,8 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/pvesnap/pvesnap/ioctl/dm"
 )
@@ -44,45 +42,11 @@ func (c *copier) checkOverlap(sx []dm.Extent, errS error, dx []dm.Extent, errD e
 		return nil
 	}
 	// A layer that does not map one to one (thin, crypt, raid…): compare the stacks.
-	if c.below(c.d.dev)[c.s.dev] {
+	if below(c.o.Roots, c.d.dev)[c.s.dev] {
 		return fmt.Errorf("%s is built on %s: %w", c.d.path, c.s.path, ErrOverlap)
 	}
-	if c.below(c.s.dev)[c.d.dev] {
+	if below(c.o.Roots, c.s.dev)[c.d.dev] {
 		return fmt.Errorf("%s is built on %s: %w", c.s.path, c.d.path, ErrOverlap)
 	}
 	return nil
-}
-
-// below lists the devices a device is built on: device-mapper slaves, a partition's disk,
-// recursively.
-func (c *copier) below(d dm.Dev) map[dm.Dev]bool {
-	out := map[dm.Dev]bool{}
-	var walk func(d dm.Dev, depth int)
-	walk = func(d dm.Dev, depth int) {
-		if depth > 16 {
-			return
-		}
-		base := c.o.Roots.sys("dev", "block", d.String())
-		var under []string
-		if ents, err := os.ReadDir(filepath.Join(base, "slaves")); err == nil {
-			for _, e := range ents {
-				under = append(under, readTrim(c.o.Roots.sys("class", "block", e.Name(), "dev")))
-			}
-		}
-		if readTrim(filepath.Join(base, "partition")) != "" {
-			if link, err := filepath.EvalSymlinks(base); err == nil {
-				under = append(under, readTrim(filepath.Join(filepath.Dir(link), "dev")))
-			}
-		}
-		for _, s := range under {
-			u, err := dm.ParseDev(s)
-			if err != nil || out[u] {
-				continue
-			}
-			out[u] = true
-			walk(u, depth+1)
-		}
-	}
-	walk(d, 0)
-	return out
 }

@@ -126,6 +126,12 @@ func (c *copier) pairFor(ctx context.Context, run mappedRun) *pair {
 // classify decides the method and its limits; it returns the explanation.
 func (p *pair) classify(ctx context.Context, c *copier, inFlight int) string {
 	s, d := p.src, p.dst
+	if why := d.Health.OffloadRefusal(true); why != "" {
+		return "offload to " + d.Name + " refused: " + why
+	}
+	if why := s.Health.OffloadRefusal(false); why != "" {
+		return "offload from " + s.Name + " refused: " + why
+	}
 	switch {
 	case s.Err != nil:
 		return "source device unidentified: " + s.Err.Error()
@@ -247,10 +253,10 @@ func (p *pair) classifyNVMe(ctx context.Context, c *copier, inFlight int) string
 		return fmt.Sprintf("namespaces in different NVMe subsystems (%s and %s)", s.SubNQN, d.SubNQN)
 	case !d.Ctrl.SupportsCopy():
 		return "the controller has no Copy command (ONCS bit 8 clear)"
-	case s.NS.Format().DataSizeLog2 != d.NS.Format().DataSizeLog2 || s.NS.Format().MetadataSize != d.NS.Format().MetadataSize:
+	case s.NS.BlockSize() != d.NS.BlockSize() || s.NS.MetadataSize() != d.NS.MetadataSize():
 		return "namespaces have different LBA formats (cross-namespace copy would fail with 0x4185)"
-	case s.NS.DPS != d.NS.DPS:
-		return fmt.Sprintf("namespaces have different protection information settings (DPS %#x and %#x)", s.NS.DPS, d.NS.DPS)
+	case s.NS.Dps != d.NS.Dps:
+		return fmt.Sprintf("namespaces have different protection information settings (DPS %#x and %#x)", s.NS.Dps, d.NS.Dps)
 	case s.PIF != d.PIF:
 		return fmt.Sprintf("namespaces have different protection information formats (PIF %d and %d)", s.PIF, d.PIF)
 	}
@@ -277,9 +283,9 @@ func (p *pair) classifyNVMe(ctx context.Context, c *copier, inFlight int) string
 		f++ // 32/64-bit guard protection information: formats 1h/3h
 	}
 	if !d.Ctrl.SupportsCopyFormat(f) {
-		return fmt.Sprintf("the controller does not support copy descriptor format %dh (OCFS %#x)", f, d.Ctrl.OCFS)
+		return fmt.Sprintf("the controller does not support copy descriptor format %dh (OCFS %#x)", f, d.Ctrl.Ocfs)
 	}
-	l := nvme.Limits(*s.NS, *d.NS)
+	l := nvme.Limits(s.NS, d.NS)
 	if l.MaxRangeBlocks == 0 || l.MaxCommandBlocks == 0 {
 		return "the namespaces report no copy limits (MSSRL/MCL 0)"
 	}
@@ -378,7 +384,7 @@ func (p *pair) worker(c *copier) (offloadWorker, error) {
 
 // pathConn is a SCSI device opened on one path of an LU.
 type pathConn struct {
-	dev scsiDevice
+	dev SCSIDevice
 	on  dm.Dev
 }
 
@@ -391,7 +397,7 @@ func (pc *pathConn) close() {
 
 // onPath runs fn on a path of the LU, moving to another path when the command fails on its
 // path (transport errors, ALUA standby or unavailable), as dm-multipath moves its own I/O.
-func (c *copier) onPath(ctx context.Context, l *lu, pc *pathConn, fn func(scsiDevice) error) error {
+func (c *copier) onPath(ctx context.Context, l *lu, pc *pathConn, fn func(SCSIDevice) error) error {
 	multi := l.mpath != (dm.Dev{}) && len(l.paths) > 1
 	tries := 2 * len(l.paths)
 	for attempt := 1; ; attempt++ {
@@ -452,7 +458,7 @@ func (w *xcopyWorker) copy(ctx context.Context, ch chunk) error {
 	if err != nil {
 		return err
 	}
-	return w.c.onPath(ctx, ch.lu, &w.pc, func(d scsiDevice) error { return scsi.ExtendedCopy(ctx, d, params) })
+	return w.c.onPath(ctx, ch.lu, &w.pc, func(d SCSIDevice) error { return scsi.ExtendedCopy(ctx, d, params) })
 }
 
 type nvmeWorker struct {
@@ -533,7 +539,7 @@ func (c *copier) flushLUs(ctx context.Context) error {
 		switch l.dev.Kind {
 		case KindSCSI:
 			var pc pathConn
-			err = c.onPath(ctx, l, &pc, func(d scsiDevice) error { return scsi.SyncCache(ctx, d) })
+			err = c.onPath(ctx, l, &pc, func(d SCSIDevice) error { return scsi.SyncCache(ctx, d) })
 			pc.close()
 			if errors.Is(err, scsi.ErrNotSupported) {
 				// No SYNCHRONIZE CACHE: the kernel knows whether the LU has a volatile cache

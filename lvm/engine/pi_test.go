@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	smart "github.com/anatol/smart.go"
+
 	"github.com/pvesnap/pvesnap/ioctl/dm"
 	"github.com/pvesnap/pvesnap/ioctl/nvme"
 )
@@ -18,11 +20,14 @@ func (w *world) ns(name string, d dm.Dev, nsid uint32, bs, ms int, dps, pif uint
 	if bs == 4096 {
 		lbads = 12
 	}
-	ns := &nvme.Namespace{NSZE: 1 << 20, DPS: dps, MSSRL: 256, MCL: 1024, MSRC: 15,
-		LBAFormats: []nvme.LBAFormat{{MetadataSize: uint16(ms), DataSizeLog2: lbads}}}
-	ctrl := &nvme.Controller{ONCS: nvme.ONCSCopy, OCFS: 0xf, VWC: 1, SubNQN: "nqn.2026-01.lab.pvesnap:subsys0"}
+	ns := &nvme.Namespace{}
+	ns.Nsze, ns.Dps, ns.Mssrl, ns.Mcl, ns.Msrc = 1<<20, dps, 256, 1024, 15
+	ns.Lbaf[0] = smart.NvmeLBAF{Ms: uint16(ms), Ds: lbads}
+	ctrl := &nvme.Controller{}
+	ctrl.Oncs, ctrl.Ocfs, ctrl.Vwc = nvme.ONCSCopy, 0xf, 1
+	copy(ctrl.SubnqnRaw[:], "nqn.2026-01.lab.pvesnap:subsys0")
 	w.ids[d] = &Device{Dev: d, Name: name, Path: filepath.Join(w.devDir, name), Kind: KindNVMe, BlockSize: bs, NSID: nsid,
-		SubNQN: ctrl.SubNQN, Ctrl: ctrl, NS: ns, PIF: pif, WWID: "eui.00" + name}
+		SubNQN: ctrl.SubNQN(), Ctrl: ctrl, NS: ns, PIF: pif, WWID: "eui.00" + name}
 	f := &fakeNS{w: w, name: name}
 	w.nss[filepath.Join(w.devDir, name)] = f
 	return f

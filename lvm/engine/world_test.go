@@ -137,7 +137,7 @@ func (w *world) identify(ctx context.Context, roots Roots, d dm.Dev) *Device {
 	return &Device{Dev: d, Kind: KindOther, Err: errors.New("unknown device")}
 }
 
-func (w *world) openSCSI(path string) (scsiDevice, error) {
+func (w *world) openSCSI(path string) (SCSIDevice, error) {
 	f, ok := w.luns[path]
 	if !ok {
 		return nil, fmt.Errorf("open %s: no such device", path)

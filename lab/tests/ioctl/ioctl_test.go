@@ -184,9 +184,9 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("controller %s %s fw %s ONCS %#x OCFS %#x MDTS %d subnqn %s", c.Model, c.Serial, c.Firmware, c.ONCS, c.OCFS, c.MDTS, c.SubNQN)
+	t.Logf("controller %s %s fw %s ONCS %#x OCFS %#x MDTS %d subnqn %s", c.ModelNumber(), c.SerialNumber(), c.FirmwareRev(), c.Oncs, c.Ocfs, c.Mdts, c.SubNQN())
 	if !c.SupportsCopy() || !c.SupportsCopyFormat(0) || !c.SupportsCopyFormat(2) {
-		t.Fatalf("QEMU 10 offers Copy formats 0h-3h: ONCS %#x OCFS %#x", c.ONCS, c.OCFS)
+		t.Fatalf("QEMU 10 offers Copy formats 0h-3h: ONCS %#x OCFS %#x", c.Oncs, c.Ocfs)
 	}
 	d1, err := nvme.Open(ns[1])
 	if err != nil {
@@ -202,8 +202,8 @@ func TestNVMeAgainstQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("ns1: %d blocks of %d, MSSRL %d MCL %d MSRC %d NGUID %s", n1.NSZE, n1.BlockSize(), n1.MSSRL, n1.MCL, n1.MSRC, n1.NGUIDHex())
-	if n1.MSSRL != 65535 || n1.MCL != 1048576 || n1.MSRC != 127 || n1.BlockSize() != 512 {
+	t.Logf("ns1: %d blocks of %d, MSSRL %d MCL %d MSRC %d NGUID %s", n1.Nsze, n1.BlockSize(), n1.Mssrl, n1.Mcl, n1.Msrc, n1.NGUIDHex())
+	if n1.Mssrl != 65535 || n1.Mcl != 1048576 || n1.Msrc != 127 || n1.BlockSize() != 512 {
 		t.Fatalf("copy limits %+v", n1)
 	}
 	lbs := int64(n1.BlockSize())

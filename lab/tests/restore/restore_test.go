@@ -149,6 +149,8 @@ func deviceIO(dev string) (read, written int64) {
 	return int64(s.ReadSectors) * 512, int64(s.WriteSectors) * 512
 }
 
+var healthRe = regexp.MustCompile(`(source|destination) device sd\w+ \(.*\): health \w+`)
+
 var offloadRe = regexp.MustCompile(`disk (\w+): .* copied in .*: (\S+ \S+) offloaded to the array, (\S+ \S+) through the host`)
 
 func TestRestore(t *testing.T) {
@@ -183,6 +185,10 @@ func TestRestore(t *testing.T) {
 		if !strings.HasPrefix(m[3], "0 B") {
 			t.Errorf("disk %s went through the host: %s", m[1], m[3])
 		}
+	}
+	// The task says how the devices it read and wrote are, as they report it.
+	if h := healthRe.FindAllString(log, -1); len(h) < 4 {
+		t.Errorf("the devices' health is not in the log (%q)\n%s", h, log)
 	}
 	// Writes on the storage's device are the LVM metadata updates (the data moved inside the
 	// array); reads are LVM's label scans by every lvm command, independent of the disk size.
