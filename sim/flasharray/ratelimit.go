@@ -14,6 +14,9 @@ import (
 // again. The gateway keeps real time, whatever clock the array's objects run on.
 type RateLimit struct {
 	Second, Minute int
+	// NoRetryAfter leaves Retry-After out of the 429: the counters alone say how long to
+	// wait (py-pure-client reads only them).
+	NoRetryAfter bool
 }
 
 type rateWindows struct {
@@ -62,7 +65,9 @@ func (a *Array) rateLimited(w http.ResponseWriter, session string) bool {
 		reset = rw.minute.Add(time.Minute)
 	}
 	secs := int(reset.Sub(now)/time.Second) + 1
-	h.Set("Retry-After", strconv.Itoa(secs))
+	if !l.NoRetryAfter {
+		h.Set("Retry-After", strconv.Itoa(secs))
+	}
 	writeJSON(w, 429, obj{"message": "API rate limit exceeded"})
 	return true
 }
