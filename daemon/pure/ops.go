@@ -300,6 +300,18 @@ func (c *Client) HostGroups(ctx context.Context) ([]HostGroup, error) {
 	return list[HostGroup](ctx, c, "/host-groups", nil)
 }
 
+// HostGroupByName reads one host group (ErrNotFound when the array has none of that name).
+func (c *Client) HostGroupByName(ctx context.Context, name string) (HostGroup, error) {
+	gs, err := list[HostGroup](ctx, c, "/host-groups", names(name))
+	if err != nil {
+		return HostGroup{}, err
+	}
+	if len(gs) == 0 {
+		return HostGroup{}, &Error{Method: "GET", Path: "/host-groups", Status: 400, Message: "Host group does not exist.", Context: name}
+	}
+	return gs[0], nil
+}
+
 // FindHosts asks the array for the local hosts holding any of the initiators (an array-side
 // filter, so large arrays need not list every host), then matches them locally as well and
 // keeps only hosts volumes can be connected to: not another array's or realm's (is_local),
