@@ -103,6 +103,7 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 	if err != nil {
 		return nil, err
 	}
+	ctx = context.WithValue(ctx, logKey{}, log)
 	now := time.Now()
 	var out []Swept
 	var errs []error
@@ -119,8 +120,15 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 		}
 		for _, v := range vols {
 			m := tempVolumeRe.FindStringSubmatch(v.Name)
-			if m == nil || m[1] != id.Cluster || v.Destroyed {
-				continue // not this cluster's, or destroyed already (eradicated by the array in time)
+			if m == nil || m[1] != id.Cluster {
+				continue // not this cluster's
+			}
+			if v.Destroyed {
+				// Destroyed already; the array eradicates it in time (SafeMode refused it).
+				if v.TimeRemaining != nil {
+					log("array %s: %s is destroyed, pending eradication by the array on %s", a.ID, v.Name, eradicationDate(now, *v.TimeRemaining))
+				}
+				continue
 			}
 			s := Swept{Array: a.ID, Volume: v.Name, Serial: v.Serial, Node: members[m[2]], Job: m[3], Created: v.Created}
 			if s.Node != "" && s.Node != r.Node {
@@ -188,6 +196,16 @@ func (r *Restorer) removeTemp(ctx context.Context, c *pure.Client, array string,
 			t.Host = cn.Host.Name
 		}
 		if err := c.Disconnect(ctx, s.Volume, t); err != nil {
+			return err
+		}
+		if t.HostGroup != "" && s.Serial != "" {
+			if err := r.RequestPeerCleanup(s.Serial, array, s.Volume, t.HostGroup); err != nil {
+				return err
+			}
+		}
+	}
+	if s.Node == r.Node && s.Serial != "" {
+		if err := r.Host.Gone(ctx, s.Serial, 30*time.Second, logf(ctx)); err != nil {
 			return err
 		}
 	}
