@@ -153,19 +153,30 @@ func (c *Client) Volumes(ctx context.Context, filter string) ([]Volume, error) {
 	return list[Volume](ctx, c, "/volumes", q)
 }
 
+// one reads the object named name of a collection; an empty answer is the array's
+// "does not exist" (notFound).
+func one[T any](ctx context.Context, c *Client, path, name, notFound string) (T, error) {
+	var zero T
+	items, err := list[T](ctx, c, path, names(name))
+	if err != nil {
+		return zero, err
+	}
+	if len(items) == 0 {
+		return zero, &Error{Method: "GET", Path: path, Status: 400, Message: notFound, Context: name}
+	}
+	return items[0], nil
+}
+
 // Volume returns one volume by name (live or destroyed).
 func (c *Client) Volume(ctx context.Context, name string) (Volume, error) {
-	vs, err := list[Volume](ctx, c, "/volumes", names(name))
-	if err != nil {
-		return Volume{}, err
-	}
-	if len(vs) == 0 {
-		return Volume{}, &Error{Method: "GET", Path: "/volumes", Status: 400, Message: "Volume does not exist.", Context: name}
-	}
-	return vs[0], nil
+	return one[Volume](ctx, c, "/volumes", name, "Volume does not exist.")
 }
 
 var serialRe = regexp.MustCompile(`^[0-9A-F]{24}$`)
+
+// IsSerial reports whether s is a FlashArray volume serial as the array writes it: 24
+// upper-case hex digits.
+func IsSerial(s string) bool { return serialRe.MatchString(s) }
 
 // VolumesBySerial finds volumes by serial (serials are 24 upper-case hex digits).
 func (c *Client) VolumesBySerial(ctx context.Context, serials ...string) ([]Volume, error) {
@@ -302,14 +313,7 @@ func (c *Client) HostGroups(ctx context.Context) ([]HostGroup, error) {
 
 // HostGroupByName reads one host group (ErrNotFound when the array has none of that name).
 func (c *Client) HostGroupByName(ctx context.Context, name string) (HostGroup, error) {
-	gs, err := list[HostGroup](ctx, c, "/host-groups", names(name))
-	if err != nil {
-		return HostGroup{}, err
-	}
-	if len(gs) == 0 {
-		return HostGroup{}, &Error{Method: "GET", Path: "/host-groups", Status: 400, Message: "Host group does not exist.", Context: name}
-	}
-	return gs[0], nil
+	return one[HostGroup](ctx, c, "/host-groups", name, "Host group does not exist.")
 }
 
 // FindHosts asks the array for the local hosts holding any of the initiators (an array-side

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -26,8 +25,6 @@ import (
 //
 // Every node's daemon looks there with its recovery pass (CleanStaleDevices); the request
 // goes when every member of the cluster is done, or after a week.
-
-var serialRe = regexp.MustCompile(`^[0-9A-F]{24}$`)
 
 // staleRequest is one request to the peers.
 type staleRequest struct {
@@ -49,7 +46,7 @@ func (r *Restorer) staleDir() string {
 // was connected to host group hostgroup and is disconnected now.
 func (r *Restorer) RequestPeerCleanup(serial, array, volume, hostgroup string) error {
 	serial = strings.ToUpper(serial)
-	if !serialRe.MatchString(serial) {
+	if !pure.IsSerial(serial) {
 		return fmt.Errorf("asking the peers to remove the devices of %s: %q is not a FlashArray serial", volume, serial)
 	}
 	dir := filepath.Join(r.staleDir(), serial)
@@ -83,7 +80,7 @@ func (r *Restorer) CleanStaleDevices(ctx context.Context, log func(string, ...an
 		serial, dir := e.Name(), filepath.Join(r.staleDir(), e.Name())
 		b, err := os.ReadFile(filepath.Join(dir, "request"))
 		var req staleRequest
-		if err != nil || json.Unmarshal(b, &req) != nil || !serialRe.MatchString(serial) {
+		if err != nil || json.Unmarshal(b, &req) != nil || !pure.IsSerial(serial) {
 			continue // being written, or not a request
 		}
 		if _, err := os.Stat(filepath.Join(dir, "done-"+r.Node)); errors.Is(err, os.ErrNotExist) {

@@ -63,42 +63,24 @@ func (r *Restorer) Pending(ctx context.Context) ([]Pending, error) {
 	if err != nil {
 		return nil, err
 	}
-	arrs, err := r.Inv.Arrays.List()
-	if err != nil {
-		return nil, err
-	}
+	found, err := r.clusterTemps(ctx, id)
 	out := []Pending{}
-	var errs []error
-	for _, a := range arrs {
-		if a.Disable {
-			continue
-		}
-		c, err := r.Inv.Client(a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
-			continue
-		}
-		vols, err := c.Volumes(ctx, "name='pvesnap-*'")
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
-			continue
-		}
+	now := time.Now()
+	for _, at := range found {
 		manual := ""
-		if arr, err := c.Arrays(ctx); err == nil && len(arr) == 1 && arr[0].EradicationConfig != nil {
+		if arr, err := at.client.Arrays(ctx); err == nil && len(arr) == 1 && arr[0].EradicationConfig != nil {
 			manual = arr[0].EradicationConfig.ManualEradication
 		}
-		now := time.Now()
-		for _, v := range vols {
-			m := tempVolumeRe.FindStringSubmatch(v.Name)
-			if m == nil || m[1] != id.Cluster || !v.Destroyed {
+		for _, v := range at.vols {
+			if !v.Destroyed {
 				continue
 			}
-			p := Pending{Array: a.ID, Volume: v.Name, Serial: v.Serial, Job: m[3], Manual: manual}
+			p := Pending{Array: at.array.ID, Volume: v.Name, Serial: v.Serial, Job: v.match[3], Manual: manual}
 			if v.TimeRemaining != nil {
 				p.Eradicates = now.Add(time.Duration(*v.TimeRemaining) * time.Millisecond).Unix()
 			}
 			out = append(out, p)
 		}
 	}
-	return out, errors.Join(errs...)
+	return out, err
 }

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 )
@@ -99,30 +100,15 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 		}
 	}
 	members[id.Node] = r.Node
-	arrs, err := r.Inv.Arrays.List()
-	if err != nil {
-		return nil, err
-	}
 	ctx = context.WithValue(ctx, logKey{}, log)
 	now := time.Now()
 	var out []Swept
-	var errs []error
-	for _, a := range arrs {
-		c, err := r.Inv.Client(a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
-			continue
-		}
-		vols, err := c.Volumes(ctx, "name='pvesnap-*'")
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
-			continue
-		}
-		for _, v := range vols {
-			m := tempVolumeRe.FindStringSubmatch(v.Name)
-			if m == nil || m[1] != id.Cluster {
-				continue // not this cluster's
-			}
+	found, err := r.clusterTemps(ctx, id)
+	errs := []error{err}
+	for _, at := range found {
+		a, c := at.array, at.client
+		for _, tv := range at.vols {
+			v, m := tv.Volume, tv.match
 			if v.Destroyed {
 				// Destroyed already; the array eradicates it in time (SafeMode refused it).
 				if v.TimeRemaining != nil {
@@ -171,6 +157,53 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 			}
 			out = append(out, s)
 		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// arrayTemps are the volumes of one array named as this cluster's temporary volumes.
+type arrayTemps struct {
+	array  arrays.Array
+	client *pure.Client
+	vols   []tempVol
+}
+
+type tempVol struct {
+	pure.Volume
+	match []string // tempVolumeRe's: cluster, node tag, job, index
+}
+
+// clusterTemps lists, on every enabled array, the volumes (live and destroyed) named as this
+// cluster's temporary volumes; an array that cannot be asked is an error, the others are
+// listed all the same.
+func (r *Restorer) clusterTemps(ctx context.Context, id Identity) ([]arrayTemps, error) {
+	arrs, err := r.Inv.Arrays.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []arrayTemps
+	var errs []error
+	for _, a := range arrs {
+		if a.Disable {
+			continue // a disabled array is not used, not even to sweep it
+		}
+		c, err := r.Inv.Client(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
+			continue
+		}
+		vols, err := c.Volumes(ctx, "name='pvesnap-*'")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
+			continue
+		}
+		at := arrayTemps{array: a, client: c}
+		for _, v := range vols {
+			if m := tempVolumeRe.FindStringSubmatch(v.Name); m != nil && m[1] == id.Cluster {
+				at.vols = append(at.vols, tempVol{Volume: v, match: m})
+			}
+		}
+		out = append(out, at)
 	}
 	return out, errors.Join(errs...)
 }

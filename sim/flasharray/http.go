@@ -611,20 +611,7 @@ func deleteSnapshots(rq *request) *Error {
 // ---- protection groups
 
 func getPGroups(rq *request) *Error {
-	a := rq.a
-	var out []obj
-	names := rq.list("names")
-	for _, n := range names {
-		if _, ok := a.pgroups[n]; !ok {
-			return bad(msgPGNotExist, n)
-		}
-	}
-	for _, n := range slices.Sorted(maps.Keys(a.pgroups)) {
-		if names == nil || slices.Contains(names, n) {
-			out = append(out, a.pgroupObj(a.pgroups[n], rq.vw))
-		}
-	}
-	return rq.page(out)
+	return named(rq, rq.a.pgroups, msgPGNotExist, nil, rq.a.pgroupObj)
 }
 
 func getPGroupVolumes(rq *request) *Error {
@@ -720,24 +707,9 @@ func patchPGSnaps(rq *request) *Error {
 // ---- hosts
 
 func getHosts(rq *request) *Error {
-	a := rq.a
-	names := rq.list("names")
-	for _, n := range names {
-		if _, ok := a.hosts[n]; !ok {
-			return bad(msgHostNotExist, n)
-		}
-	}
-	var out []obj
-	for _, n := range slices.Sorted(maps.Keys(a.hosts)) {
-		h := a.hosts[n]
-		if !h.destroyed.IsZero() && !rq.vw.atLeast(hostDestroyedSince) {
-			continue // versions without the field do not show destroyed hosts
-		}
-		if names == nil || slices.Contains(names, n) {
-			out = append(out, a.hostObj(h, rq.vw))
-		}
-	}
-	return rq.page(out)
+	// Versions without the field do not show destroyed hosts.
+	shown := func(h *host) bool { return h.destroyed.IsZero() || rq.vw.atLeast(hostDestroyedSince) }
+	return named(rq, rq.a.hosts, msgHostNotExist, shown, rq.a.hostObj)
 }
 
 func strList(v any) []string {
@@ -784,20 +756,7 @@ func deleteHosts(rq *request) *Error {
 }
 
 func getHostGroups(rq *request) *Error {
-	a := rq.a
-	names := rq.list("names")
-	for _, n := range names {
-		if _, ok := a.hostGroups[n]; !ok {
-			return bad(msgHGNotExist, n)
-		}
-	}
-	var out []obj
-	for _, n := range slices.Sorted(maps.Keys(a.hostGroups)) {
-		if names == nil || slices.Contains(names, n) {
-			out = append(out, a.hostGroupObj(a.hostGroups[n], rq.vw))
-		}
-	}
-	return rq.page(out)
+	return named(rq, rq.a.hostGroups, msgHGNotExist, nil, rq.a.hostGroupObj)
 }
 
 func getHostGroupMembers(rq *request) *Error {
@@ -957,34 +916,27 @@ func (a *Array) String() string { return fmt.Sprintf("FlashArray %s (%s)", a.Nam
 // ---- pods and volume groups
 
 func getPods(rq *request) *Error {
-	a := rq.a
-	names := rq.list("names")
-	for _, n := range names {
-		if _, ok := a.pods[n]; !ok {
-			return bad(msgPodNotExist, n)
-		}
-	}
-	var out []obj
-	for _, n := range slices.Sorted(maps.Keys(a.pods)) {
-		if p := a.pods[n]; (names == nil || slices.Contains(names, n)) && rq.destroyedOK(!p.destroyed.IsZero()) {
-			out = append(out, a.podObj(p, rq.vw))
-		}
-	}
-	return rq.page(out)
+	return named(rq, rq.a.pods, msgPodNotExist, func(p *pod) bool { return rq.destroyedOK(!p.destroyed.IsZero()) }, rq.a.podObj)
 }
 
 func getVolumeGroups(rq *request) *Error {
-	a := rq.a
+	return named(rq, rq.a.vgroups, msgVGNotExist, nil, rq.a.vgroupObj)
+}
+
+// named answers a GET of a collection addressed by name: each name asked for must exist
+// (else notExist), then the objects asked for (all when none), in name order, that keep
+// allows.
+func named[T any](rq *request, all map[string]T, notExist string, keep func(T) bool, render func(T, view) obj) *Error {
 	names := rq.list("names")
 	for _, n := range names {
-		if _, ok := a.vgroups[n]; !ok {
-			return bad(msgVGNotExist, n)
+		if _, ok := all[n]; !ok {
+			return bad(notExist, n)
 		}
 	}
 	var out []obj
-	for _, n := range slices.Sorted(maps.Keys(a.vgroups)) {
-		if names == nil || slices.Contains(names, n) {
-			out = append(out, a.vgroupObj(a.vgroups[n], rq.vw))
+	for _, n := range slices.Sorted(maps.Keys(all)) {
+		if (names == nil || slices.Contains(names, n)) && (keep == nil || keep(all[n])) {
+			out = append(out, render(all[n], rq.vw))
 		}
 	}
 	return rq.page(out)
