@@ -87,7 +87,8 @@ func (a *Array) Validate() error {
 		return fmt.Errorf("array %s: type '%s' is not supported (only %s)", a.ID, a.Type, TypeFlashArray)
 	}
 	u, err := url.Parse(a.Endpoint)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+	if err != nil || u.Scheme != "https" || !pve.ValidAddress(u.Hostname()) || !validPort(u.Port()) || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return fmt.Errorf("array %s: endpoint '%s' must be https://<host>[:port] (the management address)", a.ID, a.Endpoint)
 	}
 	if a.CA != "" && (!filepath.IsAbs(a.CA) || !caRe.MatchString(a.CA) || strings.Contains(a.CA, "/../") ||
@@ -101,6 +102,15 @@ func (a *Array) Validate() error {
 		return fmt.Errorf("array %s: comment must be one line", a.ID)
 	}
 	return nil
+}
+
+// validPort: none (the default), or 1-65535.
+func validPort(p string) bool {
+	if p == "" {
+		return true
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func fromSection(s *pve.Section) Array {

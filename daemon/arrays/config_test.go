@@ -92,6 +92,12 @@ func TestValidation(t *testing.T) {
 		"ca in /proc":      func(a *Array) { a.CA = "/proc/self/environ.pem" },
 		"host group name":  func(a *Array) { a.HostGroup = "bad name" },
 		"two-line comment": func(a *Array) { a.Comment = "a\nb" },
+		// The endpoint's host is an address in PVE's sense (IP or DNS name), as a storage's
+		// server is: no markup and no quotes reach anything that renders it.
+		"markup in host":  func(a *Array) { a.Endpoint = "https://fa<b>1" },
+		"quote in host":   func(a *Array) { a.Endpoint = `https://fa1"onmouseover=alert(1)` },
+		"port 0":          func(a *Array) { a.Endpoint = "https://fa1:0" },
+		"port not number": func(a *Array) { a.Endpoint = "https://fa1:x" },
 	} {
 		a := ok
 		mod(&a)
@@ -101,6 +107,19 @@ func TestValidation(t *testing.T) {
 	}
 	if ok.Validate() != nil {
 		t.Fatal("valid array refused")
+	}
+	for _, ep := range []string{"https://fa1.example.com:8443", "https://10.0.0.9", "https://[fd00::9]:443", "https://fa1/"} {
+		a := ok
+		a.Endpoint = ep
+		if err := a.Validate(); err != nil {
+			t.Errorf("endpoint %s refused: %v", ep, err)
+		}
+	}
+	// PVE keeps any one-line comment (SectionConfig refuses only line breaks); the GUI encodes.
+	a := ok
+	a.Comment = `<img src=x onerror="alert(1)">`
+	if err := a.Validate(); err != nil {
+		t.Errorf("a comment PVE accepts refused: %v", err)
 	}
 	for _, bad := range []string{"", "short", "has space in it", strings.Repeat("x", 257), "tab\there-xx"} {
 		if CheckToken(bad) == nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/restore"
 	"github.com/pvesnap/pvesnap/daemon/store"
 	"github.com/pvesnap/pvesnap/sim/flasharray"
+	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
 // The restore route's refusals, and a restore that fails in its worker leaving nothing behind.
@@ -55,6 +56,31 @@ func TestRestoreAPI(t *testing.T) {
 	if r, _ := root.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "mode": {"overwrite"}, "newid": {"150"}}); r.Code != 400 {
 		t.Fatalf("overwrite with newid: %d %s", r.Code, r.Status)
 	}
+	// Per-disk targets: only disks the point restores, only LVM storages, each one checked for
+	// Datastore.AllocateSpace like the common target.
+	for _, c := range []struct {
+		disks string
+		code  int
+		want  string
+	}{
+		{"scsi9:san1", 400, "disk scsi9 is not restored from fa1:good"},
+		{"scsi0:local-lvm", 400, "storage 'local-lvm' is not an LVM storage available on node pve1"},
+		{"scsi0:san1,scsi0:san1", 400, "disk-storage"},
+	} {
+		r, _ := root.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"150"}, "disk-storage": {c.disks}})
+		if r.Code != c.code || !strings.Contains(r.Status+string(r.Raw), c.want) {
+			t.Errorf("disk-storage %s: %d %s %s", c.disks, r.Code, r.Status, r.Raw)
+		}
+	}
+	if r, _ := root.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "mode": {"overwrite"}, "disk-storage": {"scsi0:san1"}}); r.Code != 400 {
+		t.Errorf("overwrite with disk-storage: %d %s", r.Code, r.Status)
+	}
+	must(t, e.Sim.SetStorageConfig(simpve.DefaultStorageConfig+sanStorage+"\nlvm: san2\n\tvgname vgsan2\n\tcontent images\n"))
+	ops, _ := e.Token("pve1", "ops@pve", map[string]string{"/vms": "PVEVMAdmin", "/storage/san1": "PVEDatastoreUser"})
+	if r, _ := ops.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"150"}, "disk-storage": {"scsi0:san2"}}); r.Code != 403 || r.Status != "Permission check failed (/storage/san2, Datastore.AllocateSpace)" {
+		t.Errorf("disk-storage on a storage without Datastore.AllocateSpace: %d %s", r.Code, r.Status)
+	}
+
 	// A new-VM restore whose device never appears (no real hardware here): the task fails and
 	// undoes everything: no temp volume, no connection, no reserved VMID.
 	r, err = root.Do("POST", "/nodes/pve1/pvesnap/restore", url.Values{"vmid": {"100"}, "point": {"fa1:good"}, "newid": {"150"}})

@@ -4,6 +4,7 @@ package pve
 
 import (
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -29,6 +30,11 @@ func CheckNode(s string) error {
 		return fmt.Errorf("value does not look like a valid node name")
 	}
 	return nil
+}
+
+// ValidAddress is PVE's "address" format (a storage's server): an IP address or a DNS name.
+func ValidAddress(s string) bool {
+	return net.ParseIP(s) != nil || (len(s) <= 253 && nodeRe.MatchString(s))
 }
 
 // CheckStorageID validates a storage id with PVE's message.

@@ -15,12 +15,15 @@ import (
 )
 
 // ErrRefused is a restore PVE itself would refuse (the VM is locked, protected, elsewhere …);
-// the API answers it with 409.
-var ErrRefused = errors.New("refused")
+// the API answers it with 409. Its message is the refusal alone, in PVE's words.
+var ErrRefused = errors.New("restore refused")
 
-func refusef(format string, a ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrRefused}, a...)...)
-}
+type refusal struct{ msg string }
+
+func (r refusal) Error() string        { return r.msg }
+func (r refusal) Is(target error) bool { return target == ErrRefused }
+
+func refusef(format string, a ...any) error { return refusal{fmt.Sprintf(format, a...)} }
 
 // emsg is qemu-server's prefix for a refused restore (API2/Qemu.pm create_vm).
 func emsg(vmid int64) string { return fmt.Sprintf("unable to restore VM %d -", vmid) }

@@ -223,7 +223,28 @@ var (
 	nodeParam  = api.Param{Name: "node", Type: api.String, Format: "pve-node", Check: pve.CheckNode, Description: "The cluster node name."}
 	pointRe    = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,38}[a-z0-9]:[A-Za-z0-9][A-Za-z0-9:._/-]{0,200}$`)
 	diskListRe = regexp.MustCompile(`^[a-z]+[0-9]+(,[a-z]+[0-9]+)*$`)
+	// <disk>:<storage>[,...]: the storage IDs are checked by pve.CheckStorageID.
+	diskStorageRe = regexp.MustCompile(`^[a-z]+[0-9]+:[^,:]+(,[a-z]+[0-9]+:[^,:]+)*$`)
 )
+
+// parseDiskStorage reads disk-storage: <disk>:<storage>[,...], each disk once.
+func parseDiskStorage(v string) (map[string]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, pair := range strings.Split(v, ",") {
+		key, sid, _ := strings.Cut(pair, ":")
+		if err := pve.CheckStorageID(sid); err != nil {
+			return nil, api.ParamErr("disk-storage", err.Error())
+		}
+		if _, dup := out[key]; dup {
+			return nil, api.ParamErr("disk-storage", "disk "+key+" is given twice")
+		}
+		out[key] = sid
+	}
+	return out, nil
+}
 
 func newJobID() string {
 	b := make([]byte, 5)
@@ -246,6 +267,7 @@ func (m *Module) Routes() []*api.Route {
 			{Name: "newid", Type: api.Integer, Optional: true, Minimum: api.Min(100), Maximum: api.Max(999999999), Description: "VMID of the new VM. Default: the next free one."},
 			{Name: "name", Type: api.String, Optional: true, Pattern: regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?$`), Description: "Name of the new VM. Default: the source's."},
 			{Name: "storage", Type: api.String, Optional: true, Check: pve.CheckStorageID, Format: "pve-storage-id", Description: "LVM storage for the new VM's disks. Default: the source disks' storages."},
+			{Name: "disk-storage", Type: api.String, Optional: true, Pattern: diskStorageRe, MaxLength: 2048, Description: "LVM storage of single disks of the new VM: <disk>:<storage>[,...] (e.g. scsi1:lvm2). The other disks go to storage."},
 			{Name: "preserve-macs", Type: api.Boolean, Optional: true, Description: "Keep the NICs' MAC addresses (new VM). Default: fresh MACs with the datacenter's prefix."},
 			{Name: "link-down", Type: api.Boolean, Optional: true, Description: "Set link_down=1 on every NIC, so the restored VM starts off the network."},
 			{Name: "start", Type: api.Boolean, Optional: true, Description: "Start the VM after the restore."},
@@ -272,6 +294,10 @@ func (m *Module) start(c *api.Call) (any, error) {
 		LinkDown: p.Bool("link-down"), Start: p.Bool("start"), ForceHostCopy: p.Bool("force-host-copy"), Safety: !p.Has("safety-snapshot") || p.Bool("safety-snapshot")}
 	if d := p.Str("disks"); d != "" {
 		spec.Disks = strings.Split(d, ",")
+	}
+	var err error
+	if spec.DiskStorage, err = parseDiskStorage(p.Str("disk-storage")); err != nil {
+		return nil, err
 	}
 	return m.Launch(c.Ctx, spec, c.Auth.Name(), c.Check)
 }
@@ -328,8 +354,8 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 			return "", api.Errorf(http.StatusBadRequest, "VM %d (created %s) was deleted: restore it with mode=new",
 				spec.VMID, time.Unix(detail.CTime, 0).UTC().Format(time.RFC3339))
 		}
-		if spec.NewVMID != 0 || spec.Name != "" || spec.Storage != "" || spec.PreserveMACs {
-			return "", api.ParamErr("mode", "newid, name, storage and preserve-macs apply to mode=new only")
+		if spec.NewVMID != 0 || spec.Name != "" || spec.Storage != "" || len(spec.DiskStorage) > 0 || spec.PreserveMACs {
+			return "", api.ParamErr("mode", "newid, name, storage, disk-storage and preserve-macs apply to mode=new only")
 		}
 		// PVE lets a user with VM.Backup restore over the existing VM (checked above); pvesnap
 		// also stops and restarts it, which is VM.PowerMgmt.
@@ -359,11 +385,14 @@ func (m *Module) Launch(ctx context.Context, spec Spec, user string, check func(
 				return "", err
 			}
 		}
+		restored := map[string]bool{}
 		for _, s := range sources {
-			if spec.Storage != "" {
-				storages[spec.Storage] = true
-			} else {
-				storages[s.Disk.Storage] = true
+			restored[s.Disk.Key] = true
+			storages[spec.TargetStorage(s.Disk.Key, s.Disk.Storage)] = true
+		}
+		for key := range spec.DiskStorage {
+			if !restored[key] {
+				return "", api.ParamErr("disk-storage", "disk "+key+" is not restored from "+spec.Point)
 			}
 		}
 		src, err := m.R.sourceConfig(ctx, spec.VMID, detail.CTime)
@@ -425,7 +454,7 @@ func withVMState(d *inventory.VMDetail, keys []string) ([]string, error) {
 // check passes through as the 403 it is.
 func refusedError(err error) error {
 	if errors.Is(err, ErrRefused) {
-		return api.Errorf(http.StatusConflict, "%s", strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
+		return api.Errorf(http.StatusConflict, "%v", err)
 	}
 	return err
 }

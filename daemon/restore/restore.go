@@ -34,20 +34,34 @@ const (
 
 // Spec is one restore, as the API validated it.
 type Spec struct {
-	Job           string   `json:"job"`
-	Mode          string   `json:"mode"`
-	VMID          int64    `json:"vmid"`
-	CTime         int64    `json:"ctime,omitempty"` // source incarnation (0: the existing VM)
-	Point         string   `json:"point"`           // "<array>:<point>"
-	Disks         []string `json:"disks,omitempty"` // disk keys (all on array volumes when empty)
-	NewVMID       int64    `json:"newid,omitempty"`
-	Name          string   `json:"name,omitempty"`
-	Storage       string   `json:"storage,omitempty"` // target storage of a new VM's disks
-	PreserveMACs  bool     `json:"preserve_macs,omitempty"`
-	LinkDown      bool     `json:"link_down,omitempty"`
-	Start         bool     `json:"start,omitempty"`
-	ForceHostCopy bool     `json:"force_host_copy,omitempty"`
-	Safety        bool     `json:"safety_snapshot"`
+	Job     string   `json:"job"`
+	Mode    string   `json:"mode"`
+	VMID    int64    `json:"vmid"`
+	CTime   int64    `json:"ctime,omitempty"` // source incarnation (0: the existing VM)
+	Point   string   `json:"point"`           // "<array>:<point>"
+	Disks   []string `json:"disks,omitempty"` // disk keys (all on array volumes when empty)
+	NewVMID int64    `json:"newid,omitempty"`
+	Name    string   `json:"name,omitempty"`
+	Storage string   `json:"storage,omitempty"` // target storage of a new VM's disks
+	// DiskStorage are targets of single disks of a new VM (disk key -> storage).
+	DiskStorage   map[string]string `json:"disk_storage,omitempty"`
+	PreserveMACs  bool              `json:"preserve_macs,omitempty"`
+	LinkDown      bool              `json:"link_down,omitempty"`
+	Start         bool              `json:"start,omitempty"`
+	ForceHostCopy bool              `json:"force_host_copy,omitempty"`
+	Safety        bool              `json:"safety_snapshot"`
+}
+
+// TargetStorage is where a new VM's disk goes: its own target, else the common one, else
+// the storage of the disk it is restored from (source).
+func (s Spec) TargetStorage(key, source string) string {
+	if sid := s.DiskStorage[key]; sid != "" {
+		return sid
+	}
+	if s.Storage != "" {
+		return s.Storage
+	}
+	return source
 }
 
 // Target is what the job locks: a VM in place, or the new VMID.
@@ -613,10 +627,7 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 	sort.Slice(plans, func(a, b int) bool { return plans[a].src.Disk.Key < plans[b].src.Disk.Key })
 	for i := range plans {
 		p := &plans[i]
-		sid := spec.Storage
-		if sid == "" {
-			sid = p.src.Disk.Storage
-		}
+		sid := spec.TargetStorage(p.src.Disk.Key, p.src.Disk.Storage)
 		vg, err := r.storageVG(sid)
 		if err != nil {
 			return err
@@ -650,7 +661,7 @@ func (r *Restorer) newVM(ctx context.Context, t *tasks.Task, j *Journal, spec Sp
 		if sid == "" {
 			sid, _, _ = strings.Cut(pve.ParsePropertyString(srcCfg.Props[k], "file")["file"], ":")
 			if _, err := r.storageVG(sid); err != nil {
-				sid = plans[0].src.Disk.Storage // not an LVM storage of this node: beside the first disk
+				sid = spec.TargetStorage(plans[0].src.Disk.Key, plans[0].src.Disk.Storage) // not an LVM storage of this node: beside the first disk
 			}
 		}
 		vg, err := r.storageVG(sid)

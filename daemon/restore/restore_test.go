@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pvesnap/pvesnap/daemon/api"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/store"
@@ -340,5 +341,35 @@ func TestFreeDiskName(t *testing.T) {
 	}
 	if _, err := freeDiskName(full, 201); err == nil || !strings.Contains(err.Error(), "unable to allocate") {
 		t.Errorf("100 disks taken: %v", err)
+	}
+}
+
+// A new VM's disks go to their own target, else the common one, else their source's storage;
+// disk-storage names each disk once, with a storage ID PVE accepts.
+func TestDiskStorage(t *testing.T) {
+	m, err := parseDiskStorage("scsi1:lvm2,virtio0:san-b")
+	if err != nil || len(m) != 2 || m["scsi1"] != "lvm2" || m["virtio0"] != "san-b" {
+		t.Fatalf("parse: %v %v", m, err)
+	}
+	for bad, want := range map[string]string{"scsi1:lvm2,scsi1:lvm3": "disk scsi1 is given twice", "scsi1:x": "storage ID 'x' contains illegal characters",
+		"scsi1:-x": "storage ID '-x'"} {
+		_, err := parseDiskStorage(bad)
+		if e := api.AsError(err); err == nil || !strings.Contains(e.Errors["disk-storage"], want) {
+			t.Errorf("%q: %v, want a disk-storage error %q", bad, err, want)
+		}
+	}
+	s := Spec{DiskStorage: m}
+	if got := s.TargetStorage("scsi1", "san1"); got != "lvm2" {
+		t.Errorf("scsi1 goes to %s", got)
+	}
+	if got := s.TargetStorage("scsi0", "san1"); got != "san1" {
+		t.Errorf("scsi0 without targets goes to %s, not its source's storage", got)
+	}
+	s.Storage = "lvm9"
+	if got := s.TargetStorage("scsi0", "san1"); got != "lvm9" {
+		t.Errorf("scsi0 goes to %s, not the common target", got)
+	}
+	if got := s.TargetStorage("scsi1", "san1"); got != "lvm2" {
+		t.Errorf("scsi1's own target lost to the common one: %s", got)
 	}
 }

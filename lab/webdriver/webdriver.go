@@ -6,6 +6,8 @@ package webdriver
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -43,8 +46,26 @@ type Session struct {
 	profile string
 }
 
-// Start runs chromedriver and opens a headless session of width x height.
+// Options of a session.
+type Options struct {
+	Width, Height int
+	// TrustSPKI, when set, is the only certificates the browser accepts besides those its
+	// CA store vouches for: base64 SHA-256 digests of their public keys (SubjectPublicKeyInfo,
+	// as Chromium's --ignore-certificate-errors-spki-list takes them). A site with any other
+	// certificate fails as for a user who never accepted it. Unset, every certificate is
+	// accepted.
+	TrustSPKI []string
+}
+
+// Start runs chromedriver and opens a headless session of width x height that accepts every
+// certificate.
 func Start(width, height int) (*Session, error) {
+	return StartWith(Options{Width: width, Height: height})
+}
+
+// StartWith runs chromedriver and opens a headless session.
+func StartWith(o Options) (*Session, error) {
+	width, height := o.Width, o.Height
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -72,13 +93,16 @@ func Start(width, height int) (*Session, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--user-data-dir=" + profile,
+		fmt.Sprintf("--window-size=%d,%d", width, height)}
+	if len(o.TrustSPKI) > 0 {
+		args = append(args, "--ignore-certificate-errors-spki-list="+strings.Join(o.TrustSPKI, ","))
+	}
 	caps := map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
 		"browserName":         "chrome",
-		"acceptInsecureCerts": true,
-		"goog:chromeOptions": map[string]any{"binary": Chromium, "args": []string{
-			"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-			"--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--user-data-dir=" + profile,
-			fmt.Sprintf("--window-size=%d,%d", width, height)}},
+		"acceptInsecureCerts": len(o.TrustSPKI) == 0,
+		"goog:chromeOptions":  map[string]any{"binary": Chromium, "args": args},
 	}}}
 	var out struct {
 		SessionID string `json:"sessionId"`
@@ -89,6 +113,12 @@ func Start(width, height int) (*Session, error) {
 	}
 	s.id = out.SessionID
 	return s, nil
+}
+
+// SPKI is the digest of a certificate's public key for Options.TrustSPKI.
+func SPKI(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // Close ends the session and the driver.

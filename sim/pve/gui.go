@@ -1,6 +1,7 @@
 package pve
 
 import (
+	"embed"
 	"mime"
 	"net/http"
 	"net/url"
@@ -10,20 +11,32 @@ import (
 	"time"
 )
 
-// guiPage stands in for pveproxy's index.html.tpl: Ext JS, the Proxmox globals the template
-// renders, pvemanagerlib.js (a stand-in: pvesnap's panel must work without PVE's classes), a
-// login window when there is no ticket, and a viewport holding pvesnap's panel, which pvesnap
-// injects after pvemanagerlib.js on :8009.
+// guiPage stands in for pveproxy's index.html.tpl: Ext JS, gettext (English, or the locale
+// of the PVELangCookie when the node has one: only the test pseudo-locale "qps", picked in
+// the page rather than by the server as pveproxy does), the Proxmox globals the template renders,
+// proxmoxlib.js and pvemanagerlib.js (stand-ins, see guistub/), a login window when there is
+// no ticket, and the workspace. pvesnap injects its panel after pvemanagerlib.js on :8009.
 const guiPage = `<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>[% NodeName %] - Proxmox Virtual Environment</title>
 <link rel="stylesheet" type="text/css" href="/pve2/ext6/classic/theme-crisp/resources/theme-crisp-all.css">
 <link rel="stylesheet" type="text/css" href="/pve2/ext6/packages/font-awesome/resources/font-awesome-all.css">
+<script type="text/javascript">
+if (/(?:^|; )PVELangCookie=qps(?:;|$)/.test(document.cookie)) {
+  document.write('<script type="text/javascript" src="/pve2/locale/pve-lang-qps.js"><\/script>');
+} else {
+  window.gettext = function (message) { return message; };
+  window.ngettext = function (singular, plural, count) { return count === 1 ? singular : plural; };
+  window.pgettext = function (context, message) { return message; };
+  window.npgettext = function (context, singular, plural, count) { return count === 1 ? singular : plural; };
+}
+</script>
 <script type="text/javascript" src="/pve2/ext6/ext-all.js"></script>
 <script type="text/javascript" src="/pve2/ext6/classic/theme-crisp/theme-crisp.js"></script>
 <script type="text/javascript">
 Proxmox = {Setup: {auth_cookie_name: 'PVEAuthCookie'}, NodeName: '[% NodeName %]', UserName: '[% UserName %]',
   CSRFPreventionToken: '[% CSRFPreventionToken %]'};
 </script>
+<script type="text/javascript" src="/proxmoxlib.js?ver=[% version %]"></script>
 <script type="text/javascript" src="/pve2/js/pvemanagerlib.js?ver=[% version %]"></script>
 <script type="text/javascript">
 Ext.onReady(function () {
@@ -42,7 +55,7 @@ Ext.onReady(function () {
     w.show();
     return;
   }
-  Ext.create('Ext.container.Viewport', {layout: 'fit', items: [{xtype: 'pvesnapPanel'}]});
+  Ext.create('PVE.StdWorkspace');
 });
 </script>
 </head><body></body></html>`
@@ -64,13 +77,20 @@ func (n *Node) indexPage(req *request) *response {
 	return &response{Code: 200, Header: http.Header{"Content-Type": {"text/html; charset=utf-8"}}, Body: []byte(page)}
 }
 
+//go:embed guistub/*.js
+var guiStub embed.FS
+
+// guiStubs are the stand-ins of proxmoxlib.js, pvemanagerlib.js and the test pseudo-locale.
+var guiStubs = map[string]string{"/proxmoxlib.js": "guistub/proxmoxlib.js", "/pve2/js/pvemanagerlib.js": "guistub/pvemanagerlib.js",
+	"/pve2/locale/pve-lang-qps.js": "guistub/pve-lang-qps.js"}
+
 // guiFile serves the GUI's static paths as pveproxy does from its aliases: /pve2/ext6/ from
-// the Ext JS build, and a stand-in pvemanagerlib.js; nil when path is none of them.
+// the Ext JS build, and the stand-ins (guiStubs); nil when path is none of them.
 func (n *Node) guiFile(path string) *response {
 	switch {
-	case path == "/pve2/js/pvemanagerlib.js":
-		return &response{Code: 200, Header: http.Header{"Content-Type": {"application/javascript"}},
-			Body: []byte("// pvemanagerlib.js stand-in: PVE's own classes are not part of the simulator\n")}
+	case guiStubs[path] != "":
+		b, _ := guiStub.ReadFile(guiStubs[path])
+		return &response{Code: 200, Header: http.Header{"Content-Type": {"application/javascript"}}, Body: b}
 	case strings.HasPrefix(path, "/pve2/ext6/"):
 		// Clean under "/" first: a path cannot climb out of the build directory.
 		rel := filepath.Clean("/" + strings.TrimPrefix(path, "/pve2/ext6/"))

@@ -15,7 +15,8 @@ import (
 
 // TestGUIPage checks the GUI stand-in the browser test and the demo log in through: the page
 // carries the user and a CSRF token only with a valid ticket cookie (the token then works for
-// a write, as the GUI uses it), and /pve2/ext6/ serves the Ext JS build and nothing above it.
+// a write, as the GUI uses it), the stand-ins of the stock GUI's code are served, and
+// /pve2/ext6/ serves the Ext JS build and nothing above it.
 func TestGUIPage(t *testing.T) {
 	dir := t.TempDir()
 	ext := filepath.Join(dir, "extjs")
@@ -70,6 +71,17 @@ func TestGUIPage(t *testing.T) {
 		t.Errorf("a write with the page's CSRF token: %d %s", r.Code, r.Status)
 	}
 
+	// The stand-ins of the stock GUI's code load in the template's order: the toolkit, then
+	// pve-manager (a panel is injected after it).
+	if i, j := strings.Index(page, "/proxmoxlib.js"), strings.Index(page, "/pve2/js/pvemanagerlib.js"); i < 0 || j < i {
+		t.Errorf("proxmoxlib.js then pvemanagerlib.js: %d %d", i, j)
+	}
+	for path, want := range map[string]string{"/proxmoxlib.js": "Ext.define('Proxmox.Utils'", "/pve2/js/pvemanagerlib.js": "Ext.define('PVE.panel.Config'",
+		"/pve2/locale/pve-lang-qps.js": "function gettext("} {
+		if code, body := get(path, ""); code != 200 || !strings.Contains(body, want) {
+			t.Errorf("%s: %d, lacks %q", path, code, want)
+		}
+	}
 	if code, body := get("/pve2/ext6/ext-all.js", ""); code != 200 || body != "var Ext = {};\n" {
 		t.Errorf("ext-all.js: %d %q", code, body)
 	}
