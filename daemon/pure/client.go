@@ -304,9 +304,15 @@ func newRequestID() string {
 	return hex.EncodeToString(b)
 }
 
+// transportRetries bounds the repeats of a GET after transport errors: enough for a pooled
+// connection the array closed or a blip in the network, short when the array is down (a
+// mapping or refresh must not wait long on one unreachable array).
+const transportRetries = 2
+
 // send performs one HTTP exchange with an X-Request-ID of its own, reading the whole answer.
 // A GET that fails in transport (connection refused or reset, a timeout) is sent again, with
-// backoff, up to the retry budget: GETs change nothing, so a repeat cannot do anything twice.
+// backoff, up to transportRetries times: GETs change nothing, so a repeat cannot do anything
+// twice.
 // Other methods are never repeated after a transport error: the array may have acted.
 func (c *Client) send(ctx context.Context, method, u string, body []byte, h http.Header) (*http.Response, []byte, string, error) {
 	for attempt := 0; ; attempt++ {
@@ -337,7 +343,7 @@ func (c *Client) send(ctx context.Context, method, u string, body []byte, h http
 		path := req.URL.Path
 		if err != nil {
 			c.Logger.Debug("array request failed", "array", c.Endpoint, "method", method, "path", path, "request_id", id, "err", err)
-			if method == http.MethodGet && transient(err) && ctx.Err() == nil && attempt < c.retries() {
+			if method == http.MethodGet && transient(err) && ctx.Err() == nil && attempt < transportRetries {
 				select {
 				case <-ctx.Done():
 				case <-time.After(c.backoff(attempt)):

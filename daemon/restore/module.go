@@ -278,11 +278,11 @@ func (m *Module) Routes() []*api.Route {
 		Handler: m.start,
 	}, {
 		Method: "GET", Path: "/nodes/{node}/pvesnap/pending", Name: "pending",
-		Description: "Temporary volumes of this cluster that an array holds destroyed until it eradicates them itself (SafeMode refused their eradication), with the date it will.",
+		Description: "Temporary volumes of this cluster that an array holds destroyed until it eradicates them itself (SafeMode refused their eradication), with the date it will; an array that cannot be asked is listed with its error.",
 		Permission:  api.Permission{Path: "/", Privs: []string{"Sys.Audit"}},
 		Params:      []api.Param{nodeParam},
 		Returns: api.Returns{Type: "array", Properties: map[string]string{"array": "string", "volume": "string", "serial": "string", "job": "string",
-			"eradicates": "integer", "manual_eradication": "string"}},
+			"eradicates": "integer", "manual_eradication": "string", "error": "string"}},
 		Handler: func(c *api.Call) (any, error) { return m.R.Pending(c.Ctx) },
 	}}
 }

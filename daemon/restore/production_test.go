@@ -102,6 +102,14 @@ func TestSafeModePendingEradication(t *testing.T) {
 		pending[0].Manual != "all-disabled" || time.Unix(pending[0].Eradicates, 0).Sub(want).Abs() > time.Minute {
 		t.Fatalf("pending %+v", pending)
 	}
+	// An array that cannot be asked is a row of its own, not a failure of the whole list.
+	must(t, r.Inv.Arrays.Add(arrays.Array{ID: "fz", Type: arrays.TypeFlashArray, Endpoint: "https://127.0.0.1:1"}, "token-0123456"))
+	pending, err = r.Pending(ctx)
+	must(t, err)
+	if len(pending) != 2 || pending[1].Array != "fz" || !strings.Contains(pending[1].Error, "unreachable") {
+		t.Fatalf("pending with an unreachable array: %+v", pending)
+	}
+	must(t, r.Inv.Arrays.Remove("fz"))
 	var sweepLog []string
 	if _, err := r.Sweep(ctx, true, 0, func(f string, a ...any) { sweepLog = append(sweepLog, fmt.Sprintf(f, a...)) }); err != nil {
 		t.Fatal(err)

@@ -55,18 +55,28 @@ type Pending struct {
 	Job        string `json:"job"`
 	Eradicates int64  `json:"eradicates"` // unix seconds (0: unknown)
 	Manual     string `json:"manual_eradication,omitempty"`
+	// Error is why an array could not be asked (its row has no volume).
+	Error string `json:"error,omitempty"`
 }
 
-// Pending lists the temporary volumes of this cluster that the arrays hold destroyed.
+// Pending lists the temporary volumes of this cluster that the arrays hold destroyed; an
+// array that cannot be asked is a row with its error.
 func (r *Restorer) Pending(ctx context.Context) ([]Pending, error) {
 	id, err := NewIdentity(r.VMs.PVE, r.Node)
 	if err != nil {
 		return nil, err
 	}
 	found, err := r.clusterTemps(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	out := []Pending{}
 	now := time.Now()
 	for _, at := range found {
+		if at.err != nil {
+			out = append(out, Pending{Array: at.array.ID, Error: at.err.Error()})
+			continue
+		}
 		manual := ""
 		if arr, err := at.client.Arrays(ctx); err == nil && len(arr) == 1 && arr[0].EradicationConfig != nil {
 			manual = arr[0].EradicationConfig.ManualEradication
@@ -82,5 +92,5 @@ func (r *Restorer) Pending(ctx context.Context) ([]Pending, error) {
 			out = append(out, p)
 		}
 	}
-	return out, err
+	return out, nil
 }

@@ -104,8 +104,15 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 	now := time.Now()
 	var out []Swept
 	found, err := r.clusterTemps(ctx, id)
-	errs := []error{err}
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
 	for _, at := range found {
+		if at.err != nil {
+			errs = append(errs, at.err)
+			continue
+		}
 		a, c := at.array, at.client
 		for _, tv := range at.vols {
 			v, m := tv.Volume, tv.match
@@ -161,11 +168,13 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 	return out, errors.Join(errs...)
 }
 
-// arrayTemps are the volumes of one array named as this cluster's temporary volumes.
+// arrayTemps are the volumes of one array named as this cluster's temporary volumes (or why
+// the array could not be asked).
 type arrayTemps struct {
 	array  arrays.Array
 	client *pure.Client
 	vols   []tempVol
+	err    error
 }
 
 type tempVol struct {
@@ -174,38 +183,33 @@ type tempVol struct {
 }
 
 // clusterTemps lists, on every enabled array, the volumes (live and destroyed) named as this
-// cluster's temporary volumes; an array that cannot be asked is an error, the others are
-// listed all the same.
+// cluster's temporary volumes; an array that cannot be asked has its err set.
 func (r *Restorer) clusterTemps(ctx context.Context, id Identity) ([]arrayTemps, error) {
 	arrs, err := r.Inv.Arrays.List()
 	if err != nil {
 		return nil, err
 	}
 	var out []arrayTemps
-	var errs []error
 	for _, a := range arrs {
 		if a.Disable {
 			continue // a disabled array is not used, not even to sweep it
 		}
-		c, err := r.Inv.Client(a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
-			continue
-		}
-		vols, err := c.Volumes(ctx, "name='pvesnap-*'")
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
-			continue
-		}
-		at := arrayTemps{array: a, client: c}
-		for _, v := range vols {
-			if m := tempVolumeRe.FindStringSubmatch(v.Name); m != nil && m[1] == id.Cluster {
-				at.vols = append(at.vols, tempVol{Volume: v, match: m})
+		at := arrayTemps{array: a}
+		if at.client, at.err = r.Inv.Client(a); at.err == nil {
+			var vols []pure.Volume
+			vols, at.err = at.client.Volumes(ctx, "name='pvesnap-*'")
+			for _, v := range vols {
+				if m := tempVolumeRe.FindStringSubmatch(v.Name); m != nil && m[1] == id.Cluster {
+					at.vols = append(at.vols, tempVol{Volume: v, match: m})
+				}
 			}
+		}
+		if at.err != nil {
+			at.err = fmt.Errorf("array %s: %w", a.ID, at.err)
 		}
 		out = append(out, at)
 	}
-	return out, errors.Join(errs...)
+	return out, nil
 }
 
 // removeTemp removes a leftover temporary volume: its devices on this node (when it is this
