@@ -116,8 +116,10 @@ func (inv *Inventory) Client(a arrays.Array) (*pure.Client, error) {
 		ac := inv.clients[key]
 		delete(inv.clients, key)
 		inv.mu.Unlock()
-		if ac != nil {
-			ac.c.Logout(context.Background())
+		if ac != nil { // its session goes too (best effort, briefly: it may be unreachable)
+			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ac.c.Logout(lctx)
+			cancel()
 		}
 		return nil, fmt.Errorf("array %s is disabled", a.ID)
 	}

@@ -257,7 +257,7 @@ func (c *Client) login(ctx context.Context) (string, error) {
 			}
 			continue
 		case errors.Is(ae, ErrBusy):
-			return "", fmt.Errorf("array %s is busy, the login was not tried: %w", c.Endpoint, ae)
+			return "", fmt.Errorf("array %s is busy and turned the login away before judging the API token: %w", c.Endpoint, ae)
 		case resp.StatusCode == 400 || resp.StatusCode == 401 || resp.StatusCode == 403:
 			return "", fmt.Errorf("array %s refused the API token: %w", c.Endpoint, ae)
 		}
@@ -312,8 +312,7 @@ const transportRetries = 2
 // send performs one HTTP exchange with an X-Request-ID of its own, reading the whole answer.
 // A GET that fails in transport (connection refused or reset, a timeout) is sent again, with
 // backoff, up to transportRetries times: GETs change nothing, so a repeat cannot do anything
-// twice.
-// Other methods are never repeated after a transport error: the array may have acted.
+// twice. Other methods are never repeated after a transport error: the array may have acted.
 func (c *Client) send(ctx context.Context, method, u string, body []byte, h http.Header) (*http.Response, []byte, string, error) {
 	for attempt := 0; ; attempt++ {
 		id := newRequestID()
