@@ -15,7 +15,7 @@ export LAB_DIR     ?= /var/tmp/pvesnap-lab
 BIN        := bin/pvesnap
 GOTEST     := $(GO) test -count=1
 
-.PHONY: all build test unit lint lab lab-test deps bench demo deb fuzz docs docs-check clean browser-test package-test
+.PHONY: all build test unit perl-test lint lab lab-test deps bench demo deb fuzz docs docs-check clean browser-test package-test
 
 all: build
 
@@ -33,8 +33,13 @@ lab:
 
 # Unit, simulator and integration tests that run on the host.
 unit: export PVESNAP_REQUIRE_BROWSER=1
+unit: export PVESNAP_REQUIRE_PERL=1
 unit:
 	$(GOTEST) -timeout 15m ./...
+
+# The PVE storage plugin (perl/) against stand-ins of PVE's Perl libraries (perl/t/lib).
+perl-test:
+	prove -r perl/t
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
@@ -49,7 +54,7 @@ lab-test: lab build
 package-test: deps
 	lab/package-test.sh
 
-test: deps lab lint docs-check unit package-test lab-test
+test: deps lab lint docs-check unit perl-test package-test lab-test
 
 bench: deps lab build
 	lab/bench.sh

@@ -56,7 +56,7 @@ for s in "${sections[@]}"; do
 /mnt/host/bin/copybench -out /mnt/host/bench-copy.json
 ' > "$W/bench.sh"
     rm -f "$W/bench-copy.json"
-    go run ./lab/labrun -work "$W" -kernel "${LAB_KV:-6.12.117+deb12-amd64}" -script bench.sh -vdisks 2 -vdisk-size 20G -timeout 60m
+    go run ./lab/labrun -work "$W" ${LAB_KV:+-kernel "$LAB_KV"} -script bench.sh -vdisks 2 -vdisk-size 20G -timeout 60m
     res=$(go run ./lab/bench/report -in "$W/bench-copy.json" -img docs/img)
     echo "$res"
     { echo; echo "## Copies"; echo; echo "Measured on $(date -u +%Y-%m-%d), host $machine."; echo

@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 W=${LAB_WORK:-$root/lab/work}/demo
-KV=${LAB_KV:-6.12.117+deb12-amd64}
+KV=${LAB_KV:-}   # empty: labrun boots the trixie base's kernel (lab/setup.sh chose it)
 ext=${PVESNAP_EXTJS:-/var/tmp/pvesnap-npm/node_modules/extjs-gpl/build}
 cd "$root"
 mkdir -p "$W/bin"
@@ -24,4 +24,4 @@ export PATH=/mnt/host/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C HOME=/root
 exec /mnt/host/bin/demo -extjs /mnt/host/extjs
 EOS
 echo "[demo] booting the lab guest; pvesnap will be on https://127.0.0.1:8009/ (log: $W/pvesnap.log)"
-exec go run ./lab/labrun -work "$W" -kernel "$KV" -script demo.sh -vdisks 2 -fwd 8009:8009,8010:8010 -timeout 12h -v
+exec go run ./lab/labrun -work "$W" ${KV:+-kernel "$KV"} -script demo.sh -vdisks 2 -fwd 8009:8009,8010:8010 -timeout 12h -v

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The package's life under a real systemd (PID 1 of a systemd-nspawn container booted from the
-# package test's Debian 12 chroot): run at boot by pvesnap-pkgtest.service, it installs the
+# package test's Debian 13 or 12 chroot): run at boot by pvesnap-pkgtest.service, it installs the
 # package (the postinst enables and starts the unit), checks that systemd got READY=1 and the
 # STATUS line, starts a task, upgrades to the rebuilt package while the task's worker runs
 # (systemd restarts the daemon; KillMode=process leaves the worker), reloads, removes and

@@ -1,6 +1,9 @@
 #!/bin/bash
-# The Debian package, tested as an administrator would meet it: build, lintian (no errors),
-# install into a Debian 12 chroot, start the service as systemd would (Type=notify: READY=1 on
+# The Debian package, tested as an administrator would meet it: build once, lintian (no
+# errors, with Debian 12's and Debian 13's lintian), then on each of Debian 13 (PVE 9) and
+# Debian 12 (PVE 8): install into a chroot of it (with a stand-in of pve-manager's dpkg trigger
+# on /usr/share/perl5/PVE, which reloads PVE's daemons when a storage plugin comes or goes),
+# start the service as systemd would (Type=notify: READY=1 on
 # NOTIFY_SOCKET), start a task, upgrade to a rebuilt package while the task's worker runs
 # (restart = TERM to the main process only, as KillMode=process does: the task must finish
 # OK), remove, purge; each state is checked. This machine has no systemd as PID 1, so
@@ -11,15 +14,19 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 L=${LAB_DIR:-/var/tmp/pvesnap-lab}
-R=$L/pkgroot
-W=$root/lab/work/package
+WW=$root/lab/work/package
+DISTS=${PVESNAP_PACKAGE_DISTS:-trixie bookworm}
 mirror=${LAB_MIRROR:-$(awk '/^deb / && /bookworm/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)}
+security=${LAB_SECURITY_MIRROR:-}
 [ -n "$mirror" ] || mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
 [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+[ -n "$security" ] || security=$(dirname "$mirror")/debian-security
 pass=0
-ok() { echo "[package] ok: $*"; pass=$((pass + 1)); }
-die() { echo "[package] FAIL: $*" >&2; exit 1; }
-rm -rf "$W"; mkdir -p "$W"
+dist=build
+ok() { echo "[package $dist] ok: $*"; pass=$((pass + 1)); }
+die() { echo "[package $dist] FAIL: $*" >&2; exit 1; }
+rm -rf "$WW"; mkdir -p "$WW"
+W=$WW
 
 # --- build and lint --------------------------------------------------------------------------
 cd "$root"
@@ -38,15 +45,38 @@ sed -i "s/^Version: .*/Version: ${ver}+rebuild1/" "$W/re/DEBIAN/control"
 dpkg-deb --root-owner-group -b "$W/re" "$W/pvesnap_2.deb" > /dev/null
 rm -rf "$W/re"
 
-# --- a Debian 12 chroot (cached) ---------------------------------------------------------------
-stamp="$mirror v1"
-if [ ! -f "$R/.stamp" ] || [ "$(cat "$R/.stamp")" != "$stamp" ]; then
-  echo "[package] building the chroot from $mirror"
-  rm -rf "$R"
-  mmdebstrap --variant=minbase --mode=root --include=systemd,lvm2,init-system-helpers,procps,curl,ca-certificates \
-    bookworm "$R" "deb $mirror bookworm main" > "$W/chroot.log" 2>&1 || { tail -20 "$W/chroot.log"; die "mmdebstrap"; }
-  echo "$stamp" > "$R/.stamp"
-fi
+# --- the chroot of a distribution (cached) ----------------------------------------------------
+chroot_of() { # DIST: $L/pkgroot-DIST, minbase with what a node has (and lintian, for trixie's)
+  local d=$1 R=$L/pkgroot-$1 stamp
+  stamp="$mirror $security lintian perl v3"
+  if [ ! -f "$R/.stamp" ] || [ "$(cat "$R/.stamp")" != "$stamp" ]; then
+    echo "[package $d] building the chroot from $mirror"
+    rm -rf "$R"
+    mmdebstrap --variant=minbase --mode=root --include=systemd,lvm2,init-system-helpers,procps,curl,ca-certificates,perl,libjson-perl,lintian \
+      "$d" "$R" "deb $mirror $d main" "deb $mirror $d-updates main" "deb $security $d-security main" > "$WW/chroot-$d.log" 2>&1 \
+      || { tail -20 "$WW/chroot-$d.log"; die "mmdebstrap $d"; }
+    echo "$stamp" > "$R/.stamp"
+  fi
+}
+for d in $DISTS; do chroot_of "$d"; done
+# Debian 13's lintian on the same package (Debian 12's ran above).
+for d in $DISTS; do
+  [ "$d" = bookworm ] && continue
+  mkdir -p "$L/pkgroot-$d/srv/lint"
+  cp "$WW/pvesnap_1.deb" "$L/pkgroot-$d/srv/lint/"
+  chroot "$L/pkgroot-$d" lintian --tag-display-limit 0 /srv/lint/pvesnap_1.deb > "$WW/lintian-$d.log" 2>&1 || true
+  rm -rf "$L/pkgroot-$d/srv/lint"
+  grep -v 'running with root privileges' "$WW/lintian-$d.log" || true
+  if grep -q '^E:' "$WW/lintian-$d.log"; then die "lintian errors ($d's lintian $(chroot "$L/pkgroot-$d" dpkg-query -W -f '${Version}' lintian))"; fi
+  ok "$d's lintian $(chroot "$L/pkgroot-$d" dpkg-query -W -f '${Version}' lintian): no errors ($(grep -c '^W:' "$WW/lintian-$d.log" || true) warnings)"
+done
+
+# --- the package's life on one distribution ---------------------------------------------------
+life() { # DIST
+dist=$1
+R=$L/pkgroot-$dist
+W=$WW/$dist
+mkdir -p "$W"
 mounted=()
 cleanup() {
   for p in $(cat "$W"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
@@ -56,20 +86,50 @@ trap cleanup EXIT
 for m in proc sys dev; do mount --bind /$m "$R/$m"; mounted+=("$R/$m"); done
 inroot() { chroot "$R" "$@"; }
 inroot dpkg --purge pvesnap > /dev/null 2>&1 || true
-rm -rf "$R/srv/t" "$R/etc/pvesnap" "$R/var/lib/pvesnap"
+inroot dpkg --purge pvesnap-test-pve-trigger > /dev/null 2>&1 || true
+rm -rf "$R/srv/t" "$R/etc/pvesnap" "$R/var/lib/pvesnap" "$R/var/log/pve-trigger-standin.log"
 mkdir -p "$R/srv/t"
-cp "$W"/pvesnap_*.deb "$R/srv/t/"
+cp "$WW"/pvesnap_*.deb "$R/srv/t/"
+# The storage plugin's tools: stand-ins of PVE's Perl libraries and PVE's part (perl/t).
+cp -r "$root/perl/t" "$R/srv/t/perl-t"
+standins=/srv/t/perl-t/lib
+
+# pve-manager's trigger (debian/triggers: interest-noawait /usr/share/perl5/PVE), played by a
+# package of its own that records each activation, as pve-manager's postinst then reloads
+# pvedaemon, pvestatd, pveproxy and the rest.
+mkdir -p "$W/trig/DEBIAN"
+printf 'Package: pvesnap-test-pve-trigger\nVersion: 1\nArchitecture: all\nMaintainer: test <t@pvesnap.invalid>\nDescription: stand-in of pve-manager'"'"'s trigger\n' > "$W/trig/DEBIAN/control"
+echo 'interest-noawait /usr/share/perl5/PVE' > "$W/trig/DEBIAN/triggers"
+printf '#!/bin/sh\n[ "$1" = triggered ] && echo "$2" >> /var/log/pve-trigger-standin.log\nexit 0\n' > "$W/trig/DEBIAN/postinst"
+chmod 755 "$W/trig/DEBIAN/postinst"
+dpkg-deb --root-owner-group -b "$W/trig" "$R/srv/t/trig.deb" > /dev/null
+inroot dpkg -i /srv/t/trig.deb > /dev/null 2>&1 || die "the trigger stand-in did not install"
+triggered() { grep -c /usr/share/perl5/PVE "$R/var/log/pve-trigger-standin.log" 2>/dev/null || true; }
 
 # --- install ---------------------------------------------------------------------------------
 inroot dpkg -i /srv/t/pvesnap_1.deb > "$W/install.log" 2>&1 || { cat "$W/install.log"; die "dpkg -i"; }
-[ -x "$R/usr/bin/pvesnap" ] && [ -f "$R/lib/systemd/system/pvesnap.service" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] \
+[ -x "$R/usr/bin/pvesnap" ] && [ -f "$R/usr/lib/systemd/system/pvesnap.service" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] \
   && [ -f "$R/usr/share/man/man1/pvesnap.1.gz" ] && [ -f "$R/usr/share/bash-completion/completions/pvesnap" ] || die "files missing after install"
 [ -L "$R/etc/systemd/system/multi-user.target.wants/pvesnap.service" ] || die "service not enabled"
 [ "$(stat -c %a "$R/var/lib/pvesnap")" = 700 ] || die "/var/lib/pvesnap mode"
 inroot pvesnap config check > /dev/null || die "the shipped config does not check"
-inroot systemd-analyze verify /lib/systemd/system/pvesnap.service > "$W/verify.log" 2>&1 || true
+inroot systemd-analyze verify /usr/lib/systemd/system/pvesnap.service > "$W/verify.log" 2>&1 || true
 if grep -v -e 'pve-cluster.service' -e 'pveproxy.service' -e "Command 'man " -e '^$' "$W/verify.log" | grep -q .; then cat "$W/verify.log"; die "systemd-analyze verify"; fi
 ok "installed: binary, unit (enabled, verified), conffile, man page, completion, state dir"
+
+# --- the storage plugin --------------------------------------------------------------------------
+plugin=/usr/share/perl5/PVE/Storage/Custom/PvesnapPlugin.pm
+bprov=/usr/share/perl5/PVE/BackupProvider/Plugin/Pvesnap.pm
+[ -f "$R$plugin" ] && [ -f "$R$bprov" ] || die "plugin modules missing after install"
+[ "$(triggered)" = 1 ] || die "installing the plugin did not activate pve-manager's trigger ($(triggered) activations)"
+for m in $plugin $bprov; do
+  inroot perl -I$standins -c $m > "$W/perl-c.log" 2>&1 || { cat "$W/perl-c.log"; die "perl -c $m"; }
+  grep -q 'syntax OK' "$W/perl-c.log" || die "perl -c $m: $(cat "$W/perl-c.log")"
+done
+loaded=$(inroot env PVESNAP_TEST_CUSTOM_DIR=/usr/share/perl5/PVE/Storage/Custom perl -I$standins -e \
+  'use PVE::Storage; my $p = PVE::Storage::Plugin->lookup("pvesnap"); print $p->api(), " ", PVE::Storage::Plugin::storage_has_feature("pvesnap", "backup-provider"), "\n"' 2>&1)
+[ "$loaded" = "15 1" ] || die "the installed plugin did not load with the loader's rule: $loaded"
+ok "storage plugin installed under /usr/share/perl5/PVE (pve-manager's trigger activated), perl -c OK, loaded as API 15 with the backup-provider feature"
 
 # --- a node for it to serve: simulated PVE and FlashArray, shims for pvs/lvs/qm -----------------
 chroot "$R" sh -c 'exec pvesnap sim pve --dir /srv/t/sim --listen pve1=127.0.0.1:18006 --auth-fail-delay 0s' > "$W/simpve.log" 2>&1 &
@@ -106,7 +166,8 @@ case "$4" in
 esac
 EOF
 chmod +x "$R"/srv/t/shims/*
-printf 'lvm: san1\n\tvgname vgsan1\n\tcontent images\n\tshared 1\n' > "$R/srv/t/sim/pve/storage.cfg"
+printf 'lvm: san1\n\tvgname vgsan1\n\tcontent images\n\tshared 1\n\npvesnap: snaps\n\tcontent backup\n\tpvesnap-vmids 100\n' > "$R/srv/t/sim/pve/storage.cfg"
+cp "$R/srv/t/sim/pve/storage.cfg" "$W/storage.cfg.expected"
 printf 'name: web\nagent: 1\nmeta: ctime=%s\nscsi0: san1:vm-100-disk-0,size=4G\n' "$(date -d '-3 hours' +%s)" > "$R/srv/t/sim/pve/nodes/pve1/qemu-server/100.conf"
 cat > "$R/etc/pvesnap/pvesnap.yaml" <<EOF
 # changed by the package test (a conffile an upgrade must keep)
@@ -129,7 +190,7 @@ inroot pvesnap arrays add --endpoint https://127.0.0.1:18443 --ca /srv/t/fa/ca.p
   || { cat "$W/arrays.log"; die "arrays add"; }
 
 # --- start the service as systemd would -------------------------------------------------------
-exec_start=$(sed -n 's/^ExecStart=//p' "$R/lib/systemd/system/pvesnap.service")
+exec_start=$(sed -n 's/^ExecStart=//p' "$R/usr/lib/systemd/system/pvesnap.service")
 start_service() { # NAME: run ExecStart with a notify socket; wait for READY=1
   rm -f "$R/run/pvesnap-notify.sock" "$W/notify-$1.log"
   python3 -c '
@@ -180,16 +241,31 @@ for i in $(seq 150); do s=$(status); [ "${s%% *}" = stopped ] && break; sleep 0.
 log=$(api GET "/nodes/pve1/tasks/$upid/log?limit=100")
 echo "$log" | grep -q 'guest filesystems frozen' && echo "$log" | grep -q 'created pve-san1.upgrade-test' || { echo "$log"; die "task log"; }
 ok "the task started before the upgrade finished OK"
+# The plugin, as pvesm lists content, against the upgraded daemon: the snapshot is a VM archive.
+list=$(inroot perl -T /srv/t/perl-t/pve-standin.pl --custom-dir /usr/share/perl5/PVE/Storage/Custom \
+  --storage-cfg "$pvedir/storage.cfg" snaps list)
+echo "$list" | python3 -c '
+import json, re, sys
+d = json.load(sys.stdin)
+v = d.get("volumes") or sys.exit("no volumes: %s" % d)
+assert len(v) == 1 and re.match(r"^snaps:backup/pvesnap-qemu-100-\d+-fa1:upgrade-test$", v[0]["volid"]) and v[0]["subtype"] == "qemu", v
+' || die "the plugin's listing after the upgrade: $list"
+cmp -s "$R/srv/t/sim/pve/storage.cfg" "$W/storage.cfg.expected" || die "storage.cfg changed by the upgrade"
+[ "$(triggered)" = 2 ] || die "the upgrade did not activate pve-manager's trigger ($(triggered) activations)"
+ok "after the upgrade: storage.cfg's pvesnap entry unchanged, the plugin lists the VM's snapshot as an archive"
 kill -TERM "$(cat "$W/daemon-2.pid")"; sleep 1
 
 # --- remove, purge ---------------------------------------------------------------------------
 inroot dpkg -r pvesnap > "$W/remove.log" 2>&1 || { cat "$W/remove.log"; die "dpkg -r"; }
 [ ! -e "$R/usr/bin/pvesnap" ] && [ -f "$R/etc/pvesnap/pvesnap.yaml" ] && [ -d "$R/var/lib/pvesnap" ] || die "state after remove"
-ok "removed: binary gone, config and state kept"
+[ ! -e "$R$plugin" ] && [ ! -e "$R$bprov" ] || die "plugin modules left after remove"
+[ "$(triggered)" = 3 ] || die "the removal did not activate pve-manager's trigger ($(triggered) activations)"
+ok "removed: binary and plugin gone (pve-manager's trigger activated), config and state kept"
 inroot dpkg -P pvesnap > "$W/purge.log" 2>&1 || { cat "$W/purge.log"; die "dpkg -P"; }
 [ ! -e "$R/etc/pvesnap" ] && [ ! -e "$R/var/lib/pvesnap" ] && [ ! -e "$R/etc/systemd/system/multi-user.target.wants/pvesnap.service" ] \
   && [ -f "$R/srv/t/sim/pve/pvesnap/arrays.cfg" ] || die "state after purge"
-ok "purged: config, state and enablement gone; the cluster-wide arrays.cfg kept"
+cmp -s "$R/srv/t/sim/pve/storage.cfg" "$W/storage.cfg.expected" || die "storage.cfg changed by remove or purge"
+ok "purged: config, state and enablement gone; the cluster-wide arrays.cfg and storage.cfg kept"
 
 # --- the same life under a real systemd ------------------------------------------------------
 # Above, this script plays systemd's part from the unit file. Here the chroot boots as a
@@ -207,10 +283,10 @@ systemd_phase() {
   sleep 1
   local N=$W/nspawn
   rm -rf "$N"; mkdir -p "$N/bin"
-  cp "$W"/pvesnap_1.deb "$W"/pvesnap_2.deb "$W/conffile.expected" "$here/package-systemd.sh" "$N/"
+  cp "$WW"/pvesnap_1.deb "$WW"/pvesnap_2.deb "$W/conffile.expected" "$here/package-systemd.sh" "$N/"
   cp -a "$R/srv/t/shims" "$R/srv/t/hw" "$R/srv/t/iscsi" "$N/" # the node's stand-ins from above
   # The simulators run from the package's own binary (installed or not).
-  dpkg-deb --fsys-tarfile "$W/pvesnap_1.deb" | tar -xOf - ./usr/bin/pvesnap > "$N/bin/pvesnap"
+  dpkg-deb --fsys-tarfile "$WW/pvesnap_1.deb" | tar -xOf - ./usr/bin/pvesnap > "$N/bin/pvesnap"
   chmod 755 "$N/bin/pvesnap"
   printf '%s\n' '[Unit]' 'Description=pvesnap package test under systemd' 'After=basic.target' '' \
     '[Service]' 'Type=oneshot' 'ExecStart=/bin/bash /srv/t/package-systemd.sh' 'TimeoutStartSec=300' > "$W/pvesnap-pkgtest.service"
@@ -225,9 +301,18 @@ systemd_phase() {
     tail -5 "$W/nspawn.log" | sed 's/^/[package]   /'
     return
   fi
-  grep '^\[systemd\]' "$N/systemd.out"
+  sed "s/^\[systemd\]/[systemd $dist]/" "$N/systemd.out" | grep '^\[systemd'
+
   [ "$(cat "$N/systemd.rc")" = 0 ] || { cat "$N/systemd.out"; die "the systemd phase"; }
   pass=$((pass + $(grep -c '^\[systemd\] ok:' "$N/systemd.out")))
 }
 systemd_phase
-echo "[package] $pass checks passed"
+cleanup
+}
+
+for d in $DISTS; do
+  before=$pass
+  life "$d"
+  echo "[package $d] $((pass - before)) checks passed"
+done
+echo "[package] $pass checks passed on $DISTS"

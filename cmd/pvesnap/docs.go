@@ -13,6 +13,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/api"
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
+	"github.com/pvesnap/pvesnap/daemon/provider"
 	"github.com/pvesnap/pvesnap/daemon/restore"
 	"github.com/pvesnap/pvesnap/daemon/server"
 	"github.com/pvesnap/pvesnap/daemon/storage"
@@ -114,12 +115,8 @@ func apiReference() []byte {
 			b.WriteString("\n")
 		}
 		if len(r.Params) > 0 {
-			b.WriteString("\n| Parameter | Type | Required | Description |\n|---|---|---|---|\n")
+			b.WriteString(paramHeader)
 			for _, p := range r.Params {
-				req := "yes"
-				if p.Optional {
-					req = "no"
-				}
 				desc := p.Description
 				if len(p.Enum) > 0 {
 					desc += " One of: " + strings.Join(p.Enum, ", ") + "."
@@ -130,11 +127,55 @@ func apiReference() []byte {
 				if p.Format != "" {
 					desc += " Format: " + p.Format + "."
 				}
-				fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", p.Name, p.Type, req, mdEscape(desc))
+				paramRow(&b, p.Name, string(p.Type), p.Optional, desc)
 			}
 		}
 	}
+	pluginSocketReference(&b)
 	return b.Bytes()
+}
+
+const paramHeader = "\n| Parameter | Type | Required | Description |\n|---|---|---|---|\n"
+
+func paramRow(b *bytes.Buffer, name, typ string, optional bool, desc string) {
+	req := "yes"
+	if optional {
+		req = "no"
+	}
+	fmt.Fprintf(b, "| `%s` | %s | %s | %s |\n", name, mdEscape(typ), req, mdEscape(desc))
+}
+
+// pluginSocketReference documents the local socket of the PVE storage plugin (perl/).
+func pluginSocketReference(b *bytes.Buffer) {
+	fmt.Fprintf(b, "\n## The storage plugin's socket (protocol version %d)\n\n", provider.Version)
+	b.WriteString("PVE's storage plugin `pvesnap` (perl/, installed under /usr/share/perl5/PVE/) asks the node's daemon\n")
+	b.WriteString("over the Unix socket `<paths.run>/provider.sock` (/run/pvesnap/provider.sock), mode 0600; the daemon\n")
+	b.WriteString("answers root only (SO_PEERCRED), as PVE's daemons and task workers run. The socket offers only what\n")
+	b.WriteString("PVE calls once it has checked the user's permissions itself (content listing: Datastore and VM\n")
+	b.WriteString("privileges; a restore: VM.Allocate and the archive's access check): nothing on it writes a VM\n")
+	b.WriteString("config, allocates or deletes a PVE volume or takes a snapshot.\n\n")
+	fmt.Fprintf(b, "One request line and one answer line of JSON per connection (a request of at most %d bytes):\n\n", provider.MaxRequest)
+	fmt.Fprintf(b, "    {\"version\":%d,\"method\":\"list\",\"params\":{\"storage\":\"snaps\"}}\n", provider.Version)
+	fmt.Fprintf(b, "    {\"version\":%d,\"result\":{...},\"log\":[\"...\"]}   or   {\"version\":%d,\"error\":\"...\",\"log\":[...]}\n\n", provider.Version, provider.Version)
+	b.WriteString("`log` are the lines of the work done (the plugin writes them to the PVE task log). A request of\n")
+	b.WriteString("another version is answered with an error naming the version spoken; unknown parameters are errors.\n")
+	b.WriteString("A restore session is the calling process's: if it ends without `restore-cleanup`, the daemon undoes\n")
+	b.WriteString("the staging itself (checked every 10 s and at start).\n")
+	for _, m := range (&provider.Provider{}).Methods() {
+		fmt.Fprintf(b, "\n### %s\n\n%s\n", m.Name, m.Description)
+		if len(m.Params) > 0 {
+			b.WriteString(paramHeader)
+			for _, f := range m.Params {
+				paramRow(b, f.Name, f.Type, f.Optional, f.Description)
+			}
+		}
+		if len(m.Result) > 0 {
+			b.WriteString("\n| Result | Type | Description |\n|---|---|---|\n")
+			for _, f := range m.Result {
+				fmt.Fprintf(b, "| `%s` | %s | %s |\n", f.Name, mdEscape(f.Type), mdEscape(f.Description))
+			}
+		}
+	}
 }
 
 func mdEscape(s string) string { return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s) }

@@ -16,6 +16,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
 	"github.com/pvesnap/pvesnap/daemon/logging"
+	"github.com/pvesnap/pvesnap/daemon/provider"
 	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/restore"
@@ -42,6 +43,8 @@ type env struct {
 	inv     *inventory.Inventory
 	invMod  *inventory.Module
 	restore *restore.Module
+	// provider answers PVE's storage plugin (perl/) on a root-only socket.
+	provider *provider.Provider
 }
 
 func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
@@ -66,7 +69,7 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 			Env: workerEnv(), Logger: logger.With("component", "worker")}}
 	roots := engine.Roots{Sys: cfg.Paths.Sys, Dev: cfg.Paths.Dev}
 	e.storage = &storage.Module{Node: cfg.Node, Storage: pve.NewStorageConfig(cfg.Paths.PVE), Run: e.runner, Tasks: e.tasks,
-		ZFSDev: filepath.Join(cfg.Paths.Dev, "zfs"), LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
+		ZFSDev: filepath.Join(cfg.Paths.Dev, "zfs"), Sys: cfg.Paths.Sys, LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
 		Offloadable: storage.OffloadableVG(e.runner, roots), Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}}
 	e.arrays = &arrays.Module{Config: arraysConfig(cfg), Node: nodePaths(cfg), Logger: logger.With("component", "arrays")}
 	e.inv = &inventory.Inventory{Node: cfg.Node, PVE: cfg.Paths.PVE, Storage: e.storage.Storage, Arrays: arraysConfig(cfg),
@@ -78,6 +81,9 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 		LVM: e.inv.LVM, Host: restore.Host{Sys: cfg.Paths.Sys, Dev: cfg.Paths.Dev, Run: e.runner, Settle: 10 * time.Second},
 		VMs: restore.VMs{PVE: cfg.Paths.PVE, Lock: cfg.Paths.Lock, Node: cfg.Node, Run: e.runner}, DB: db,
 		Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}, Logger: logger.With("component", "restore")}}
+	e.provider = &provider.Provider{Socket: filepath.Join(cfg.Paths.Run, "provider.sock"), Inv: e.inv, Storage: e.storage.Storage,
+		DB: db, Stager: e.restore.R, LVM: e.inv.LVM, Dev: cfg.Paths.Dev, Proc: cfg.Paths.Proc, DaemonVersion: server.Version,
+		Logger: logger.With("component", "provider")}
 	return e, nil
 }
 
@@ -106,7 +112,7 @@ func workerEnv() []string {
 
 // modules are the daemon's route providers and background work.
 func (e *env) modules() []server.Module {
-	return []server.Module{e.tasks, e.storage, e.arrays, e.invMod, e.restore, spareWorker{e.tasks.Spawner}}
+	return []server.Module{e.tasks, e.storage, e.arrays, e.invMod, e.restore, e.provider, spareWorker{e.tasks.Spawner}}
 }
 
 // spareWorker keeps a task worker started ahead of need while the daemon runs, so a task

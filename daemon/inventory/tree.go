@@ -131,6 +131,26 @@ func (inv *Inventory) Detail(ctx context.Context, vmid, ctime int64) (*VMDetail,
 	return in.detail(pick), nil
 }
 
+// Details is Detail of every incarnation (live and deleted) that allow accepts, from one read
+// of the snapshot cache: what a listing of all restore points needs.
+func (inv *Inventory) Details(ctx context.Context, allow func(vmid int64) bool) ([]*VMDetail, error) {
+	in, err := inv.input(ctx)
+	if err != nil {
+		return nil, err
+	}
+	incs, err := inv.load(ctx, 0, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*VMDetail, 0, len(incs))
+	for i := range incs {
+		if allow == nil || allow(incs[i].VMID) {
+			out = append(out, in.detail(&incs[i]))
+		}
+	}
+	return out, nil
+}
+
 // ErrUnknown: no such VM, incarnation or restore point.
 var ErrUnknown = errors.New("not known")
 

@@ -19,6 +19,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
+	"github.com/pvesnap/pvesnap/daemon/provider"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/restore"
 	"github.com/pvesnap/pvesnap/daemon/runner"
@@ -240,10 +241,15 @@ func (e *Env) StartNode(node string) {
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	inv := e.setup(node).inventory(db)
 	inv.Logger = logger.With("component", "inventory")
+	restorer := e.setup(node).restorer(db, inv)
 	mods := []server.Module{ts, e.setup(node).storageModule(ts),
 		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")},
 		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour},
-		e.restoreModule(node, &restore.Module{R: e.setup(node).restorer(db, inv), Tasks: ts, RecoverEvery: time.Hour})}
+		e.restoreModule(node, &restore.Module{R: restorer, Tasks: ts, RecoverEvery: time.Hour}),
+		// the storage plugin's socket, served to the uid running the tests (root in production)
+		&provider.Provider{Socket: filepath.Join(p.Run, "provider.sock"), Inv: inv, Storage: inv.Storage, DB: db, Stager: restorer,
+			LVM: inv.LVM, Dev: filepath.Join(e.setup(node).HW, "dev"), PeerUID: os.Getuid(), RecoverEvery: time.Hour,
+			Logger: logger.With("component", "provider")}}
 	if e.Extra != nil {
 		mods = append(mods, e.Extra(node, ts)...)
 	}

@@ -158,8 +158,8 @@ func (m *Module) workerAlive(jr JobRecord) bool {
 // Resume finishes one job's unwind now ('pvesnap restore --resume'): after its failed undo's
 // cause was fixed, or for a job whose worker died. A job whose worker still runs is refused.
 func (m *Module) Resume(ctx context.Context, job string, out func(string, ...any)) error {
-	if !jobRe.MatchString(job) {
-		return fmt.Errorf("invalid job id %q", job)
+	if err := CheckJob(job); err != nil {
+		return err
 	}
 	// The daemon's recovery may be at it: wait for it, then look again.
 	unlock, err := m.R.lockJob(job, 2*time.Minute)

@@ -74,6 +74,14 @@ func (s Spec) Target() string {
 
 var jobRe = regexp.MustCompile(`^[a-z0-9]{6,16}$`)
 
+// CheckJob validates a job id: it becomes part of array volume, VG and LV tag names.
+func CheckJob(id string) error {
+	if !jobRe.MatchString(id) {
+		return fmt.Errorf("invalid job id %q: 6 to 16 lower-case letters and digits", id)
+	}
+	return nil
+}
+
 // Restorer runs restores on this node.
 type Restorer struct {
 	Node      string
@@ -106,8 +114,8 @@ type staged struct {
 
 // Run performs a journaled restore; on error everything it did is undone.
 func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error) {
-	if !jobRe.MatchString(spec.Job) {
-		return fmt.Errorf("invalid job id %q", spec.Job)
+	if err := CheckJob(spec.Job); err != nil {
+		return err
 	}
 	j := &Journal{DB: r.DB, Job: spec.Job}
 	j.faultHook()
@@ -181,46 +189,13 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 		}
 	}
 
-	// Stage every source array volume: copy the snapshot into a temporary volume, connect it,
-	// find its device, import its VG under a new name.
-	stage := map[string]*staged{}
-	var order []string
-	for _, s := range sources {
-		if _, ok := stage[s.Volume]; !ok {
-			stage[s.Volume] = &staged{array: s.Array, snapshot: s.Snapshot}
-			order = append(order, s.Volume)
-		}
-	}
-	target, err := arrays.Target(ctx, client, arr, r.NodePaths)
+	disks, err := r.Stage(ctx, j, sources, t.Logf)
 	if err != nil {
 		return err
 	}
-	id, err := NewIdentity(r.VMs.PVE, r.Node)
-	if err != nil {
-		return err
-	}
-	for i, vol := range order {
-		st := stage[vol]
-		st.volume, st.vg = id.TempVolume(spec.Job, i), tempVG(spec.Job, i)
-		if err := r.stage(ctx, t, j, client, arr, target, st); err != nil {
-			return err
-		}
-	}
-
-	// Check the snapshot holds the very LVs (same UUID): not another disk of the same name.
-	plans := make([]plan, 0, len(sources))
-	for _, s := range sources {
-		st := stage[s.Volume]
-		_, lvName, _ := strings.Cut(s.Disk.Volid, ":")
-		src, ok := st.lvs[lvName]
-		if !ok {
-			return fmt.Errorf("snapshot %s does not contain %s (disk %s)", s.Snapshot, lvName, s.Disk.Key)
-		}
-		if !s.Disk.Holds(src.UUID) {
-			return fmt.Errorf("%w: in snapshot %s, %s has LV UUID %s, but disk %s of VM %d is LV %s: a different disk of the same name",
-				inventory.ErrPredatesDisk, s.Snapshot, lvName, src.UUID, s.Disk.Key, spec.VMID, s.Disk.LVUUID)
-		}
-		plans = append(plans, plan{src: s, srcLV: src, staged: st})
+	plans := make([]plan, 0, len(disks))
+	for _, d := range disks {
+		plans = append(plans, plan{src: d.Source, srcLV: d.LV, srcVG: d.VG})
 	}
 	if err := r.activate(ctx, j, plans); err != nil {
 		return err
@@ -232,14 +207,117 @@ func (r *Restorer) Run(ctx context.Context, t *tasks.Task, spec Spec) (err error
 }
 
 type plan struct {
-	src    inventory.DiskSource
-	srcLV  lvm.LV
-	staged *staged
-	vg     string // target VG
-	dst    string // target LV name (new LV)
+	src   inventory.DiskSource
+	srcLV lvm.LV
+	srcVG string // the staged VG holding srcLV
+	vg    string // target VG
+	dst   string // target LV name (new LV)
 }
 
-func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure.Client, arr arrays.Array, target pure.Target, st *staged) error {
+// StagedDisk is one disk of a restore point made readable on this node: its LV in the copy
+// of the snapshot, imported under a VG name of the job.
+type StagedDisk struct {
+	Source inventory.DiskSource
+	VG     string
+	LV     lvm.LV
+}
+
+// Path is the staged LV's block device under dev (/dev).
+func (d StagedDisk) Path(dev string) string { return filepath.Join(dev, d.VG, d.LV.Name) }
+
+// Stage makes the snapshots holding sources readable on this node, each step journaled in j
+// with its undo: every array volume's snapshot is copied to a temporary volume, connected to
+// this node, found by serial and its VG imported under a name of the job; then each disk's LV
+// is checked to be that very disk (the LV UUID), not another of the same name. It is the first
+// half of every restore: pvesnap's own, and PVE's qmrestore through the backup provider.
+// Nothing is activated. On error, what was done stays journaled for the caller's Unwind.
+func (r *Restorer) Stage(ctx context.Context, j *Journal, sources []inventory.DiskSource, logf func(string, ...any)) ([]StagedDisk, error) {
+	if len(sources) == 0 {
+		return nil, errors.New("nothing to stage: no disk")
+	}
+	arr, err := r.Inv.Arrays.Get(sources[0].Array)
+	if err != nil {
+		return nil, err
+	}
+	client, err := r.Inv.Client(arr)
+	if err != nil {
+		return nil, err
+	}
+	id, err := NewIdentity(r.VMs.PVE, r.Node)
+	if err != nil {
+		return nil, err
+	}
+	stage, order := stagingPlan(id, j.Job, sources)
+	target, err := arrays.Target(ctx, client, arr, r.NodePaths)
+	if err != nil {
+		return nil, err
+	}
+	for _, vol := range order {
+		if err := r.stage(ctx, logf, j, client, arr, target, stage[vol]); err != nil {
+			return nil, err
+		}
+	}
+	return stagedDisks(stage, sources)
+}
+
+// Staged finds again what Stage made for job (after a restart of the process that staged it):
+// the same VGs, their LVs read back and checked as Stage checks them.
+func (r *Restorer) Staged(ctx context.Context, job string, sources []inventory.DiskSource) ([]StagedDisk, error) {
+	id, err := NewIdentity(r.VMs.PVE, r.Node)
+	if err != nil {
+		return nil, err
+	}
+	stage, order := stagingPlan(id, job, sources)
+	for _, vol := range order {
+		st := stage[vol]
+		lvs, err := r.LVM.LVs(ctx, st.vg)
+		if err != nil {
+			return nil, fmt.Errorf("staged volume group %s: %w", st.vg, err)
+		}
+		st.lvs = map[string]lvm.LV{}
+		for _, lv := range lvs {
+			st.lvs[lv.Name] = lv
+		}
+	}
+	return stagedDisks(stage, sources)
+}
+
+// stagingPlan is one staging per source array volume, in the order of first appearance, with
+// the names of its temporary volume (of this cluster and node: id) and VG.
+func stagingPlan(id Identity, job string, sources []inventory.DiskSource) (map[string]*staged, []string) {
+	stage := map[string]*staged{}
+	var order []string
+	for _, s := range sources {
+		if _, ok := stage[s.Volume]; !ok {
+			i := len(order)
+			stage[s.Volume] = &staged{array: s.Array, snapshot: s.Snapshot, volume: id.TempVolume(job, i), vg: tempVG(job, i)}
+			order = append(order, s.Volume)
+		}
+	}
+	return stage, order
+}
+
+// stagedDisks finds each disk's LV in its staged VG and checks it is that very disk (the LV
+// UUID), not another of the same name.
+func stagedDisks(stage map[string]*staged, sources []inventory.DiskSource) ([]StagedDisk, error) {
+	out := make([]StagedDisk, 0, len(sources))
+	for _, s := range sources {
+		st := stage[s.Volume]
+		_, lvName, _ := strings.Cut(s.Disk.Volid, ":")
+		src, ok := st.lvs[lvName]
+		if !ok {
+			return nil, fmt.Errorf("snapshot %s does not contain %s (disk %s)", s.Snapshot, lvName, s.Disk.Key)
+		}
+		if !s.Disk.Holds(src.UUID) {
+			return nil, fmt.Errorf("%w: in snapshot %s, %s has LV UUID %s, but disk %s (%s) is LV %s: a different disk of the same name",
+				inventory.ErrPredatesDisk, s.Snapshot, lvName, src.UUID, s.Disk.Key, s.Disk.Volid, s.Disk.LVUUID)
+		}
+		out = append(out, StagedDisk{Source: s, VG: st.vg, LV: src})
+	}
+	return out, nil
+}
+
+func (r *Restorer) stage(ctx context.Context, logf func(string, ...any), j *Journal, c *pure.Client, arr arrays.Array, target pure.Target, st *staged) error {
 	if err := j.Step(ctx, "copy "+st.snapshot, Action{Kind: "array-destroy-volume", Chain: ChainStaging, Args: map[string]string{"array": arr.ID, "volume": st.volume}},
 		func() error {
 			v, err := c.CopyVolume(ctx, st.volume, st.snapshot, false)
@@ -248,7 +326,7 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 		}); err != nil {
 		return err
 	}
-	t.Logf("array %s: %s copied to %s (serial %s)", arr.ID, st.snapshot, st.volume, st.serial)
+	logf("array %s: %s copied to %s (serial %s)", arr.ID, st.snapshot, st.volume, st.serial)
 	var lun int
 	if err := j.Step(ctx, "connect "+st.volume, Action{Kind: "array-disconnect", Chain: ChainStaging, Args: map[string]string{"array": arr.ID,
 		"volume": st.volume, "host": target.Host, "hostgroup": target.HostGroup, "serial": st.serial}},
@@ -262,10 +340,10 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 		}); err != nil {
 		return err
 	}
-	t.Logf("connected %s to %s as LUN %d", st.volume, target, lun)
+	logf("connected %s to %s as LUN %d", st.volume, target, lun)
 	if err := j.Step(ctx, "find device "+st.serial, Action{Kind: "host-remove-devices", Chain: ChainStaging, Args: map[string]string{"serial": st.serial}},
 		func() error {
-			r.Host.Rescan(st.serial, lun, t.Logf)
+			r.Host.Rescan(st.serial, lun, logf)
 			wait := r.DeviceWait
 			if wait == 0 {
 				wait = 2 * time.Minute
@@ -276,7 +354,7 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 		}); err != nil {
 		return err
 	}
-	t.Logf("device %s has serial %s", st.device, st.serial)
+	logf("device %s has serial %s", st.device, st.serial)
 	if err := j.Step(ctx, "import VG as "+st.vg, Action{Kind: "lvm-deactivate-vg", Chain: ChainStaging, Args: map[string]string{"vg": st.vg}},
 		func() error { return r.LVM.ImportClone(ctx, st.vg, st.device) }); err != nil {
 		return fmt.Errorf("vgimportclone %s: %w", st.device, err)
@@ -289,7 +367,7 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 	for _, lv := range lvs {
 		st.lvs[lv.Name] = lv
 	}
-	t.Logf("imported the snapshot's volume group as %s (%d LVs)", st.vg, len(lvs))
+	logf("imported the snapshot's volume group as %s (%d LVs)", st.vg, len(lvs))
 	return nil
 }
 
@@ -297,7 +375,7 @@ func (r *Restorer) stage(ctx context.Context, t *tasks.Task, j *Journal, c *pure
 func (r *Restorer) activate(ctx context.Context, j *Journal, plans []plan) error {
 	return j.Step(ctx, "activate source LVs", None, func() error {
 		for _, p := range plans {
-			if err := r.LVM.Activate(ctx, p.staged.vg, p.srcLV.Name, true); err != nil {
+			if err := r.LVM.Activate(ctx, p.srcVG, p.srcLV.Name, true); err != nil {
 				return err
 			}
 		}
@@ -413,7 +491,7 @@ func freeDiskName(taken map[string]bool, vmid int64) (string, error) {
 
 // copyDisk copies one disk with the engine (offloaded when the array can).
 func (r *Restorer) copyDisk(ctx context.Context, t *tasks.Task, j *Journal, p plan, force bool) error {
-	src := "/dev/" + p.staged.vg + "/" + p.srcLV.Name
+	src := "/dev/" + p.srcVG + "/" + p.srcLV.Name
 	dst := "/dev/" + p.vg + "/" + p.dst
 	return j.Step(ctx, "copy "+p.src.Disk.Key, None, func() error {
 		o := r.Engine

@@ -29,7 +29,9 @@ type Module struct {
 	Run     runner.Runner
 	// ZFSDev is the ZFS control device (/dev/zfs) for the instant copy's ioctls; "" or a
 	// missing device means the zfs command.
-	ZFSDev  string
+	ZFSDev string
+	// Sys is /sys (the ZFS module's version decides between its ioctls and the zfs command).
+	Sys     string
 	Tasks   *tasks.Service
 	LockDir string
 	Logger  *slog.Logger
@@ -260,7 +262,7 @@ func (m *Module) delete(call *api.Call) (any, error) {
 	return started.UPID, nil
 }
 
-func (m *Module) zfs() ZFS { return ZFS{Run: m.Run, Dev: m.ZFSDev} }
+func (m *Module) zfs() ZFS { return ZFS{Run: m.Run, Dev: m.ZFSDev, Sys: m.Sys} }
 
 // Handlers are the job kinds the task workers run.
 func (m *Module) Handlers() map[string]tasks.Handler {

@@ -26,12 +26,24 @@ import (
 type ZFS struct {
 	Run runner.Runner
 	Dev string // the ZFS control device, /dev/zfs; "" = the zfs command only
+	// Sys is /sys, where the loaded module's version is read: a module of a series whose
+	// layouts were not checked (zfs.CheckedSeries) is driven by the zfs command instead.
+	Sys string
 }
 
 // kernel opens Dev, or returns nil when the zfs command is to be used.
 func (z ZFS) kernel() (*zfs.Dev, error) {
 	if z.Dev == "" {
 		return nil, nil
+	}
+	if z.Sys != "" {
+		v, err := zfs.ModuleVersion(z.Sys)
+		if err != nil {
+			return nil, nil // no module loaded: the zfs command says what is wrong
+		}
+		if ok, _ := zfs.Checked(v); !ok {
+			return nil, nil
+		}
 	}
 	d, err := zfs.Open(z.Dev)
 	if errors.Is(err, os.ErrNotExist) {

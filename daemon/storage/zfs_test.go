@@ -111,3 +111,30 @@ func TestKernelFallsBackToCommand(t *testing.T) {
 		t.Fatal("a directory opened as /dev/zfs")
 	}
 }
+
+// A loaded ZFS module of a series whose ioctl layouts were not checked is driven by the zfs
+// command, its /dev/zfs never opened (here a directory, which would fail the copy if opened);
+// a checked one is opened.
+func TestUncheckedModuleVersionUsesCommand(t *testing.T) {
+	sys := t.TempDir()
+	if err := os.MkdirAll(sys+"/module/zfs", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dev := t.TempDir() // not a device: opening it fails
+	for _, c := range []struct {
+		version string
+		kernel  bool
+	}{{"2.4.0-1~bpo13+1", false}, {"2.2.7-pve1", false}, {"2.3.9-1", true}} {
+		if err := os.WriteFile(sys+"/module/zfs/version", []byte(c.version+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		z, _ := fakePool(t, "vm-100-disk-0")
+		got, err := ZFS{Run: runner.Emulator(z.Command), Dev: dev, Sys: sys}.Existing(context.Background(), "rpool/data/vm-100-disk-0")
+		switch {
+		case !c.kernel && (err != nil || !got["rpool/data/vm-100-disk-0"] || len(z.Calls) != 1):
+			t.Errorf("module %s: %v %v, %d zfs commands: want the zfs command", c.version, got, err, len(z.Calls))
+		case c.kernel && (err == nil || len(z.Calls) != 0):
+			t.Errorf("module %s: %v, %d zfs commands: want /dev/zfs opened", c.version, err, len(z.Calls))
+		}
+	}
+}

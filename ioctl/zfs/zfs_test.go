@@ -193,3 +193,13 @@ func TestErrors(t *testing.T) {
 		t.Errorf("%q, want %q", e.Error(), want)
 	}
 }
+
+// Only module versions of a checked series take the ioctl path.
+func TestCheckedVersions(t *testing.T) {
+	for v, want := range map[string]bool{"2.3.2-2~bpo12+2": true, "2.3.9-1": true, "2.3.4": true,
+		"2.4.0-1": false, "2.2.7-pve2": false, "2.30.1": false, "": false, "2.3": false} {
+		if got, why := Checked(v); got != want || (!got && !strings.Contains(why, "were not checked")) {
+			t.Errorf("%q: %v %q, want %v", v, got, why, want)
+		}
+	}
+}

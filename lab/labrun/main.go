@@ -27,7 +27,7 @@ import (
 func main() {
 	labDir := flag.String("lab", envOr("LAB_DIR", "/var/tmp/pvesnap-lab"), "lab directory prepared by lab/setup.sh")
 	work := flag.String("work", "", "work directory shared with the guest as /mnt/host (required)")
-	kernel := flag.String("kernel", envOr("LAB_KV", "6.12.117+deb12-amd64"), "guest kernel version")
+	kernel := flag.String("kernel", os.Getenv("LAB_KV"), "guest kernel version (default: the trixie base's, from LAB_DIR/out/kernels.env)")
 	script := flag.String("script", "run.sh", "script in the work directory to run")
 	nvme := flag.Bool("nvme", true, "attach an NVMe subsystem with namespaces (work/nvme-ns{1..N}.img)")
 	nvmeNS := flag.Int("nvme-ns", 3, "number of NVMe namespaces")
@@ -44,6 +44,9 @@ func main() {
 	if *work == "" {
 		fmt.Fprintln(os.Stderr, "labrun: -work is required")
 		os.Exit(2)
+	}
+	if *kernel == "" {
+		*kernel = labKernel(*labDir, "KV_TRIXIE")
 	}
 	w, err := filepath.Abs(*work)
 	must(err)
@@ -211,4 +214,21 @@ func must(err error) {
 		fmt.Fprintln(os.Stderr, "labrun:", err)
 		os.Exit(3)
 	}
+}
+
+// labKernel reads a kernel version that lab/setup.sh chose (out/kernels.env, KEY=value lines).
+func labKernel(labDir, key string) string {
+	b, err := os.ReadFile(filepath.Join(labDir, "out", "kernels.env"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "labrun: %v: run 'make lab' (lab/setup.sh) first\n", err)
+		os.Exit(3)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key+"="); ok && v != "" {
+			return v
+		}
+	}
+	fmt.Fprintf(os.Stderr, "labrun: no %s in %s/out/kernels.env\n", key, labDir)
+	os.Exit(3)
+	return ""
 }

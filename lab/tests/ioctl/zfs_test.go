@@ -4,6 +4,7 @@ package ioctl_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -21,6 +22,15 @@ func TestZFSIoctls(t *testing.T) {
 	if out, err := guest.Run("modprobe", "zfs"); err != nil {
 		t.Skipf("SKIP: no ZFS module for this kernel (%v %s)", err, strings.TrimSpace(out))
 	}
+	// This test is what checks a series: the module must be of one pvesnap drives by ioctl.
+	v, err := zfs.ModuleVersion("/sys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := zfs.Checked(v); !ok {
+		t.Fatalf("%s: add its series to zfs.CheckedSeries once this test passes on it", why)
+	}
+	fmt.Printf("RESULT zfs_ioctls module=%s\n", v)
 	zcmd := func(args ...string) string {
 		t.Helper()
 		out, err := guest.Output("zfs", args...)
