@@ -348,7 +348,7 @@ func (r *Restorer) stage(ctx context.Context, logf func(string, ...any), j *Jour
 			if wait == 0 {
 				wait = 2 * time.Minute
 			}
-			dev, err := r.Host.Wait(ctx, st.serial, wait, t.Logf)
+			dev, err := r.Host.Wait(ctx, st.serial, wait, logf)
 			st.device = dev
 			return err
 		}); err != nil {
