@@ -74,7 +74,7 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 	e.arrays = &arrays.Module{Config: arraysConfig(cfg), Node: nodePaths(cfg), Logger: logger.With("component", "arrays")}
 	e.inv = &inventory.Inventory{Node: cfg.Node, PVE: cfg.Paths.PVE, Storage: e.storage.Storage, Arrays: arraysConfig(cfg),
 		LVM: &lvm.LVM{Run: e.runner}, Roots: inventory.Roots{Dev: cfg.Paths.Dev, Sys: cfg.Paths.Sys}, DB: db,
-		Tasks: e.taskDir, Logger: logger.With("component", "inventory"), Run: e.runner,
+		Tasks: e.taskDir, Logger: logger.With("component", "inventory"), Run: e.runner, NodePaths: nodePaths(cfg),
 		ClientOptions: pure.Options{Timeout: cfg.Timeouts.Command.D()}}
 	e.invMod = &inventory.Module{Inv: e.inv, Tasks: e.tasks, RefreshInterval: cfg.RefreshInterval.D()}
 	e.restore = &restore.Module{Tasks: e.tasks, R: &restore.Restorer{Node: cfg.Node, Inv: e.inv, NodePaths: nodePaths(cfg),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/pvesnap/pvesnap/daemon/pure"
@@ -60,26 +61,56 @@ func (p NodePaths) describe(in pure.Initiators) string {
 	return strings.Join(parts, ", ")
 }
 
-// Target is where this node's volumes get connected on an array: the configured host
-// group, else the one array host holding the node's initiators.
+// Target is where this node's temporary copies get connected on an array: always the one
+// array host that holds the node's initiators, never a host group. A copy of a shared VG's
+// volume connected to a host group would appear on every member node, each then seeing a
+// second PV with the same PV and VG UUIDs as the storage's own. A configured host group only
+// says which group the node's host must be in: that is checked here, before anything is
+// connected, instead of surfacing as a device that never appears.
 func Target(ctx context.Context, c *pure.Client, a Array, node NodePaths) (pure.Target, error) {
-	if a.HostGroup != "" {
-		return pure.Target{HostGroup: a.HostGroup}, nil
-	}
 	in := node.Initiators()
 	hosts, err := c.FindHosts(ctx, in)
 	if err != nil {
 		return pure.Target{}, fmt.Errorf("array %s: finding this node's host: %w", a.ID, err)
 	}
-	switch len(hosts) {
-	case 0:
-		return pure.Target{}, fmt.Errorf("array %s has no host with this node's initiators (%s): create one on the array or set a host group", a.ID, node.describe(in))
-	case 1:
+	if len(hosts) == 0 {
+		hint := "create one on the array"
+		if a.HostGroup != "" {
+			hint += " in host group " + a.HostGroup
+		}
+		return pure.Target{}, fmt.Errorf("array %s has no host with this node's initiators (%s): %s", a.ID, node.describe(in), hint)
+	}
+	if a.HostGroup != "" {
+		var in, out []string
+		for _, h := range hosts {
+			if h.GroupName() == a.HostGroup {
+				in = append(in, h.Name)
+			} else {
+				g := h.GroupName()
+				if g == "" {
+					g = "no host group"
+				} else {
+					g = "host group " + g
+				}
+				out = append(out, fmt.Sprintf("%s (in %s)", h.Name, g))
+			}
+		}
+		if len(in) == 0 {
+			if _, err := c.HostGroupByName(ctx, a.HostGroup); err != nil {
+				return pure.Target{}, fmt.Errorf("array %s: host group %s configured for pvesnap: %w", a.ID, a.HostGroup, err)
+			}
+			return pure.Target{}, fmt.Errorf("array %s: host group %s does not contain this node's host %s: add the host to the group or correct the array's host group in pvesnap",
+				a.ID, a.HostGroup, strings.Join(out, ", "))
+		}
+		hosts = slices.DeleteFunc(hosts, func(h pure.Host) bool { return h.GroupName() != a.HostGroup })
+	}
+	if len(hosts) == 1 {
 		return pure.Target{Host: hosts[0].Name}, nil
 	}
 	var names []string
 	for _, h := range hosts {
 		names = append(names, h.Name)
 	}
-	return pure.Target{}, fmt.Errorf("array %s: this node's initiators are on several hosts (%s): set a host group to choose", a.ID, strings.Join(names, ", "))
+	return pure.Target{}, fmt.Errorf("array %s: this node's initiators are on several hosts (%s): pvesnap connects its copies to one host only; keep each node's initiators on one host",
+		a.ID, strings.Join(names, ", "))
 }

@@ -37,6 +37,9 @@ const (
 	// snapshot-as-volume-chain on LVM): its data is spread over several LVs that reference
 	// each other by name, and copying one of them would restore a layer, not the disk.
 	VolumeChain = "volume-chain"
+	// Ambiguous: several arrays report the serial (a pod stretched over an ActiveCluster
+	// pair) and pvesnap cannot tell which one serves this node.
+	Ambiguous = "ambiguous"
 )
 
 // StorageMap tells how an LVM storage maps to an array volume.
@@ -47,9 +50,12 @@ type StorageMap struct {
 	Serial   string   `json:"serial,omitempty"`
 	Identity string   `json:"identity,omitempty"` // the device identity the serial came from
 	Array    string   `json:"array,omitempty"`
-	Volume   string   `json:"volume,omitempty"`
+	Volume   string   `json:"volume,omitempty"` // pod::vol, vg/vol and pod::vg/vol in pods and volume groups
+	Pod      string   `json:"pod,omitempty"`
 	State    string   `json:"state"`
 	Reason   string   `json:"reason,omitempty"`
+	// Choice says why Array was chosen when several arrays have the volume (ActiveCluster).
+	Choice string `json:"choice,omitempty"`
 }
 
 // Inventory is one node's view.
@@ -70,6 +76,8 @@ type Inventory struct {
 	Run runner.Runner
 	// ClientOptions configure array clients (timeouts).
 	ClientOptions pure.Options
+	// NodePaths locate this node's initiators, to find its hosts on the arrays.
+	NodePaths arrays.NodePaths
 
 	mu      sync.Mutex
 	clients map[string]*arrayClient
@@ -100,7 +108,21 @@ func (inv *Inventory) logger() *slog.Logger {
 }
 
 // Client returns a (cached) client for an array; a changed token or endpoint makes a new one.
+// A disabled array gets none, cached or not: disabling it stops its use at once.
 func (inv *Inventory) Client(a arrays.Array) (*pure.Client, error) {
+	key := a.ID + "\x00" + a.Endpoint + "\x00" + a.CA
+	if a.Disable {
+		inv.mu.Lock()
+		ac := inv.clients[key]
+		delete(inv.clients, key)
+		inv.mu.Unlock()
+		if ac != nil { // its session goes too (best effort, briefly: it may be unreachable)
+			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ac.c.Logout(lctx)
+			cancel()
+		}
+		return nil, fmt.Errorf("array %s is disabled", a.ID)
+	}
 	tok, err := inv.Arrays.Token(a.ID)
 	if err != nil {
 		return nil, err
@@ -110,12 +132,8 @@ func (inv *Inventory) Client(a arrays.Array) (*pure.Client, error) {
 	if inv.clients == nil {
 		inv.clients = map[string]*arrayClient{}
 	}
-	key := a.ID + "\x00" + a.Endpoint + "\x00" + a.CA
 	if ac := inv.clients[key]; ac != nil && ac.token == tok {
 		return ac.c, nil
-	}
-	if a.Disable {
-		return nil, fmt.Errorf("array %s is disabled", a.ID)
 	}
 	o := inv.ClientOptions
 	o.CAFile = a.CA
@@ -190,7 +208,9 @@ func (inv *Inventory) configKey() string {
 	return k
 }
 
-// findVolumes looks the serials up on every enabled array, one call per array.
+// findVolumes looks the serials up on every enabled array, one call per array. A serial
+// found on several arrays is a volume of a pod stretched over them (ActiveCluster):
+// chooseArray decides which one serves this node.
 func (inv *Inventory) findVolumes(ctx context.Context, maps []StorageMap) error {
 	var serials []string
 	for _, m := range maps {
@@ -205,10 +225,11 @@ func (inv *Inventory) findVolumes(ctx context.Context, maps []StorageMap) error 
 	if err != nil {
 		return err
 	}
-	found := map[string][2]string{}
-	var unreachable, searched []string
+	found := map[string][]candidate{}
+	var unreachable, searched, disabled []string
 	for _, a := range arrs {
 		if a.Disable {
+			disabled = append(disabled, a.ID)
 			continue
 		}
 		searched = append(searched, a.ID)
@@ -218,7 +239,8 @@ func (inv *Inventory) findVolumes(ctx context.Context, maps []StorageMap) error 
 			if vols, err = c.VolumesBySerial(ctx, serials...); err == nil {
 				for _, v := range vols {
 					if !v.Destroyed {
-						found[strings.ToUpper(v.Serial)] = [2]string{a.ID, v.Name}
+						s := strings.ToUpper(v.Serial)
+						found[s] = append(found[s], candidate{array: a, client: c, volume: v})
 					}
 				}
 				continue
@@ -231,18 +253,113 @@ func (inv *Inventory) findVolumes(ctx context.Context, maps []StorageMap) error 
 		if m.Serial == "" {
 			continue
 		}
-		switch f, ok := found[m.Serial]; {
-		case ok:
-			m.Array, m.Volume, m.State = f[0], f[1], Mapped
+		cands := found[m.Serial]
+		switch {
+		case len(cands) > 1:
+			chosen, why := inv.chooseArray(ctx, m.Serial, cands)
+			if chosen == nil {
+				m.State, m.Reason = Ambiguous, why
+				continue
+			}
+			m.Array, m.Volume, m.Pod, m.State, m.Choice = chosen.array.ID, chosen.volume.Name, chosen.volume.PodName(), Mapped, why
+		case len(cands) == 1:
+			m.Array, m.Volume, m.Pod, m.State = cands[0].array.ID, cands[0].volume.Name, cands[0].volume.PodName(), Mapped
 		case len(unreachable) > 0:
 			m.State, m.Reason = ArrayUnreachable, fmt.Sprintf("serial %s not found; unreachable: %s", m.Serial, strings.Join(unreachable, "; "))
+		case len(searched) == 0 && len(disabled) == 1:
+			m.State, m.Reason = NoArrayVolume, fmt.Sprintf("serial %s was not looked up: array %s is disabled", m.Serial, disabled[0])
+		case len(searched) == 0 && len(disabled) > 1:
+			m.State, m.Reason = NoArrayVolume, fmt.Sprintf("serial %s was not looked up: arrays %s are disabled", m.Serial, strings.Join(disabled, ", "))
 		case len(searched) == 0:
 			m.State, m.Reason = NoArrayVolume, fmt.Sprintf("serial %s: no array is configured (pvesnap arrays add)", m.Serial)
 		default:
 			m.State, m.Reason = NoArrayVolume, fmt.Sprintf("serial %s is on none of the configured arrays (%s)", m.Serial, strings.Join(searched, ", "))
+			if len(disabled) > 0 {
+				m.Reason += "; not looked up on the disabled " + strings.Join(disabled, ", ")
+			}
 		}
 	}
 	return nil
+}
+
+// candidate is an array that reports a serial.
+type candidate struct {
+	array  arrays.Array
+	client *pure.Client
+	volume pure.Volume
+}
+
+// chooseArray picks, among the arrays that report one serial, the one where this node has a
+// host the volume is connected to: that is the array the node reaches the volume through, so
+// the array that can connect a copy to it. Several such arrays (uniform ActiveCluster
+// access) are told apart by the host's preferred array, the one giving it active/optimized
+// paths. Otherwise nothing is chosen: a copy made on an array the node has no path to
+// would never appear on it, and a guess could make it on the wrong one. why explains the
+// choice or the refusal.
+func (inv *Inventory) chooseArray(ctx context.Context, serial string, cands []candidate) (chosen *candidate, why string) {
+	in := inv.NodePaths.Initiators()
+	var ids, notes []string
+	var withPath, preferred []int
+	for i, c := range cands {
+		ids = append(ids, c.array.ID)
+		hosts, err := c.client.FindHosts(ctx, in)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("%s: %v", c.array.ID, err))
+			continue
+		}
+		if len(hosts) == 0 {
+			notes = append(notes, fmt.Sprintf("%s has no host with this node's initiators", c.array.ID))
+			continue
+		}
+		conns, err := c.client.Connections(ctx, c.volume.Name, nil)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("%s: %v", c.array.ID, err))
+			continue
+		}
+		var connected []string
+		for _, h := range hosts {
+			for _, cn := range conns {
+				if cn.Host != nil && cn.Host.Name == h.Name {
+					connected = append(connected, h.Name)
+					break
+				}
+			}
+		}
+		if len(connected) == 0 {
+			notes = append(notes, fmt.Sprintf("%s: %s is not connected to this node's host %s", c.array.ID, c.volume.Name, hosts[0].Name))
+			continue
+		}
+		withPath = append(withPath, i)
+		self, err := c.client.Arrays(ctx)
+		prefers := false
+		for _, h := range hosts {
+			for _, p := range h.PreferredArrays {
+				prefers = prefers || (err == nil && len(self) == 1 && (p.ID == self[0].ID || p.Name == self[0].Name))
+			}
+		}
+		note := fmt.Sprintf("%s: this node's host %s is connected to %s", c.array.ID, connected[0], c.volume.Name)
+		if prefers {
+			preferred = append(preferred, i)
+			note += " and prefers this array"
+		}
+		notes = append(notes, note)
+	}
+	pod := ""
+	if p := cands[0].volume.PodName(); p != "" {
+		pod = " (pod " + p + " stretched over them)"
+	}
+	head := fmt.Sprintf("serial %s is on arrays %s%s", serial, strings.Join(ids, ", "), pod)
+	detail := strings.Join(notes, "; ")
+	switch {
+	case len(withPath) == 1:
+		return &cands[withPath[0]], fmt.Sprintf("%s; %s chosen, the only one with a path to this node: %s", head, cands[withPath[0]].array.ID, detail)
+	case len(withPath) > 1 && len(preferred) == 1:
+		return &cands[preferred[0]], fmt.Sprintf("%s; %s chosen, the preferred array of this node's host: %s", head, cands[preferred[0]].array.ID, detail)
+	case len(withPath) > 1:
+		return nil, fmt.Sprintf("%s and this node has a path through more than one of them (%s): pvesnap will not guess which array to copy on; set this node's host's preferred array on the arrays, or disable all but one of them in pvesnap",
+			head, detail)
+	}
+	return nil, fmt.Sprintf("%s, and none of them connects it to a host of this node (%s): pvesnap cannot tell which array serves it", head, detail)
 }
 
 // MapMaxAge is how long a mapping is reused: devices come and go without a config change.

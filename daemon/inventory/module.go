@@ -210,12 +210,13 @@ func (m *Module) Routes() []*api.Route {
 				return st.UPID, nil
 			}},
 		{Method: "GET", Path: "/nodes/{node}/pvesnap/storages", Name: "storages",
-			Description: "How each LVM storage of the node maps to an array volume (VG, PV, device identity, serial, array, volume), or why it does not.",
+			Description: "How each LVM storage of the node maps to an array volume (VG, PV, device identity, serial, array, volume and its pod), or why it does not; where several arrays have the volume (ActiveCluster), which one was chosen and why.",
 			Permission: api.Permission{User: "all", Description: "the list is filtered by Datastore.Audit on /storage/<storage>; refresh needs Sys.Audit on " +
 				"/nodes/<node> (it reads the node's devices again, as the node's disk list does)"},
 			Params: []api.Param{nodeParam, {Name: "refresh", Type: api.Boolean, Optional: true, Description: "Map again instead of the last result."}},
 			Returns: api.Returns{Type: "array", Properties: map[string]string{"storage": "string", "vg": "string", "pvs": "array", "serial": "string",
-				"identity": "string", "array": "string", "volume": "string", "state": "string", "reason": "string"}},
+				"identity": "string", "array": "string", "volume": "string", "pod": "string", "state": "string", "reason": "string",
+				"choice": "string"}},
 			ProxyTo: "node",
 			Handler: func(c *api.Call) (any, error) {
 				maxAge := MapMaxAge

@@ -88,9 +88,16 @@ func TestArraysAPI(t *testing.T) {
 	if one["hostgroup"] != "pve-hg" || one["comment"] != nil {
 		t.Fatalf("after update: %s", r.Raw)
 	}
+	// A host group only says which group the node's host must be in: copies are connected
+	// to the host, never the group; a group that does not hold it is reported.
 	r, _ = root.Do("GET", "/cluster/pvesnap/arrays/fa1/status", nil)
-	if !strings.Contains(string(r.Raw), `"target":"host group pve-hg"`) {
-		t.Fatalf("status with a host group: %s", r.Raw)
+	if !strings.Contains(string(r.Raw), `host group pve-hg configured for pvesnap`) || !strings.Contains(string(r.Raw), "Host group does not exist.") {
+		t.Fatalf("status with a host group the array lacks: %s", r.Raw)
+	}
+	must(t, fa.CreateHostGroup("pve-hg", "pve1-host"))
+	r, _ = root.Do("GET", "/cluster/pvesnap/arrays/fa1/status", nil)
+	if !strings.Contains(string(r.Raw), `"target":"host pve1-host"`) {
+		t.Fatalf("status with the node's host in the host group: %s", r.Raw)
 	}
 	if r, _ := root.Do("GET", "/cluster/pvesnap/arrays/nope", nil); r.Code != 404 {
 		t.Fatalf("unknown array: %d", r.Code)

@@ -90,7 +90,8 @@ func authMatrix() map[string]authEntry {
 			},
 			codeChecked: true, aclPath: "/vms/100", role: "Administrator",
 			deniedCode: 403, deniedMsg: "Permission check failed (/vms/100, VM.Backup)"},
-		"GET /cluster/pvesnap/arrays": audit("/cluster/pvesnap/arrays"),
+		"GET /cluster/pvesnap/arrays":       audit("/cluster/pvesnap/arrays"),
+		"GET /nodes/{node}/pvesnap/pending": audit("/nodes/pve1/pvesnap/pending"),
 		"POST /cluster/pvesnap/arrays": modify(func(e *Env, n int) (string, url.Values) {
 			return "/cluster/pvesnap/arrays", url.Values{"array": {fmt.Sprintf("fa%d", n)}, "type": {"flasharray"},
 				"endpoint": {"https://fa.invalid"}, "token": {"token-0123456"}, "check": {"0"}}

@@ -1,30 +1,46 @@
-// Package pure is pvesnap's FlashArray REST 2.x client: version negotiation, api-token login
-// with one re-login on an expired session, retries with backoff on 429/503 and "Server is
-// busy", continuation-token pagination, and errors classified by the array's own messages.
+// Package pure is pvesnap's FlashArray REST 2.x client: version negotiation capped at the
+// newest version pvesnap is tested against, api-token login with one re-login on an expired
+// session, an X-Request-ID on every request (logged, and named in every error), retries with
+// backoff on 429 (honouring Retry-After and the gateway's X-RateLimit-* counters), 503 and
+// "Server is busy", retries of GETs on transport errors, continuation-token pagination, and
+// errors classified by the array's own messages.
 package pure
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // MinVersion is the oldest REST version pvesnap uses (Purity 6.1); the client picks the
-// highest 2.x the array offers.
+// highest 2.x the array offers up to MaxVersion.
 const MinVersion = "2.4"
+
+// MaxVersion is the newest REST version pvesnap is tested against (its contract tests run
+// against the specs of TestedVersions): a newer array is spoken to in this version, which it
+// keeps offering, rather than in one whose answers pvesnap has never been checked against.
+const MaxVersion = "2.44"
+
+// TestedVersions are the REST versions whose published specs pvesnap's requests and its
+// simulator's answers are checked against (docs/arrays.md lists them).
+var TestedVersions = []string{"2.4", "2.26", "2.44"}
 
 // Client talks to one array.
 type Client struct {
@@ -85,12 +101,23 @@ type Error struct {
 	Status       int
 	Message      string // the array's message, e.g. "Connection already exists."
 	Context      string // the object the message is about
+	// RequestID is the X-Request-ID of the request, which the array's audit and the
+	// gateway's logs carry too: the key to find it there.
+	RequestID string
+	// RateLimit is the gateway's X-RateLimit-* counters of a 429, "" otherwise.
+	RateLimit string
 }
 
 func (e *Error) Error() string {
 	ctx := ""
 	if e.Context != "" {
 		ctx = " (" + e.Context + ")"
+	}
+	if e.RateLimit != "" {
+		ctx += " [" + e.RateLimit + "]"
+	}
+	if e.RequestID != "" {
+		ctx += " [X-Request-ID " + e.RequestID + "]"
 	}
 	return fmt.Sprintf("array %s %s: %d %s%s", e.Method, e.Path, e.Status, e.Message, ctx)
 }
@@ -143,27 +170,34 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 	if v != "" {
 		return v, nil
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.Endpoint+"/api/api_version", nil)
-	req.Header.Set("User-Agent", c.UserAgent)
-	resp, err := c.HTTP.Do(req)
+	resp, raw, id, err := c.send(ctx, http.MethodGet, c.Endpoint+"/api/api_version", nil, nil)
 	if err != nil {
-		return "", fmt.Errorf("array %s unreachable: %w", c.Endpoint, err)
+		return "", err
 	}
-	defer resp.Body.Close()
 	var body struct {
 		Version []string `json:"version"`
 	}
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&body) != nil {
-		return "", fmt.Errorf("array %s: GET /api/api_version answered %s", c.Endpoint, resp.Status)
+	if resp.StatusCode != 200 || json.Unmarshal(raw, &body) != nil {
+		return "", fmt.Errorf("array %s: GET /api/api_version answered %s [X-Request-ID %s]", c.Endpoint, resp.Status, id)
 	}
-	best := ""
+	best, newest := "", ""
 	for _, s := range body.Version {
-		if strings.HasPrefix(s, "2.") && compareVersion(s, MinVersion) >= 0 && (best == "" || compareVersion(s, best) > 0) {
+		if !strings.HasPrefix(s, "2.") {
+			continue
+		}
+		if newest == "" || compareVersion(s, newest) > 0 {
+			newest = s
+		}
+		if compareVersion(s, MinVersion) >= 0 && compareVersion(s, MaxVersion) <= 0 && (best == "" || compareVersion(s, best) > 0) {
 			best = s
 		}
 	}
 	if best == "" {
-		return "", fmt.Errorf("array %s offers REST %v: pvesnap needs 2.x >= %s (Purity 6.1 or later)", c.Endpoint, body.Version, MinVersion)
+		return "", fmt.Errorf("array %s offers REST %v: pvesnap needs 2.x >= %s (Purity 6.1 or later) and speaks up to %s, the newest it is tested against",
+			c.Endpoint, body.Version, MinVersion, MaxVersion)
+	}
+	if newest != best {
+		c.Logger.Debug("array offers a newer REST version than pvesnap is tested against", "array", c.Endpoint, "offered", newest, "using", best)
 	}
 	c.mu.Lock()
 	c.version = best
@@ -203,18 +237,31 @@ func (c *Client) login(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.Endpoint+"/api/"+v+"/login", nil)
-	req.Header.Set("api-token", c.Token)
-	req.Header.Set("User-Agent", c.UserAgent)
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("array %s unreachable: %w", c.Endpoint, err)
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	tok := resp.Header.Get("x-auth-token")
-	if resp.StatusCode != 200 || tok == "" {
-		return "", fmt.Errorf("array %s refused the API token: login answered %s", c.Endpoint, resp.Status)
+	var tok string
+	for attempt := 0; ; attempt++ {
+		resp, raw, id, err := c.send(ctx, http.MethodPost, c.Endpoint+"/api/"+v+"/login", nil, http.Header{"api-token": {c.Token}})
+		if err != nil {
+			return "", err
+		}
+		tok = resp.Header.Get("x-auth-token")
+		if resp.StatusCode == 200 && tok != "" {
+			break
+		}
+		ae := decodeError(http.MethodPost, "/login", resp, raw, id)
+		switch {
+		case errors.Is(ae, ErrBusy) && attempt < c.retries():
+			// An overloaded array or a rate-limiting gateway refuses a login like any call:
+			// that says nothing about the token.
+			if err := c.pause(ctx, resp, attempt, ae); err != nil {
+				return "", err
+			}
+			continue
+		case errors.Is(ae, ErrBusy):
+			return "", fmt.Errorf("array %s is busy and turned the login away before judging the API token: %w", c.Endpoint, ae)
+		case resp.StatusCode == 400 || resp.StatusCode == 401 || resp.StatusCode == 403:
+			return "", fmt.Errorf("array %s refused the API token: %w", c.Endpoint, ae)
+		}
+		return "", fmt.Errorf("array %s: login failed: %w", c.Endpoint, ae)
 	}
 	c.mu.Lock()
 	c.session = tok
@@ -231,10 +278,117 @@ func (c *Client) Logout(ctx context.Context) {
 	if s == "" {
 		return
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.Endpoint+"/api/"+v+"/logout", nil)
-	req.Header.Set("x-auth-token", s)
-	if resp, err := c.HTTP.Do(req); err == nil {
-		resp.Body.Close()
+	// Best effort: a session left behind expires on the array by itself.
+	c.send(ctx, http.MethodPost, c.Endpoint+"/api/"+v+"/logout", nil, http.Header{"x-auth-token": {s}}) //nolint:errcheck
+}
+
+func (c *Client) retries() int {
+	if c.Retries == 0 {
+		return 5
+	}
+	return c.Retries
+}
+
+func (c *Client) backoff(attempt int) time.Duration {
+	b := c.Backoff
+	if b == 0 {
+		b = 500 * time.Millisecond
+	}
+	return b << attempt
+}
+
+// newRequestID makes an X-Request-ID: 16 random bytes in hex.
+func newRequestID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// transportRetries bounds the repeats of a GET after transport errors: enough for a pooled
+// connection the array closed or a blip in the network, short when the array is down (a
+// mapping or refresh must not wait long on one unreachable array).
+const transportRetries = 2
+
+// send performs one HTTP exchange with an X-Request-ID of its own, reading the whole answer.
+// A GET that fails in transport (connection refused or reset, a timeout) is sent again, with
+// backoff, up to transportRetries times: GETs change nothing, so a repeat cannot do anything
+// twice. Other methods are never repeated after a transport error: the array may have acted.
+func (c *Client) send(ctx context.Context, method, u string, body []byte, h http.Header) (*http.Response, []byte, string, error) {
+	for attempt := 0; ; attempt++ {
+		id := newRequestID()
+		var rb io.Reader
+		if body != nil {
+			rb = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u, rb)
+		if err != nil {
+			return nil, nil, id, err
+		}
+		for k, v := range h {
+			req.Header[http.CanonicalHeaderKey(k)] = v
+		}
+		req.Header.Set("X-Request-ID", id)
+		req.Header.Set("User-Agent", c.UserAgent)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		start := time.Now()
+		resp, err := c.HTTP.Do(req)
+		var raw []byte
+		if err == nil {
+			raw, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			resp.Body.Close()
+		}
+		path := req.URL.Path
+		if err != nil {
+			c.Logger.Debug("array request failed", "array", c.Endpoint, "method", method, "path", path, "request_id", id, "err", err)
+			if method == http.MethodGet && transient(err) && ctx.Err() == nil && attempt < transportRetries {
+				select {
+				case <-ctx.Done():
+				case <-time.After(c.backoff(attempt)):
+				}
+				continue
+			}
+			return nil, nil, id, fmt.Errorf("array %s unreachable (%s %s, X-Request-ID %s): %w", c.Endpoint, method, path, id, err)
+		}
+		c.Logger.Debug("array request", "array", c.Endpoint, "method", method, "path", path, "status", resp.StatusCode,
+			"request_id", id, "duration", time.Since(start))
+		return resp, raw, id, nil
+	}
+}
+
+// transient: a transport failure a repeat may not meet (refused, reset or cut connections,
+// timeouts, temporary DNS failures), unlike a certificate that does not verify.
+func transient(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
+		return false
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.IsTemporary || dns.IsTimeout
+	}
+	var ne net.Error
+	var op *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.As(err, &op) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// pause waits before retrying a busy answer: as long as Retry-After (or RateLimit-Reset)
+// says; else a full second when the gateway's per-second counter is spent and a minute when
+// the per-minute one is (py-pure-client's rule); else the backoff. ctx ends the wait.
+func (c *Client) pause(ctx context.Context, resp *http.Response, attempt int, ae *Error) error {
+	wait := retryAfter(resp.Header, c.backoff(attempt))
+	c.Logger.Debug("array busy, retrying", "array", c.Endpoint, "status", resp.StatusCode, "wait", wait,
+		"request_id", ae.RequestID, "rate_limit", ae.RateLimit)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+		return nil
 	}
 }
 
@@ -251,14 +405,6 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, bo
 			return nil, err
 		}
 	}
-	retries := c.Retries
-	if retries == 0 {
-		retries = 5
-	}
-	backoff := c.Backoff
-	if backoff == 0 {
-		backoff = 500 * time.Millisecond
-	}
 	relogged := false
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
@@ -273,58 +419,42 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, bo
 		if len(q) > 0 {
 			u += "?" + q.Encode()
 		}
-		var rb io.Reader
-		if payload != nil {
-			rb = bytes.NewReader(payload)
-		}
-		req, _ := http.NewRequestWithContext(ctx, method, u, rb)
-		req.Header.Set("x-auth-token", session)
-		req.Header.Set("User-Agent", c.UserAgent)
-		if payload != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := c.HTTP.Do(req)
+		resp, raw, id, err := c.send(ctx, method, u, payload, http.Header{"x-auth-token": {session}})
 		if err != nil {
-			return nil, fmt.Errorf("array %s unreachable: %w", c.Endpoint, err)
-		}
-		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		resp.Body.Close()
-		if rerr != nil {
-			return nil, fmt.Errorf("array %s: reading answer: %w", c.Endpoint, rerr)
+			return nil, err
 		}
 		if resp.StatusCode == 200 || resp.StatusCode == 207 {
 			if out != nil && len(raw) > 0 {
 				if err := json.Unmarshal(raw, out); err != nil {
-					return nil, fmt.Errorf("array %s %s: unreadable answer: %w", method, path, err)
+					return nil, fmt.Errorf("array %s %s: unreadable answer [X-Request-ID %s]: %w", method, path, id, err)
 				}
 			}
 			return resp.Header, nil
 		}
-		ae := decodeError(method, path, resp.StatusCode, raw)
+		ae := decodeError(method, path, resp, raw, id)
 		switch {
 		case resp.StatusCode == 401 && !relogged:
 			// The session expired (Pure reports "Invalid session."): log in again, once.
-			c.Logger.Debug("array session expired, logging in again", "array", c.Endpoint)
+			c.Logger.Debug("array session expired, logging in again", "array", c.Endpoint, "request_id", id)
 			c.mu.Lock()
 			c.session = ""
 			c.mu.Unlock()
 			relogged = true
 			continue
-		case errors.Is(ae, ErrBusy) && attempt < retries:
-			wait := retryAfter(resp.Header, backoff<<attempt)
-			c.Logger.Debug("array busy, retrying", "array", c.Endpoint, "status", resp.StatusCode, "wait", wait)
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(wait):
+		case errors.Is(ae, ErrBusy) && attempt < c.retries():
+			if err := c.pause(ctx, resp, attempt, ae); err != nil {
+				return nil, err
 			}
 			continue
 		}
+		c.Logger.Debug("array error", "array", c.Endpoint, "method", method, "path", path, "status", resp.StatusCode,
+			"message", ae.Message, "request_id", id)
 		return nil, ae
 	}
 }
 
-// retryAfter honours Retry-After (seconds or HTTP date) and RateLimit-Reset, capped at 60 s.
+// retryAfter honours Retry-After (seconds or HTTP date) and RateLimit-Reset, then the
+// gateway's spent X-RateLimit-Remaining-* counters; capped at 60 s.
 func retryAfter(h http.Header, def time.Duration) time.Duration {
 	for _, k := range []string{"Retry-After", "RateLimit-Reset"} {
 		v := h.Get(k)
@@ -338,11 +468,39 @@ func retryAfter(h http.Header, def time.Duration) time.Duration {
 			return min(max(time.Until(t), 0), time.Minute)
 		}
 	}
+	switch {
+	case h.Get("X-RateLimit-Remaining-minute") == "0":
+		return time.Minute
+	case h.Get("X-RateLimit-Remaining-second") == "0":
+		return time.Second
+	}
 	return min(def, time.Minute)
 }
 
-func decodeError(method, path string, status int, raw []byte) *Error {
-	e := &Error{Method: method, Path: path, Status: status}
+// rateLimit summarises the gateway's counters ("" when it sent none).
+func rateLimit(h http.Header) string {
+	var parts []string
+	for _, w := range []string{"second", "minute"} {
+		if l := h.Get("X-RateLimit-Limit-" + w); l != "" {
+			parts = append(parts, fmt.Sprintf("%s of %s requests per %s left", orUnknown(h.Get("X-RateLimit-Remaining-"+w)), l, w))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return s
+}
+
+func decodeError(method, path string, resp *http.Response, raw []byte, requestID string) *Error {
+	status := resp.StatusCode
+	e := &Error{Method: method, Path: path, Status: status, RequestID: requestID}
+	if status == 429 {
+		e.RateLimit = rateLimit(resp.Header)
+	}
 	var body struct {
 		Errors []struct {
 			Message string `json:"message"`

@@ -39,6 +39,9 @@ type recorder struct {
 	mu     sync.Mutex
 	log    []exchange
 	before func(*http.Request) // runs before each request is sent
+	// fail, when it returns an error, fails the request in transport: it never reaches
+	// the array and is not logged as an exchange.
+	fail func(*http.Request) error
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -49,6 +52,11 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if r.before != nil {
 		r.before(req)
+	}
+	if r.fail != nil {
+		if err := r.fail(req); err != nil {
+			return nil, err
+		}
 	}
 	resp, err := r.base.RoundTrip(req)
 	if err != nil {

@@ -18,7 +18,8 @@ func FuzzArrayAnswers(f *testing.F) {
 		if status < 100 || status > 599 {
 			return
 		}
-		e := decodeError("GET", "/volumes", status, raw)
+		h := http.Header{"X-Ratelimit-Remaining-Second": {string(raw)}, "X-Ratelimit-Limit-Second": {"10"}}
+		e := decodeError("GET", "/volumes", &http.Response{StatusCode: status, Header: h}, raw, "id")
 		if e.Message == "" {
 			t.Fatal("an error without a message")
 		}

@@ -23,6 +23,20 @@ type Array struct {
 	Name    string `json:"name"`
 	OS      string `json:"os"`
 	Version string `json:"version"`
+	// EradicationConfig is nil before REST 2.6.
+	EradicationConfig *EradicationConfig `json:"eradication_config"`
+}
+
+// EradicationConfig is how the array eradicates destroyed objects (SafeMode).
+type EradicationConfig struct {
+	// ManualEradication: "all-enabled", "partially-disabled" (some objects, e.g. members of
+	// a ratcheted protection group, cannot be eradicated by hand) or "all-disabled".
+	ManualEradication string `json:"manual_eradication"`
+	EradicationDelay  int64  `json:"eradication_delay"` // ms
+	// DisabledDelay and EnabledDelay (ms) are the delays for objects that cannot and can be
+	// eradicated by hand (REST 2.26 and later).
+	DisabledDelay int64 `json:"disabled_delay"`
+	EnabledDelay  int64 `json:"enabled_delay"`
 }
 
 // Volume is a FlashArray volume.
@@ -36,6 +50,18 @@ type Volume struct {
 	TimeRemaining   *int64 `json:"time_remaining"`
 	ConnectionCount int    `json:"connection_count"`
 	Source          *Ref   `json:"source"`
+	// Pod and VolumeGroup contain the volume (their names are also in its own: pod::vol,
+	// vg/vol, pod::vg/vol); members are null outside them.
+	Pod         *Ref `json:"pod"`
+	VolumeGroup *Ref `json:"volume_group"`
+}
+
+// PodName is the pod the volume is in ("" when none).
+func (v Volume) PodName() string {
+	if v.Pod != nil {
+		return v.Pod.Name
+	}
+	return ""
 }
 
 // VolumeSnapshot is a volume snapshot (also the member snapshots of protection-group snapshots,
@@ -75,6 +101,25 @@ type Host struct {
 	WWNs            []string `json:"wwns"`
 	HostGroup       *Ref     `json:"host_group"`
 	ConnectionCount int      `json:"connection_count"`
+	// IsLocal is false for a host of another array or realm that this array lists; nil
+	// before REST 2.1.
+	IsLocal *bool `json:"is_local"`
+	// Destroyed: destroyed with its realm, pending eradication (REST 2.44).
+	Destroyed bool `json:"destroyed"`
+	// PreferredArrays are the arrays of a stretched pod that give this host active/optimized
+	// paths.
+	PreferredArrays []Ref `json:"preferred_arrays"`
+}
+
+// Usable: a host of this array that volumes can be connected to (cinder keeps only these).
+func (h Host) Usable() bool { return (h.IsLocal == nil || *h.IsLocal) && !h.Destroyed }
+
+// GroupName is the host's host group ("" when none).
+func (h Host) GroupName() string {
+	if h.HostGroup != nil {
+		return h.HostGroup.Name
+	}
+	return ""
 }
 
 // HostGroup is a host group.
@@ -108,19 +153,30 @@ func (c *Client) Volumes(ctx context.Context, filter string) ([]Volume, error) {
 	return list[Volume](ctx, c, "/volumes", q)
 }
 
+// one reads the object named name of a collection; an empty answer is the array's
+// "does not exist" (notFound).
+func one[T any](ctx context.Context, c *Client, path, name, notFound string) (T, error) {
+	var zero T
+	items, err := list[T](ctx, c, path, names(name))
+	if err != nil {
+		return zero, err
+	}
+	if len(items) == 0 {
+		return zero, &Error{Method: "GET", Path: path, Status: 400, Message: notFound, Context: name}
+	}
+	return items[0], nil
+}
+
 // Volume returns one volume by name (live or destroyed).
 func (c *Client) Volume(ctx context.Context, name string) (Volume, error) {
-	vs, err := list[Volume](ctx, c, "/volumes", names(name))
-	if err != nil {
-		return Volume{}, err
-	}
-	if len(vs) == 0 {
-		return Volume{}, &Error{Method: "GET", Path: "/volumes", Status: 400, Message: "Volume does not exist.", Context: name}
-	}
-	return vs[0], nil
+	return one[Volume](ctx, c, "/volumes", name, "Volume does not exist.")
 }
 
 var serialRe = regexp.MustCompile(`^[0-9A-F]{24}$`)
+
+// IsSerial reports whether s is a FlashArray volume serial as the array writes it: 24
+// upper-case hex digits.
+func IsSerial(s string) bool { return serialRe.MatchString(s) }
 
 // VolumesBySerial finds volumes by serial (serials are 24 upper-case hex digits).
 func (c *Client) VolumesBySerial(ctx context.Context, serials ...string) ([]Volume, error) {
@@ -136,11 +192,14 @@ func (c *Client) VolumesBySerial(ctx context.Context, serials ...string) ([]Volu
 }
 
 // CopyVolume copies source (a volume or snapshot) into name; overwrite replaces the data of
-// an existing volume while keeping its identity (serial).
+// an existing volume while keeping its identity (serial). A new volume is created without
+// the default protection of its container (see CreateVolume).
 func (c *Client) CopyVolume(ctx context.Context, name, source string, overwrite bool) (Volume, error) {
 	q := names(name)
 	if overwrite {
-		q.Set("overwrite", "true")
+		q.Set("overwrite", "true") // the array refuses with_default_protection with it
+	} else {
+		c.withoutDefaultProtection(ctx, q)
 	}
 	var out struct{ Items []Volume }
 	if _, err := c.call(ctx, http.MethodPost, "/volumes", q, map[string]any{"source": Ref{Name: source}}, &out); err != nil {
@@ -152,10 +211,22 @@ func (c *Client) CopyVolume(ctx context.Context, name, source string, overwrite 
 	return out.Items[0], nil
 }
 
-// CreateVolume creates an empty volume of size bytes.
+// withoutDefaultProtection keeps a volume pvesnap creates out of its container's default
+// protection groups (REST 2.16 and later): a temporary copy that joined one would be
+// snapshotted on the group's schedule and, in a group under a SafeMode retention lock, could
+// never be eradicated before the array's delay.
+func (c *Client) withoutDefaultProtection(ctx context.Context, q url.Values) {
+	if c.AtLeast(ctx, "2.16") {
+		q.Set("with_default_protection", "false")
+	}
+}
+
+// CreateVolume creates an empty volume of size bytes, outside default protection.
 func (c *Client) CreateVolume(ctx context.Context, name string, size int64) (Volume, error) {
 	var out struct{ Items []Volume }
-	if _, err := c.call(ctx, http.MethodPost, "/volumes", names(name), map[string]any{"provisioned": size}, &out); err != nil {
+	q := names(name)
+	c.withoutDefaultProtection(ctx, q)
+	if _, err := c.call(ctx, http.MethodPost, "/volumes", q, map[string]any{"provisioned": size}, &out); err != nil {
 		return Volume{}, err
 	}
 	if len(out.Items) == 0 {
@@ -240,8 +311,15 @@ func (c *Client) HostGroups(ctx context.Context) ([]HostGroup, error) {
 	return list[HostGroup](ctx, c, "/host-groups", nil)
 }
 
-// FindHosts asks the array for the hosts holding any of the initiators (an array-side filter,
-// so large arrays need not list every host), then matches them locally as well.
+// HostGroupByName reads one host group (ErrNotFound when the array has none of that name).
+func (c *Client) HostGroupByName(ctx context.Context, name string) (HostGroup, error) {
+	return one[HostGroup](ctx, c, "/host-groups", name, "Host group does not exist.")
+}
+
+// FindHosts asks the array for the local hosts holding any of the initiators (an array-side
+// filter, so large arrays need not list every host), then matches them locally as well and
+// keeps only hosts volumes can be connected to: not another array's or realm's (is_local),
+// not destroyed, as cinder does.
 func (c *Client) FindHosts(ctx context.Context, in Initiators) ([]Host, error) {
 	var terms []string
 	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "") + "'" }
@@ -257,7 +335,7 @@ func (c *Client) FindHosts(ctx context.Context, in Initiators) ([]Host, error) {
 	if len(terms) == 0 {
 		return nil, errors.New("this node has no iSCSI, NVMe or FC initiator to find its array host by")
 	}
-	hs, err := list[Host](ctx, c, "/hosts", url.Values{"filter": {strings.Join(terms, " or ")}})
+	hs, err := list[Host](ctx, c, "/hosts", url.Values{"filter": {"(" + strings.Join(terms, " or ") + ") and is_local"}})
 	if err != nil {
 		return nil, err
 	}
@@ -275,11 +353,15 @@ func normWWN(s string) string {
 	return strings.ToUpper(strings.NewReplacer(":", "", "-", "", " ", "", "0x", "", "0X", "").Replace(s))
 }
 
-// MatchHosts returns the hosts holding any of the initiators (an initiator belongs to one host,
-// but a node may have several initiators on different hosts).
+// MatchHosts returns the usable hosts holding any of the initiators (an initiator belongs to
+// one local host, but a node may have several initiators on different hosts, and remote or
+// destroyed hosts may hold the same ones).
 func MatchHosts(hosts []Host, in Initiators) []Host {
 	var out []Host
 	for _, h := range hosts {
+		if !h.Usable() {
+			continue
+		}
 		match := false
 		for _, q := range h.IQNs {
 			match = match || (in.IQN != "" && strings.EqualFold(q, in.IQN))

@@ -178,6 +178,17 @@ func setState(ctx context.Context, db *store.DB, job, state, errMsg string) erro
 // Executor runs an action.
 type Executor func(ctx context.Context, a Action) error
 
+type logKey struct{}
+
+// logf is the log of the unwind an action runs in (its task's log), for what an action has
+// to say besides success or failure; a no-op outside one.
+func logf(ctx context.Context) func(string, ...any) {
+	if l, ok := ctx.Value(logKey{}).(func(string, ...any)); ok && l != nil {
+		return l
+	}
+	return func(string, ...any) {}
+}
+
 // Unwind runs the job's pending undos in reverse order: the reverts and cleanups when the job
 // did not commit, the cleanups and the removal of what it replaced when it did. An action
 // that fails holds every earlier action of its chain (they depend on it); failed and held
@@ -218,6 +229,7 @@ func Unwind(ctx context.Context, db *store.DB, job string, exec Executor, log fu
 		todo = append(todo, e)
 	}
 	rows.Close()
+	ctx = context.WithValue(ctx, logKey{}, func(f string, a ...any) { log("  "+f, a...) })
 	var failed []error
 	held := map[string]int{} // chain -> the step whose undo failed
 	nheld := 0

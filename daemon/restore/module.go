@@ -76,6 +76,9 @@ func (m *Module) Start(ctx context.Context) error {
 		var swept time.Time
 		for {
 			m.Recover(ctx)
+			if err := m.R.CleanStaleDevices(ctx, func(f string, a ...any) { m.R.Logger.Info(fmt.Sprintf(f, a...)) }); err != nil {
+				m.R.Logger.Warn("removing devices of volumes disconnected from host groups", "err", err)
+			}
 			if time.Since(swept) > SweepEvery {
 				swept = time.Now()
 				m.sweepIfNeeded(ctx)
@@ -249,7 +252,7 @@ func newJobID() string {
 	return hex.EncodeToString(b)
 }
 
-// Routes is the restore call.
+// Routes are the restore call and the list of temporary volumes pending eradication.
 func (m *Module) Routes() []*api.Route {
 	return []*api.Route{{
 		Method: "POST", Path: "/nodes/{node}/pvesnap/restore", Name: "restore",
@@ -273,6 +276,14 @@ func (m *Module) Routes() []*api.Route {
 		Returns: api.Returns{Type: "string", Description: "the task's UPID"},
 		ProxyTo: "node",
 		Handler: m.start,
+	}, {
+		Method: "GET", Path: "/nodes/{node}/pvesnap/pending", Name: "pending",
+		Description: "Temporary volumes of this cluster that an array holds destroyed until it eradicates them itself (SafeMode refused their eradication), with the date it will; an array that cannot be asked is listed with its error.",
+		Permission:  api.Permission{Path: "/", Privs: []string{"Sys.Audit"}},
+		Params:      []api.Param{nodeParam},
+		Returns: api.Returns{Type: "array", Properties: map[string]string{"array": "string", "volume": "string", "serial": "string", "job": "string",
+			"eradicates": "integer", "manual_eradication": "string", "error": "string"}},
+		Handler: func(c *api.Call) (any, error) { return m.R.Pending(c.Ctx) },
 	}}
 }
 

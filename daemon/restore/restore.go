@@ -329,7 +329,7 @@ func (r *Restorer) stage(ctx context.Context, logf func(string, ...any), j *Jour
 	logf("array %s: %s copied to %s (serial %s)", arr.ID, st.snapshot, st.volume, st.serial)
 	var lun int
 	if err := j.Step(ctx, "connect "+st.volume, Action{Kind: "array-disconnect", Chain: ChainStaging, Args: map[string]string{"array": arr.ID,
-		"volume": st.volume, "host": target.Host, "hostgroup": target.HostGroup}},
+		"volume": st.volume, "host": target.Host, "hostgroup": target.HostGroup, "serial": st.serial}},
 		func() error {
 			conn, err := c.Connect(ctx, st.volume, target)
 			lun = conn.LUN
@@ -348,7 +348,7 @@ func (r *Restorer) stage(ctx context.Context, logf func(string, ...any), j *Jour
 			if wait == 0 {
 				wait = 2 * time.Minute
 			}
-			dev, err := r.Host.Wait(ctx, st.serial, wait)
+			dev, err := r.Host.Wait(ctx, st.serial, wait, logf)
 			st.device = dev
 			return err
 		}); err != nil {
@@ -810,7 +810,9 @@ func (r *Restorer) Exec(ctx context.Context, a Action) error {
 		}
 		if err := c.EradicateVolume(ctx, arg["volume"]); err != nil && !errors.Is(err, pure.ErrNotFound) {
 			if errors.Is(err, pure.ErrEradicateDisabled) {
-				return nil // SafeMode: it stays destroyed until the array eradicates it
+				// SafeMode: it stays destroyed until the array eradicates it by itself.
+				logf(ctx)("%s", PendingEradication(ctx, c, arg["array"], arg["volume"], err))
+				return nil
 			}
 			return err
 		}
@@ -820,16 +822,32 @@ func (r *Restorer) Exec(ctx context.Context, a Action) error {
 		if err != nil {
 			return err
 		}
-		err = c.Disconnect(ctx, arg["volume"], pure.Target{Host: arg["host"], HostGroup: arg["hostgroup"]})
-		if errors.Is(err, pure.ErrDestroyed) {
-			return nil
+		serial := arg["serial"]
+		if serial == "" && arg["hostgroup"] != "" {
+			serial = serialOf(ctx, c, arg["volume"]) // a journal that did not record it
 		}
-		return err
+		err = c.Disconnect(ctx, arg["volume"], pure.Target{Host: arg["host"], HostGroup: arg["hostgroup"]})
+		if err != nil && !errors.Is(err, pure.ErrDestroyed) {
+			return err
+		}
+		if arg["hostgroup"] != "" && serial != "" {
+			// A copy connected to a whole host group (by an earlier pvesnap): every member
+			// node has its devices, and each removes its own.
+			if err := r.RequestPeerCleanup(serial, arg["array"], arg["volume"], arg["hostgroup"]); err != nil {
+				return err
+			}
+			logf(ctx)("asked the cluster's nodes to remove their devices of %s (serial %s)", arg["volume"], serial)
+		}
+		if serial == "" {
+			return nil // nothing known to look for: host-remove-devices ran before
+		}
+		// The array presents the volume no more: what reappeared meanwhile goes now.
+		return r.Host.Gone(ctx, serial, 30*time.Second, logf(ctx))
 	case "host-remove-devices":
 		if arg["serial"] == "" {
 			return nil // the copy never returned a serial: nothing can be connected
 		}
-		return r.Host.Remove(ctx, arg["serial"])
+		return r.Host.Remove(ctx, arg["serial"], logf(ctx))
 	case "lvm-deactivate-vg":
 		if !strings.HasPrefix(arg["vg"], "pvesnap_") {
 			return fmt.Errorf("refusing to deactivate %s: not a pvesnap VG", arg["vg"])

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 )
@@ -99,28 +100,28 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 		}
 	}
 	members[id.Node] = r.Node
-	arrs, err := r.Inv.Arrays.List()
+	ctx = context.WithValue(ctx, logKey{}, log)
+	now := time.Now()
+	var out []Swept
+	found, err := r.clusterTemps(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	var out []Swept
 	var errs []error
-	for _, a := range arrs {
-		c, err := r.Inv.Client(a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
+	for _, at := range found {
+		if at.err != nil {
+			errs = append(errs, at.err)
 			continue
 		}
-		vols, err := c.Volumes(ctx, "name='pvesnap-*'")
-		if err != nil {
-			errs = append(errs, fmt.Errorf("array %s: %w", a.ID, err))
-			continue
-		}
-		for _, v := range vols {
-			m := tempVolumeRe.FindStringSubmatch(v.Name)
-			if m == nil || m[1] != id.Cluster || v.Destroyed {
-				continue // not this cluster's, or destroyed already (eradicated by the array in time)
+		a, c := at.array, at.client
+		for _, tv := range at.vols {
+			v, m := tv.Volume, tv.match
+			if v.Destroyed {
+				// Destroyed already; the array eradicates it in time (SafeMode refused it).
+				if v.TimeRemaining != nil {
+					log("array %s: %s is destroyed, pending eradication by the array on %s", a.ID, v.Name, eradicationDate(now, *v.TimeRemaining))
+				}
+				continue
 			}
 			s := Swept{Array: a.ID, Volume: v.Name, Serial: v.Serial, Node: members[m[2]], Job: m[3], Created: v.Created}
 			if s.Node != "" && s.Node != r.Node {
@@ -167,6 +168,50 @@ func (r *Restorer) Sweep(ctx context.Context, dryRun bool, grace time.Duration, 
 	return out, errors.Join(errs...)
 }
 
+// arrayTemps are the volumes of one array named as this cluster's temporary volumes (or why
+// the array could not be asked).
+type arrayTemps struct {
+	array  arrays.Array
+	client *pure.Client
+	vols   []tempVol
+	err    error
+}
+
+type tempVol struct {
+	pure.Volume
+	match []string // tempVolumeRe's: cluster, node tag, job, index
+}
+
+// clusterTemps lists, on every enabled array, the volumes (live and destroyed) named as this
+// cluster's temporary volumes; an array that cannot be asked has its err set.
+func (r *Restorer) clusterTemps(ctx context.Context, id Identity) ([]arrayTemps, error) {
+	arrs, err := r.Inv.Arrays.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []arrayTemps
+	for _, a := range arrs {
+		if a.Disable {
+			continue // a disabled array is not used, not even to sweep it
+		}
+		at := arrayTemps{array: a}
+		if at.client, at.err = r.Inv.Client(a); at.err == nil {
+			var vols []pure.Volume
+			vols, at.err = at.client.Volumes(ctx, "name='pvesnap-*'")
+			for _, v := range vols {
+				if m := tempVolumeRe.FindStringSubmatch(v.Name); m != nil && m[1] == id.Cluster {
+					at.vols = append(at.vols, tempVol{Volume: v, match: m})
+				}
+			}
+		}
+		if at.err != nil {
+			at.err = fmt.Errorf("array %s: %w", a.ID, at.err)
+		}
+		out = append(out, at)
+	}
+	return out, nil
+}
+
 // removeTemp removes a leftover temporary volume: its devices on this node (when it is this
 // node's), every connection, then the volume, with the same actions a job's cleanup runs.
 func (r *Restorer) removeTemp(ctx context.Context, c *pure.Client, array string, s Swept) error {
@@ -188,6 +233,16 @@ func (r *Restorer) removeTemp(ctx context.Context, c *pure.Client, array string,
 			t.Host = cn.Host.Name
 		}
 		if err := c.Disconnect(ctx, s.Volume, t); err != nil {
+			return err
+		}
+		if t.HostGroup != "" && s.Serial != "" {
+			if err := r.RequestPeerCleanup(s.Serial, array, s.Volume, t.HostGroup); err != nil {
+				return err
+			}
+		}
+	}
+	if s.Node == r.Node && s.Serial != "" {
+		if err := r.Host.Gone(ctx, s.Serial, 30*time.Second, logf(ctx)); err != nil {
 			return err
 		}
 	}

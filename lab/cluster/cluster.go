@@ -49,6 +49,8 @@ type Options struct {
 	// FaultMark is passed as PVESNAP_FAULT_MARK with a fault step: the worker then freezes
 	// at that step after creating this file, instead of killing itself.
 	FaultMark string
+	// Fabric is how the node reaches the array: FabricLoop or FabricISCSI (san.go).
+	Fabric string
 }
 
 // Node is the running node.
@@ -68,6 +70,7 @@ type Node struct {
 	lv     *lvm.LVM
 	mounts []string
 	target *lio.Target
+	iscsi  *iscsiFabric
 }
 
 // Start builds the node (without VMs) and starts pvesnap.
@@ -98,13 +101,20 @@ func Start(o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	tg, err := li.CreateTarget(51)
-	if err != nil {
-		return nil, err
-	}
-	n.target = tg
-	n.FA = flasharray.New("fa-lab", &flasharray.LIO{Files: &flasharray.Files{Dir: data}, L: li, Targets: map[string]*lio.Target{"lab": tg}})
 	const iqn = "iqn.2026-11.org.pvesnap:lab"
+	plane := &flasharray.LIO{Files: &flasharray.Files{Dir: data}, L: li}
+	if o.Fabric == FabricISCSI {
+		if n.iscsi, err = startISCSI(li, iqn, o.Work); err != nil {
+			return nil, err
+		}
+		plane.ISCSI = map[string]*lio.ACL{"lab": n.iscsi.acl}
+	} else {
+		if n.target, err = li.CreateTarget(51); err != nil {
+			return nil, err
+		}
+		plane.Targets = map[string]*lio.Target{"lab": n.target}
+	}
+	n.FA = flasharray.New("fa-lab", plane)
 	if err := n.FA.CreateHost("lab", []string{iqn}, nil, nil); err != nil {
 		return nil, err
 	}
@@ -127,7 +137,7 @@ func Start(o Options) (*Node, error) {
 	if _, err := n.FACli.Connect(ctx, vol.Name, pure.Target{Host: "lab"}); err != nil {
 		return nil, err
 	}
-	if n.Dev, err = lio.WaitForNAA(pure.NAA(vol.Serial), 10*time.Second); err != nil {
+	if n.Dev, err = n.Attach(vol.Serial); err != nil {
 		return nil, err
 	}
 	for _, argv := range [][]string{{"pvcreate", "-ff", "-y", n.Dev}, {"vgcreate", "vgsan1", n.Dev}} {
@@ -306,8 +316,14 @@ func (n *Node) Close() {
 		n.Sim.Close()
 	}
 	guest.Run("vgchange", "-an", "vgsan1")
+	if n.Serial != "" {
+		n.Detach(n.Serial)
+	}
 	if n.FACli != nil {
 		n.FACli.Disconnect(ctx, "pve-san1", pure.Target{Host: "lab"})
+	}
+	if n.iscsi != nil {
+		n.iscsi.close()
 	}
 	if n.FASrv != nil {
 		n.FASrv.Close()

@@ -9,7 +9,9 @@ package flasharray
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,14 +33,20 @@ type Array struct {
 	SessionTTL time.Duration
 	// EradicationDelay is how long destroyed objects stay recoverable (24 h by default).
 	EradicationDelay time.Duration
-	// SafeMode refuses eradication ("Eradication is disabled.").
+	// DisabledDelay is how long destroyed objects that cannot be eradicated by hand stay
+	// (SafeMode; 0: EradicationDelay).
+	DisabledDelay time.Duration
+	// SafeMode refuses every manual eradication ("Eradication is disabled."); see
+	// protection.go for retention locks, which refuse it for some objects only.
 	SafeMode bool
+	// RateLimit is the API gateway's limit per session (see ratelimit.go).
+	RateLimit RateLimit
 	// MaxLimit is the largest page the array returns (a request's limit is capped to it).
 	MaxLimit int
 	Data     DataPlane
 	Now      func() time.Time
 
-	mu          sync.Mutex
+	mu          *sync.Mutex // shared with a paired array (Pair)
 	counter     uint32
 	volumes     map[string]*volume // by name, live and destroyed
 	snapshots   map[string]*snapshot
@@ -51,6 +59,12 @@ type Array struct {
 	faults      []Fault
 	snapSeq     map[string]int // next numeric suffix per volume / group
 	requests    int
+	pods        map[string]*pod
+	vgroups     map[string]*volumeGroup
+	pairs       []*Array
+	// defaultProtection are the array's default protection groups (SetDefaultProtection).
+	defaultProtection []string
+	rates             map[string]*rateWindows // per session
 }
 
 var timeZero time.Time
@@ -77,20 +91,27 @@ type snapshot struct {
 }
 
 type pgroup struct {
-	id, name string
-	volumes  []string
+	id, name      string
+	volumes       []string
+	retentionLock bool // ratcheted (SafeMode)
 }
 
 type pgsnap struct {
 	name, suffix       string
 	created, destroyed time.Time
-	source             string
+	source             string // the protection group ("SRC:pg" when replicated from array SRC)
 }
 
 type host struct {
 	name             string
 	iqns, nqns, wwns []string
 	group            string
+	// remote: a host of another array or realm that this array lists (is_local false).
+	remote bool
+	// destroyed: destroyed with its realm, pending eradication.
+	destroyed time.Time
+	// preferred are the arrays of a stretched pod this host prefers (their names).
+	preferred []string
 }
 
 type hostGroup struct{ name string }
@@ -121,9 +142,10 @@ func New(name string, data DataPlane) *Array {
 	}
 	a := &Array{ID: uuid.NewString(), Name: name, Purity: "6.5.8", Tokens: map[string]string{},
 		EradicationDelay: 24 * time.Hour, MaxLimit: 1000, Data: data, Now: time.Now,
-		volumes: map[string]*volume{}, snapshots: map[string]*snapshot{}, pgroups: map[string]*pgroup{},
+		mu: &sync.Mutex{}, volumes: map[string]*volume{}, snapshots: map[string]*snapshot{}, pgroups: map[string]*pgroup{},
 		pgsnaps: map[string]*pgsnap{}, hosts: map[string]*host{}, hostGroups: map[string]*hostGroup{},
-		sessions: map[string]session{}, snapSeq: map[string]int{}}
+		sessions: map[string]session{}, snapSeq: map[string]int{}, pods: map[string]*pod{}, vgroups: map[string]*volumeGroup{},
+		rates: map[string]*rateWindows{}}
 	for i := 0; i <= 19; i++ {
 		a.Offered = append(a.Offered, fmt.Sprintf("1.%d", i))
 	}
@@ -172,6 +194,9 @@ const (
 	msgSnapExists       = "Volume snapshot already exists."
 	msgBadCredentials   = "Invalid credentials."
 	msgHostConnected    = "Host cannot be deleted due to existing connections."
+	msgPodNotExist      = "Pod does not exist."
+	msgVGNotExist       = "Volume group does not exist."
+	msgNVMeLUN          = "A LUN cannot be specified for an NVMe host or host group."
 )
 
 const (
@@ -244,7 +269,7 @@ func (a *Array) CreateVolume(name string, size int64) (string, error) {
 }
 
 func (a *Array) createVolume(name string, size int64, src *ref) (*volume, *Error) {
-	if e := checkName("volume", name); e != nil {
+	if e := a.checkVolumeName(name); e != nil {
 		return nil, e
 	}
 	if _, ok := a.volumes[name]; ok {
@@ -257,7 +282,8 @@ func (a *Array) createVolume(name string, size int64, src *ref) (*volume, *Error
 	if err := a.Data.Create(v.serial, size); err != nil {
 		return nil, &Error{Status: 500, Message: "Data plane: " + err.Error(), Context: name}
 	}
-	a.volumes[name] = v
+	a.putVolume(v)
+	a.joinDefaultProtection(v)
 	return v, nil
 }
 
@@ -297,7 +323,7 @@ func (a *Array) snapshotVolumes(vols []string, suffix, pg string) ([]*snapshot, 
 		}
 		name := v.name + "." + sfx
 		if pg != "" {
-			name = pg + "." + v.name
+			name = pg + "." + withoutPod(v.name)
 		}
 		if _, ok := a.snapshots[name]; ok {
 			return nil, bad(msgSnapExists, name)
@@ -310,7 +336,7 @@ func (a *Array) snapshotVolumes(vols []string, suffix, pg string) ([]*snapshot, 
 		if err := a.Data.Clone(s.serial, v.serial, v.size); err != nil {
 			return nil, &Error{Status: 500, Message: "Data plane: " + err.Error(), Context: name}
 		}
-		a.snapshots[name] = s
+		a.putSnapshot(s)
 		out = append(out, s)
 	}
 	return out, nil
@@ -331,8 +357,12 @@ func (a *Array) liveVolume(name string) (*volume, *Error) {
 func (a *Array) CreateProtectionGroup(name string, vols ...string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if e := checkName("protection group", name); e != nil {
-		return e
+	q := splitQual(name)
+	if e := checkName("protection group", q.leaf); e != nil || q.vgroup != "" {
+		return bad("Invalid protection group name.", name)
+	}
+	if q.pod != "" && a.pods[q.pod] == nil {
+		return bad(msgPodNotExist, q.pod)
 	}
 	if _, ok := a.pgroups[name]; ok {
 		return bad("Protection group already exists.", name)
@@ -341,8 +371,11 @@ func (a *Array) CreateProtectionGroup(name string, vols ...string) error {
 		if _, e := a.liveVolume(v); e != nil {
 			return e
 		}
+		if splitQual(v).pod != q.pod { // a group in a pod protects only that pod's volumes
+			return bad("Volume is not in the protection group's pod.", v)
+		}
 	}
-	a.pgroups[name] = &pgroup{id: uuid.NewString(), name: name, volumes: append([]string(nil), vols...)}
+	a.putPGroup(&pgroup{id: uuid.NewString(), name: name, volumes: append([]string(nil), vols...)})
 	return nil
 }
 
@@ -376,8 +409,8 @@ func (a *Array) snapshotPG(name, suffix string) (*pgsnap, *Error) {
 	if _, e := a.snapshotVolumes(g.volumes, suffix, full); e != nil {
 		return nil, e
 	}
-	s := &pgsnap{name: full, suffix: suffix, created: a.snapshots[full+"."+g.volumes[0]].created, source: name}
-	a.pgsnaps[full] = s
+	s := &pgsnap{name: full, suffix: suffix, created: a.snapshots[full+"."+withoutPod(g.volumes[0])].created, source: name}
+	a.putPGSnap(s)
 	return s, nil
 }
 
@@ -406,6 +439,9 @@ func (a *Array) createHost(name string, iqns, nqns, wwns []string) *Error {
 		wwns[i] = strings.ToUpper(strings.NewReplacer(":", "", "-", "").Replace(w))
 	}
 	for _, h := range a.hosts {
+		if h.remote || !h.destroyed.IsZero() {
+			continue // another array's or realm's, or going: its initiators may be used here
+		}
 		for _, pair := range [][2][]string{{h.iqns, iqns}, {h.nqns, nqns}, {h.wwns, wwns}} {
 			for _, x := range pair[0] {
 				for _, y := range pair[1] {
@@ -426,6 +462,46 @@ func orEmpty(l []string) []string {
 	}
 	return append([]string(nil), l...)
 }
+
+// AddRemoteHost lists a host of another array or realm (is_local false); its initiators may
+// also be on a host of this array.
+func (a *Array) AddRemoteHost(name string, iqns, nqns, wwns []string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if e := a.createHost(name, iqns, nqns, wwns); e != nil {
+		return e
+	}
+	a.hosts[name].remote = true
+	return nil
+}
+
+// DestroyHost destroys a host with its realm: it stays listed, destroyed, for the
+// eradication delay.
+func (a *Array) DestroyHost(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h, ok := a.hosts[name]
+	if !ok {
+		return bad(msgHostNotExist, name)
+	}
+	h.destroyed = a.now()
+	return nil
+}
+
+// SetPreferredArrays sets the arrays (by name) a host prefers for stretched pods.
+func (a *Array) SetPreferredArrays(host string, arrays ...string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h, ok := a.hosts[host]
+	if !ok {
+		return bad(msgHostNotExist, host)
+	}
+	h.preferred = append([]string(nil), arrays...)
+	return nil
+}
+
+// usable: a host this array can connect volumes to.
+func (h *host) usable() bool { return h != nil && !h.remote && h.destroyed.IsZero() }
 
 // CreateHostGroup makes a host group of existing hosts.
 func (a *Array) CreateHostGroup(name string, hosts ...string) error {
@@ -552,28 +628,81 @@ func (a *Array) connectionCount(v *volume) int {
 	return n
 }
 
-// timeRemaining is what is left of the eradication delay, in ms.
-func (a *Array) timeRemaining(destroyed time.Time) *int64 {
+// timeRemaining is what is left of an eradication delay, in ms.
+func (a *Array) timeRemaining(destroyed time.Time, delay time.Duration) *int64 {
 	if destroyed.IsZero() {
 		return nil
 	}
-	ms := max(a.EradicationDelay-a.now().Sub(destroyed), 0).Milliseconds()
+	ms := max(delay-a.now().Sub(destroyed), 0).Milliseconds()
 	return &ms
 }
 
 // reap eradicates what has outlived the eradication delay.
 func (a *Array) reap() {
 	now := a.now()
-	for n, v := range a.volumes {
-		if !v.destroyed.IsZero() && now.Sub(v.destroyed) >= a.EradicationDelay {
+	for _, n := range slices.Sorted(maps.Keys(a.volumes)) {
+		if v := a.volumes[n]; !v.destroyed.IsZero() && now.Sub(v.destroyed) >= a.volumeDelay(v) {
 			a.Data.Remove(v.serial)
-			delete(a.volumes, n)
+			a.dropVolume(n)
 		}
 	}
-	for n, s := range a.snapshots {
-		if !s.destroyed.IsZero() && now.Sub(s.destroyed) >= a.EradicationDelay {
+	for _, n := range slices.Sorted(maps.Keys(a.snapshots)) {
+		if s := a.snapshots[n]; !s.destroyed.IsZero() && now.Sub(s.destroyed) >= a.snapshotDelay(s) {
 			a.Data.Remove(s.serial)
-			delete(a.snapshots, n)
+			a.dropSnapshot(s)
 		}
 	}
+	for n, h := range a.hosts {
+		if !h.destroyed.IsZero() && now.Sub(h.destroyed) >= a.EradicationDelay {
+			delete(a.hosts, n)
+		}
+	}
+}
+
+// ReplicateProtectionGroupSnapshot receives protection-group snapshot name of array src, as
+// asynchronous replication does: on this array it is "SRC:PG.SUFFIX" with member snapshots
+// "SRC:PG.SUFFIX.VOL" (SRC the source array's name), their source the volume on the source
+// array ("SRC:VOL"), with serials of this array. The bytes are copied when both arrays keep
+// them in files.
+func (a *Array) ReplicateProtectionGroupSnapshot(src *Array, name string) (string, error) {
+	type member struct {
+		name, volName, volID, serial string
+		size                         int64
+		created                      time.Time
+	}
+	src.mu.Lock()
+	ps, ok := src.pgsnaps[name]
+	var members []member
+	if ok {
+		for _, n := range slices.Sorted(maps.Keys(src.snapshots)) {
+			if s := src.snapshots[n]; s.pgsnap == name && s.destroyed.IsZero() {
+				members = append(members, member{s.name, s.source.name, s.source.id, s.serial, s.size, s.created})
+			}
+		}
+	}
+	var pg pgsnap
+	if ok {
+		pg = *ps
+	}
+	srcName, srcData := src.Name, src.Data
+	src.mu.Unlock()
+	if !ok {
+		return "", bad("Protection group snapshot does not exist.", name)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	full := srcName + ":" + pg.name
+	if _, ok := a.pgsnaps[full]; ok {
+		return "", bad("Protection group snapshot already exists.", full)
+	}
+	for _, m := range members {
+		s := &snapshot{id: uuid.NewString(), name: srcName + ":" + m.name, serial: a.nextSerial(), suffix: pg.suffix, size: m.size,
+			created: m.created, source: ref{name: srcName + ":" + withoutPod(m.volName), id: m.volID}, pgsnap: full}
+		if err := copyBetween(a.Data, s.serial, srcData, m.serial, m.size); err != nil {
+			return "", &Error{Status: 500, Message: "Data plane: " + err.Error(), Context: s.name}
+		}
+		a.snapshots[s.name] = s
+	}
+	a.pgsnaps[full] = &pgsnap{name: full, suffix: pg.suffix, created: pg.created, source: srcName + ":" + pg.source}
+	return full, nil
 }

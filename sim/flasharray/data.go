@@ -161,3 +161,34 @@ func (f *Files) Connected(serial string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// copyBetween makes dst of data plane to hold the bytes of src of data plane from (one data
+// plane: a clone; two keeping files: a sparse copy; otherwise an empty volume of the size).
+func copyBetween(to DataPlane, dst string, from DataPlane, src string, size int64) error {
+	if to == from {
+		return to.Clone(dst, src, size)
+	}
+	type paths interface{ Path(string) string }
+	tp, ok1 := to.(paths)
+	fp, ok2 := from.(paths)
+	if !ok1 || !ok2 {
+		return to.Create(dst, size)
+	}
+	if err := to.Create(dst, size); err != nil {
+		return err
+	}
+	in, err := os.Open(fp.Path(src))
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(tp.Path(dst), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := CopySparse(out, in, size); err != nil {
+		return err
+	}
+	return out.Sync()
+}

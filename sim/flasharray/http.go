@@ -61,15 +61,7 @@ func (a *Array) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.requests++
-	for i := range a.faults {
-		f := a.faults[i]
-		if f.Route != "" && f.Route != r.Method+" "+path {
-			continue
-		}
-		if a.faults[i].Count--; a.faults[i].Count <= 0 {
-			a.faults = append(a.faults[:i], a.faults[i+1:]...)
-		}
-		a.writeFault(w, f)
+	if a.rateLimited(w, r.Header.Get("x-auth-token")) || a.fault(w, r.Method+" "+path) {
 		return
 	}
 	a.reap()
@@ -93,6 +85,22 @@ func (a *Array) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if e := h(rq); e != nil {
 		writeError(w, e)
 	}
+}
+
+// fault answers the first queued fault that applies to route, if any (the lock is held).
+func (a *Array) fault(w http.ResponseWriter, route string) bool {
+	for i := range a.faults {
+		f := a.faults[i]
+		if f.Route != "" && f.Route != route {
+			continue
+		}
+		if a.faults[i].Count--; a.faults[i].Count <= 0 {
+			a.faults = append(a.faults[:i], a.faults[i+1:]...)
+		}
+		a.writeFault(w, f)
+		return true
+	}
+	return false
 }
 
 func (a *Array) writeFault(w http.ResponseWriter, f Fault) {
@@ -119,6 +127,14 @@ func (a *Array) login(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Only faults bound to the login itself answer it: an overloaded array or gateway
+	// refuses logins as it refuses any call.
+	for _, f := range a.faults {
+		if f.Route == "POST /login" {
+			a.fault(w, "POST /login")
+			return
+		}
+	}
 	user, ok := a.Tokens[r.Header.Get("api-token")]
 	if !ok || r.Header.Get("api-token") == "" {
 		writeError(w, &Error{Status: 401, Message: msgBadCredentials})
@@ -278,6 +294,8 @@ type handler func(*request) *Error
 func (a *Array) routes() map[string]handler {
 	return map[string]handler{
 		"GET /arrays":                       func(rq *request) *Error { return rq.page([]obj{a.arrayObj(rq.vw)}) },
+		"GET /pods":                         getPods,
+		"GET /volume-groups":                getVolumeGroups,
 		"GET /volumes":                      getVolumes,
 		"POST /volumes":                     postVolumes,
 		"PATCH /volumes":                    patchVolumes,
@@ -353,6 +371,19 @@ func postVolumes(rq *request) *Error {
 			return bad(msgNoSuchSnap, sn)
 		}
 	}
+	withDefault := true
+	if v := rq.q.Get("with_default_protection"); v != "" {
+		if !rq.vw.atLeast("2.16") {
+			return bad("Invalid query parameter: with_default_protection.", "")
+		}
+		if rq.flag("overwrite") {
+			return bad("with_default_protection cannot be used when overwrite is true.", "")
+		}
+		withDefault = !strings.EqualFold(v, "false")
+	}
+	if rq.flag("overwrite") && rq.q.Get("add_to_protection_group_names") != "" {
+		return bad("add_to_protection_group_names cannot be used when overwrite is true.", "")
+	}
 	var out []obj
 	for _, n := range names {
 		if cur, exists := a.volumes[n]; exists {
@@ -377,7 +408,7 @@ func postVolumes(rq *request) *Error {
 		} else if p, ok := rq.body["provisioned"].(float64); ok {
 			size = int64(p)
 		}
-		if e := checkName("volume", n); e != nil {
+		if e := a.checkVolumeName(n); e != nil {
 			return e
 		}
 		if size < minSize || size > maxSize || size%512 != 0 {
@@ -393,9 +424,12 @@ func postVolumes(rq *request) *Error {
 		if err != nil {
 			return &Error{Status: 500, Message: "Data plane: " + err.Error(), Context: n}
 		}
-		a.volumes[n] = v
+		a.putVolume(v)
+		if withDefault {
+			a.joinDefaultProtection(v)
+		}
 		for _, g := range rq.list("add_to_protection_group_names") {
-			if pg, ok := a.pgroups[g]; ok {
+			if pg, ok := a.pgroups[g]; ok && !slices.Contains(pg.volumes, n) {
 				pg.volumes = append(pg.volumes, n)
 			}
 		}
@@ -426,7 +460,7 @@ func patchVolumes(rq *request) *Error {
 			switch {
 			case d && !v.destroyed.IsZero():
 				return bad(msgVolDeleted, n)
-			case d && a.connectionCount(v) > 0:
+			case d && a.connectionsAnywhere(v) > 0:
 				return bad(msgVolConnected, n)
 			case d:
 				v.destroyed = a.now()
@@ -448,15 +482,15 @@ func patchVolumes(rq *request) *Error {
 			v.size = s
 		}
 		if hasName && newName != n {
-			if e := checkName("volume", newName); e != nil {
+			if e := a.checkVolumeName(newName); e != nil {
 				return e
 			}
 			if _, taken := a.volumes[newName]; taken {
 				return bad(msgVolExists, newName)
 			}
-			delete(a.volumes, n)
+			a.dropVolume(n)
 			v.name = newName
-			a.volumes[newName] = v
+			a.putVolume(v)
 		}
 		out = append(out, a.volumeObj(v, rq.vw))
 	}
@@ -470,13 +504,15 @@ func deleteVolumes(rq *request) *Error {
 		switch {
 		case !ok:
 			return bad(msgVolNotExist, n)
-		case a.SafeMode:
+		case !a.manualEradication(n, ""):
+			// Array-wide SafeMode, or a member of a ratcheted protection group (the message
+			// for the latter is not verified on a real array).
 			return bad(msgEradicateOff, n)
 		case v.destroyed.IsZero():
 			return bad(msgNotDestroyed, n)
 		}
 		a.Data.Remove(v.serial)
-		delete(a.volumes, n)
+		a.dropVolume(n)
 	}
 	return rq.ok()
 }
@@ -561,13 +597,13 @@ func deleteSnapshots(rq *request) *Error {
 		switch {
 		case !ok:
 			return bad(msgNoSuchSnap, n)
-		case a.SafeMode:
+		case a.SafeMode || (s.pgsnap != "" && !a.manualEradication("", s.pgsnap)):
 			return bad(msgEradicateOff, n)
 		case s.destroyed.IsZero():
 			return bad(msgSnapNotDestroyed, n)
 		}
 		a.Data.Remove(s.serial)
-		delete(a.snapshots, n)
+		a.dropSnapshot(s)
 	}
 	return rq.ok()
 }
@@ -575,20 +611,7 @@ func deleteSnapshots(rq *request) *Error {
 // ---- protection groups
 
 func getPGroups(rq *request) *Error {
-	a := rq.a
-	var out []obj
-	names := rq.list("names")
-	for _, n := range names {
-		if _, ok := a.pgroups[n]; !ok {
-			return bad(msgPGNotExist, n)
-		}
-	}
-	for _, n := range slices.Sorted(maps.Keys(a.pgroups)) {
-		if names == nil || slices.Contains(names, n) {
-			out = append(out, a.pgroupObj(a.pgroups[n], rq.vw))
-		}
-	}
-	return rq.page(out)
+	return named(rq, rq.a.pgroups, msgPGNotExist, nil, rq.a.pgroupObj)
 }
 
 func getPGroupVolumes(rq *request) *Error {
@@ -684,20 +707,9 @@ func patchPGSnaps(rq *request) *Error {
 // ---- hosts
 
 func getHosts(rq *request) *Error {
-	a := rq.a
-	names := rq.list("names")
-	for _, n := range names {
-		if _, ok := a.hosts[n]; !ok {
-			return bad(msgHostNotExist, n)
-		}
-	}
-	var out []obj
-	for _, n := range slices.Sorted(maps.Keys(a.hosts)) {
-		if names == nil || slices.Contains(names, n) {
-			out = append(out, a.hostObj(a.hosts[n], rq.vw))
-		}
-	}
-	return rq.page(out)
+	// Versions without the field do not show destroyed hosts.
+	shown := func(h *host) bool { return h.destroyed.IsZero() || rq.vw.atLeast(hostDestroyedSince) }
+	return named(rq, rq.a.hosts, msgHostNotExist, shown, rq.a.hostObj)
 }
 
 func strList(v any) []string {
@@ -744,20 +756,7 @@ func deleteHosts(rq *request) *Error {
 }
 
 func getHostGroups(rq *request) *Error {
-	a := rq.a
-	names := rq.list("names")
-	for _, n := range names {
-		if _, ok := a.hostGroups[n]; !ok {
-			return bad(msgHGNotExist, n)
-		}
-	}
-	var out []obj
-	for _, n := range slices.Sorted(maps.Keys(a.hostGroups)) {
-		if names == nil || slices.Contains(names, n) {
-			out = append(out, a.hostGroupObj(a.hostGroups[n], rq.vw))
-		}
-	}
-	return rq.page(out)
+	return named(rq, rq.a.hostGroups, msgHGNotExist, nil, rq.a.hostGroupObj)
 }
 
 func getHostGroupMembers(rq *request) *Error {
@@ -780,7 +779,7 @@ func (rq *request) target() (hostName, group string, e *Error) {
 	hosts, groups := rq.list("host_names"), rq.list("host_group_names")
 	switch {
 	case len(hosts) == 1 && len(groups) == 0:
-		if _, ok := rq.a.hosts[hosts[0]]; !ok {
+		if !rq.a.hosts[hosts[0]].usable() {
 			return "", "", bad(msgHostNotExist, hosts[0])
 		}
 		return hosts[0], "", nil
@@ -852,6 +851,9 @@ func postConnections(rq *request) *Error {
 		for _, h := range reach {
 			c.nvme = c.nvme || (len(h.nqns) > 0 && len(h.iqns) == 0 && len(h.wwns) == 0)
 		}
+		if _, ok := rq.body["lun"]; ok && c.nvme {
+			return bad(msgNVMeLUN, n) // "Should not be used together with an NVMe host or host group."
+		}
 		if l, ok := rq.body["lun"].(float64); ok {
 			c.lun = int(l)
 			if c.lun < 1 || c.lun > 4095 || a.usedLUNs(reach)[c.lun] {
@@ -910,3 +912,32 @@ func deleteConnections(rq *request) *Error {
 
 // String describes the array for logs.
 func (a *Array) String() string { return fmt.Sprintf("FlashArray %s (%s)", a.Name, a.ID) }
+
+// ---- pods and volume groups
+
+func getPods(rq *request) *Error {
+	return named(rq, rq.a.pods, msgPodNotExist, func(p *pod) bool { return rq.destroyedOK(!p.destroyed.IsZero()) }, rq.a.podObj)
+}
+
+func getVolumeGroups(rq *request) *Error {
+	return named(rq, rq.a.vgroups, msgVGNotExist, nil, rq.a.vgroupObj)
+}
+
+// named answers a GET of a collection addressed by name: each name asked for must exist
+// (else notExist), then the objects asked for (all when none), in name order, that keep
+// allows.
+func named[T any](rq *request, all map[string]T, notExist string, keep func(T) bool, render func(T, view) obj) *Error {
+	names := rq.list("names")
+	for _, n := range names {
+		if _, ok := all[n]; !ok {
+			return bad(notExist, n)
+		}
+	}
+	var out []obj
+	for _, n := range slices.Sorted(maps.Keys(all)) {
+		if (names == nil || slices.Contains(names, n)) && (keep == nil || keep(all[n])) {
+			out = append(out, render(all[n], rq.vw))
+		}
+	}
+	return rq.page(out)
+}

@@ -9,17 +9,21 @@ import (
 )
 
 // LIO is the lab's data plane: volume bytes in sparse files (as Files), and a connection to
-// a host that has a loopback target here maps the volume as a LIO fileio LUN with the
-// volume's identity (VPD 0x83 NAA 624a9370+serial, as a FlashArray reports) into that
-// target, so the LUN appears on the host's SCSI bus; disconnecting unmaps it and the device
-// goes away. One target per array: LIO's copy manager reaches only LUNs of one session, so
-// XCOPY works within an array and fails between two, as it does between two FlashArrays.
+// a host that has a data path here maps the volume as a LIO fileio LUN with the volume's
+// identity (VPD 0x83 NAA 624a9370+serial, as a FlashArray reports) to that host. Through a
+// loopback target the LUN appears on the host's SCSI bus at once and goes when unmapped;
+// through an iSCSI target's ACL the host sees it when it rescans and keeps its devices after
+// the unmap, as on a real fabric. One target per array: LIO's copy manager reaches only LUNs
+// of one session, so XCOPY works within an array and fails between two, as it does between
+// two FlashArrays.
 type LIO struct {
 	*Files
 	L *lio.LIO
-	// Targets are the hosts that have a data path in the lab (the guest itself). Connections
-	// to other hosts are only recorded.
+	// Targets are the hosts that have a loopback data path in the lab (the guest itself).
 	Targets map[string]*lio.Target
+	// ISCSI are the hosts that reach the array through its iSCSI target, by their ACL.
+	// Connections to hosts in neither are only recorded.
+	ISCSI map[string]*lio.ACL
 
 	mu   sync.Mutex
 	luns map[string]*lio.LUN       // serial -> backstore, while mapped somewhere
@@ -33,8 +37,8 @@ func (p *LIO) Connect(serial, host string, n int, size int64) error {
 	if err := p.Files.Connect(serial, host, n, size); err != nil {
 		return err
 	}
-	t := p.Targets[host]
-	if t == nil {
+	t, acl := p.Targets[host], p.ISCSI[host]
+	if t == nil && acl == nil {
 		return nil
 	}
 	p.mu.Lock()
@@ -51,7 +55,11 @@ func (p *LIO) Connect(serial, host string, n int, size int64) error {
 		}
 		p.luns[serial] = lun
 	}
-	if _, err := t.Map(lun, n); err != nil {
+	if acl != nil {
+		if err := acl.Map(lun, n); err != nil {
+			return fmt.Errorf("mapping %s as LUN %d to %s: %w", serial, n, acl.Initiator, err)
+		}
+	} else if _, err := t.Map(lun, n); err != nil {
 		return fmt.Errorf("mapping %s as LUN %d into %s: %w", serial, n, t.WWN, err)
 	}
 	if p.maps[serial] == nil {
@@ -63,8 +71,8 @@ func (p *LIO) Connect(serial, host string, n int, size int64) error {
 
 func (p *LIO) Disconnect(serial, host string, n int) error {
 	p.Files.Disconnect(serial, host, n)
-	t := p.Targets[host]
-	if t == nil {
+	t, acl := p.Targets[host], p.ISCSI[host]
+	if t == nil && acl == nil {
 		return nil
 	}
 	p.mu.Lock()
@@ -73,7 +81,11 @@ func (p *LIO) Disconnect(serial, host string, n int) error {
 	if lun == nil {
 		return nil
 	}
-	if err := t.Unmap(lun); err != nil {
+	if acl != nil {
+		if err := acl.Unmap(lun); err != nil {
+			return err
+		}
+	} else if err := t.Unmap(lun); err != nil {
 		return err
 	}
 	delete(p.maps[serial], host)

@@ -54,8 +54,8 @@ func (a *Array) volumeObj(v *volume, vw view) obj {
 	o := obj{
 		"id": v.id, "name": v.name, "serial": v.serial, "provisioned": v.size,
 		"created": v.created.UnixMilli(), "destroyed": !v.destroyed.IsZero(),
-		"time_remaining": msOrNil(a.timeRemaining(v.destroyed)), "connection_count": a.connectionCount(v),
-		"source": refObj(v.source), "pod": nullRef(), "volume_group": nullRef(),
+		"time_remaining": msOrNil(a.timeRemaining(v.destroyed, a.volumeDelay(v))), "connection_count": a.connectionCount(v),
+		"source": refObj(v.source), "pod": a.podRef(v.name), "volume_group": a.vgroupRef(v.name),
 		"qos": obj{"bandwidth_limit": nil, "iops_limit": nil}, "subtype": "regular",
 		"host_encryption_key_status": "none",
 		"space": obj{"data_reduction": 1.0, "total_reduction": 1.0, "thin_provisioning": 1.0, "snapshots": 0,
@@ -75,25 +75,40 @@ func (a *Array) snapshotObj(s *snapshot, vw view) obj {
 	return obj{
 		"id": s.id, "name": s.name, "serial": s.serial, "suffix": s.suffix, "provisioned": s.size,
 		"created": s.created.UnixMilli(), "destroyed": !s.destroyed.IsZero(),
-		"time_remaining": msOrNil(a.timeRemaining(s.destroyed)), "source": obj{"name": s.source.name, "id": s.source.id},
-		"pod": nullRef(), "volume_group": nullRef(),
+		"time_remaining": msOrNil(a.timeRemaining(s.destroyed, a.snapshotDelay(s))), "source": obj{"name": s.source.name, "id": s.source.id},
+		"pod": a.podRef(s.source.name), "volume_group": a.vgroupRef(s.source.name),
 	}
 }
 
 func (a *Array) pgroupObj(g *pgroup, vw view) obj {
-	return obj{
-		"name": g.name, "destroyed": false, "time_remaining": nil, "is_local": true, "pod": nullRef(),
+	o := obj{
+		"name": g.name, "destroyed": false, "time_remaining": nil, "is_local": true, "pod": a.podRef(g.name),
 		"source": obj{"name": a.Name, "id": a.ID}, "volume_count": len(g.volumes), "host_count": 0,
 		"host_group_count": 0, "target_count": 0,
 	}
+	if vw.atLeast("2.26") {
+		lock, manual := "unlocked", "enabled"
+		if g.retentionLock {
+			lock, manual = "ratcheted", "disabled"
+		}
+		o["retention_lock"], o["eradication_config"] = lock, obj{"manual_eradication": manual}
+	}
+	return o
 }
 
 func (a *Array) pgsnapObj(s *pgsnap, vw view) obj {
 	return obj{
 		"name": s.name, "suffix": s.suffix, "created": s.created.UnixMilli(), "destroyed": !s.destroyed.IsZero(),
-		"time_remaining": msOrNil(a.timeRemaining(s.destroyed)), "source": obj{"name": s.source, "id": a.pgroups[s.source].id},
-		"pod": nullRef(),
+		"time_remaining": msOrNil(a.timeRemaining(s.destroyed, a.delay(a.lockedBy("", s.name) == "" && !a.SafeMode))),
+		"source":         obj{"name": s.source, "id": idOrNil(a.pgroups[s.source])}, "pod": a.podRef(s.source),
 	}
+}
+
+func idOrNil(g *pgroup) any {
+	if g == nil { // replicated from another array
+		return nil
+	}
+	return g.id
 }
 
 func (a *Array) hostObj(h *host, vw view) obj {
@@ -105,17 +120,34 @@ func (a *Array) hostObj(h *host, vw view) obj {
 			}
 		}
 	}
+	preferred := []any{}
+	for _, name := range h.preferred {
+		r := obj{"name": name, "id": nil}
+		for _, x := range append([]*Array{a}, a.pairs...) {
+			if x.Name == name {
+				r["id"] = x.ID
+			}
+		}
+		preferred = append(preferred, r)
+	}
 	o := obj{
 		"name": h.name, "iqns": h.iqns, "nqns": h.nqns, "wwns": h.wwns, "host_group": nameRef(h.group),
-		"connection_count": n, "personality": nil, "preferred_arrays": []any{},
+		"connection_count": n, "personality": nil, "preferred_arrays": preferred,
 		"chap":              obj{"host_password": nil, "host_user": nil, "target_password": nil, "target_user": nil},
 		"port_connectivity": obj{"status": "healthy", "details": "Redundant"},
 	}
 	if vw.atLeast("2.1") {
-		o["is_local"] = true
+		o["is_local"] = !h.remote
+	}
+	if vw.atLeast(hostDestroyedSince) {
+		o["destroyed"], o["time_remaining"] = !h.destroyed.IsZero(), msOrNil(a.timeRemaining(h.destroyed, a.EradicationDelay))
 	}
 	return o
 }
+
+// hostDestroyedSince is the first reference version whose hosts have "destroyed" (hosts are
+// destroyed with their realm); older versions do not list destroyed hosts at all.
+const hostDestroyedSince = "2.44"
 
 func (a *Array) hostGroupObj(g *hostGroup, vw view) obj {
 	members := a.membersOf(g.name)
@@ -157,11 +189,52 @@ func (a *Array) arrayObj(vw view) obj {
 		"ntp_servers": []any{},
 	}
 	if vw.atLeast("2.6") {
+		ec := obj{"eradication_delay": a.EradicationDelay.Milliseconds(), "manual_eradication": a.arrayManualEradication()}
+		if vw.atLeast("2.26") {
+			ec["enabled_delay"], ec["disabled_delay"] = a.EradicationDelay.Milliseconds(), a.delay(false).Milliseconds()
+		}
+		o["eradication_config"] = ec
+	}
+	return o
+}
+
+func (a *Array) podObj(p *pod, vw view) obj {
+	arrays := []any{obj{"name": a.Name, "id": a.ID, "status": "online", "frozen_at": nil, "mediator_status": "online", "pre_elected": false, "progress": nil}}
+	if p.peer != nil {
+		arrays = append(arrays, obj{"name": p.peer.Name, "id": p.peer.ID, "status": "online", "frozen_at": nil, "mediator_status": "online",
+			"pre_elected": false, "progress": nil})
+	}
+	o := obj{
+		"name": p.name, "id": p.id, "destroyed": !p.destroyed.IsZero(), "time_remaining": msOrNil(a.timeRemaining(p.destroyed, a.EradicationDelay)),
+		"arrays": arrays, "array_count": len(arrays), "source": nullRef(), "failover_preferences": []any{},
+		"mediator": "purestorage", "mediator_version": "1.0", "promotion_status": "promoted", "requested_promotion_state": "promoted",
+		"link_source_count": 0, "link_target_count": 0, "footprint": 0,
+	}
+	if vw.atLeast("2.26") {
 		manual := "all-enabled"
 		if a.SafeMode {
 			manual = "all-disabled"
 		}
-		o["eradication_config"] = obj{"eradication_delay": a.EradicationDelay.Milliseconds(), "manual_eradication": manual}
+		o["eradication_config"] = obj{"manual_eradication": manual}
+	}
+	return o
+}
+
+func (a *Array) vgroupObj(g *volumeGroup, vw view) obj {
+	n := 0
+	for name := range a.volumes {
+		if splitQual(name).vgroup == g.name {
+			n++
+		}
+	}
+	o := obj{"name": g.name, "id": g.id, "destroyed": false, "time_remaining": nil, "volume_count": n,
+		"qos": obj{"bandwidth_limit": nil, "iops_limit": nil}}
+	if vw.atLeast("2.26") {
+		if g.pod != "" {
+			o["pod"] = a.podRef(g.name)
+		} else {
+			o["pod"] = nullRef()
+		}
 	}
 	return o
 }

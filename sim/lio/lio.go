@@ -268,3 +268,163 @@ func (l *LIO) CreateBlockLUN(name, dev string, pureSerial string) (*LUN, error) 
 	}
 	return &LUN{Name: name, File: dev, Serial: "0" + serial, NAA: PureNAA(serial), path: p}, nil
 }
+
+// ISCSITarget is an iSCSI target of LIO with one portal group (TPG 1) listening on one or more
+// portals. Initiators see, each through its ACL, only the LUNs mapped to it, under the LUN
+// numbers of those mappings; as on a real array, an initiator finds a new mapping only when
+// it rescans, and keeps its devices of a removed one until it deletes them.
+type ISCSITarget struct {
+	l    *LIO
+	IQN  string
+	path string         // …/iscsi/<iqn>/tpgt_1
+	luns map[string]int // backstore name -> TPG LUN index
+	next int
+}
+
+// ISCSIModules are the modules of LIO's iSCSI target (the initiator's are open-iscsi's).
+var ISCSIModules = []string{"iscsi_target_mod"}
+
+// CreateISCSITarget makes target iqn listening on portals ("10.200.0.1:3260"), with access
+// controlled by ACLs (no demo mode, no authentication).
+func (l *LIO) CreateISCSITarget(iqn string, portals ...string) (*ISCSITarget, error) {
+	p := filepath.Join(l.Root, "iscsi", iqn, "tpgt_1")
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return nil, err
+	}
+	t := &ISCSITarget{l: l, IQN: iqn, path: p, luns: map[string]int{}}
+	for _, np := range portals {
+		if err := os.Mkdir(filepath.Join(p, "np", np), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			t.Delete()
+			return nil, fmt.Errorf("iSCSI portal %s: %w", np, err)
+		}
+	}
+	for k, v := range map[string]string{"authentication": "0", "generate_node_acls": "0", "demo_mode_write_protect": "0"} {
+		if err := write(filepath.Join(p, "attrib", k), v); err != nil {
+			t.Delete()
+			return nil, err
+		}
+	}
+	if err := write(filepath.Join(p, "enable"), "1"); err != nil {
+		t.Delete()
+		return nil, err
+	}
+	return t, nil
+}
+
+// ACL lets initiator log in; the LUNs mapped to it are what it sees.
+func (t *ISCSITarget) ACL(initiator string) (*ACL, error) {
+	if err := os.MkdirAll(filepath.Join(t.path, "acls", initiator), 0o755); err != nil {
+		return nil, err
+	}
+	return &ACL{t: t, Initiator: initiator}, nil
+}
+
+// ACL is one initiator's view of an iSCSI target.
+type ACL struct {
+	t         *ISCSITarget
+	Initiator string
+}
+
+// Map exports lun to the initiator as LUN n (nothing appears on the initiator until it
+// rescans).
+func (a *ACL) Map(lun *LUN, n int) error {
+	t := a.t
+	idx, ok := t.luns[lun.Name]
+	if !ok {
+		idx = t.next
+		d := filepath.Join(t.path, "lun", fmt.Sprintf("lun_%d", idx))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := os.Symlink(lun.path, filepath.Join(d, "port")); err != nil {
+			os.Remove(d)
+			return err
+		}
+		t.luns[lun.Name] = idx
+		t.next++
+	}
+	m := filepath.Join(t.path, "acls", a.Initiator, fmt.Sprintf("lun_%d", n))
+	if err := os.MkdirAll(m, 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink(filepath.Join(t.path, "lun", fmt.Sprintf("lun_%d", idx)), filepath.Join(m, "lun")); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+// Unmap withdraws lun from the initiator; the TPG's LUN goes when no ACL maps it any more.
+// The initiator's devices of it stay until the initiator deletes them.
+func (a *ACL) Unmap(lun *LUN) error {
+	t := a.t
+	idx, ok := t.luns[lun.Name]
+	if !ok {
+		return fmt.Errorf("LUN %s not exported by %s", lun.Name, t.IQN)
+	}
+	target := filepath.Join(t.path, "lun", fmt.Sprintf("lun_%d", idx))
+	mapped, _ := filepath.Glob(filepath.Join(t.path, "acls", "*", "lun_*", "lun"))
+	left := 0
+	want, err := os.Stat(target)
+	if err != nil {
+		return err
+	}
+	for _, m := range mapped {
+		// The link's target, followed (configfs writes link paths its own way).
+		if got, err := os.Stat(m); err != nil || !os.SameFile(got, want) {
+			continue
+		}
+		if filepath.Base(filepath.Dir(filepath.Dir(m))) != a.Initiator {
+			left++
+			continue
+		}
+		if err := os.Remove(m); err != nil {
+			return err
+		}
+		if err := os.Remove(filepath.Dir(m)); err != nil {
+			return err
+		}
+	}
+	if left > 0 {
+		return nil
+	}
+	os.Remove(filepath.Join(target, "port"))
+	delete(t.luns, lun.Name)
+	return os.Remove(target)
+}
+
+// MappedLUNs lists the LUN numbers mapped to the initiator.
+func (a *ACL) MappedLUNs() []string {
+	ms, _ := filepath.Glob(filepath.Join(a.t.path, "acls", a.Initiator, "lun_*"))
+	var out []string
+	for _, m := range ms {
+		out = append(out, strings.TrimPrefix(filepath.Base(m), "lun_"))
+	}
+	return out
+}
+
+// Delete removes the target: mapped LUNs, ACLs, LUNs, portals, the portal group, itself.
+func (t *ISCSITarget) Delete() error {
+	write(filepath.Join(t.path, "enable"), "0")
+	mapped, _ := filepath.Glob(filepath.Join(t.path, "acls", "*", "lun_*"))
+	for _, m := range mapped {
+		os.Remove(filepath.Join(m, "lun"))
+		os.Remove(m)
+	}
+	acls, _ := filepath.Glob(filepath.Join(t.path, "acls", "*"))
+	for _, a := range acls {
+		os.Remove(a)
+	}
+	luns, _ := filepath.Glob(filepath.Join(t.path, "lun", "lun_*"))
+	for _, d := range luns {
+		os.Remove(filepath.Join(d, "port"))
+		os.Remove(d)
+	}
+	nps, _ := filepath.Glob(filepath.Join(t.path, "np", "*"))
+	for _, np := range nps {
+		os.Remove(np)
+	}
+	if err := os.Remove(t.path); err != nil {
+		return fmt.Errorf("removing %s: %w", t.path, err)
+	}
+	return os.Remove(filepath.Dir(t.path))
+}

@@ -49,7 +49,7 @@ var PVEPaths = []string{
 var FAPaths = []string{
 	"login", "logout", "arrays", "volumes", "volume-snapshots", "protection-groups", "protection-groups/volumes",
 	"protection-group-snapshots", "hosts", "host-groups", "hosts/host-groups", "host-groups/hosts", "connections",
-	"volumes/protection-groups",
+	"volumes/protection-groups", "pods", "volume-groups",
 }
 
 // SharedDir finds the full reference files: $PVESNAP_SHARED_REFERENCE, else a "shared/reference"

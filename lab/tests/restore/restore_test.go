@@ -58,7 +58,12 @@ type lab struct {
 	hashB [2]string // the disks now (changed after the snapshot)
 }
 
-func newLab(t *testing.T, size int64) *lab { return newLabWith(t, size, cluster.Options{}) }
+// newLab is the restore suites' node: the array reached over iSCSI on two paths with
+// dm-multipath, as in production (a disconnect leaves devices until pvesnap removes them, a
+// new LUN needs a rescan).
+func newLab(t *testing.T, size int64) *lab {
+	return newLabWith(t, size, cluster.Options{Fabric: cluster.FabricISCSI})
+}
 
 // newLabWith is newLab with node options (the power-loss test's state file system).
 func newLabWith(t *testing.T, size int64, o cluster.Options) *lab {
@@ -318,6 +323,26 @@ func (l *lab) leftovers(allowUnfinished bool) []string {
 		if strings.HasPrefix(w, prefix) && w != "naa."+pure.NAA(l.Serial) {
 			out = append(out, fmt.Sprintf("device %s (%s) left behind", m, w))
 		}
+	}
+	maps, _ := filepath.Glob("/sys/block/dm-*/dm/uuid")
+	for _, m := range maps {
+		b, _ := os.ReadFile(m)
+		if u := strings.TrimSpace(string(b)); strings.HasPrefix(u, "mpath-3624a9370") && u != "mpath-3"+pure.NAA(l.Serial) {
+			out = append(out, fmt.Sprintf("multipath map %s (%s) left behind", filepath.Base(filepath.Dir(filepath.Dir(m))), u))
+		}
+	}
+	for _, w := range l.MultipathdMaps() {
+		if w != "3"+pure.NAA(l.Serial) {
+			out = append(out, fmt.Sprintf("multipathd still watches map %s", w))
+		}
+	}
+	for _, lun := range l.SessionLUNs() {
+		if !strings.HasSuffix(lun, " naa."+pure.NAA(l.Serial)) {
+			out = append(out, fmt.Sprintf("iSCSI session LUN left behind: %s", lun))
+		}
+	}
+	if luns := l.MappedLUNs(); len(luns) > 1 {
+		out = append(out, fmt.Sprintf("the array still maps LUNs %v to the node (only pve-san1's should be)", luns))
 	}
 	cfg, _ := os.ReadFile(filepath.Join(l.Sim.NodePaths("pve1").PVE, "nodes", "pve1", "qemu-server", "100.conf"))
 	if strings.Contains(string(cfg), "lock:") {
