@@ -66,9 +66,17 @@ func (s *certStore) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	return s.cert, nil
 }
 
-// serverConfig is the listener's TLS configuration (HTTP/1.1 only, like pveproxy).
+// serverConfig is the listener's TLS configuration (HTTP/1.1 only, like pveproxy). It asks
+// for a client certificate without requiring or checking one: another node's pvesnap
+// presents its node certificate, which daemon/peer checks against the cluster filesystem;
+// other clients send none and are served as before. The cluster CA is named as the issuer
+// wanted, so browsers offer no certificate of the user's own.
 func (s *certStore) serverConfig() *tls.Config {
-	return &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	s.mu.RLock()
+	roots := s.roots
+	s.mu.RUnlock()
+	return &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"},
+		ClientAuth: tls.RequestClientCert, ClientCAs: roots}
 }
 
 // clientConfig verifies a peer: its leaf is one of our pinned certificates (pveproxy serves

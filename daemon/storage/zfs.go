@@ -274,3 +274,62 @@ func (z ZFS) Destroy(ctx context.Context, ds string, recursive bool) error {
 
 // Promote makes a clone independent of its origin.
 func (z ZFS) Promote(ctx context.Context, ds string) error { return z.run(ctx, "zfs", "promote", ds) }
+
+// SnapshotGUID is a snapshot's short name and GUID: the identity by which zfs receive
+// matches an incremental stream's source, whatever the snapshot is called on either side.
+type SnapshotGUID struct {
+	Name string // after '@'
+	GUID string
+}
+
+// SnapshotGUIDs lists ds's snapshots with their GUIDs, oldest first.
+func (z ZFS) SnapshotGUIDs(ctx context.Context, ds string) ([]SnapshotGUID, error) {
+	if err := CheckDataset(ds); err != nil {
+		return nil, err
+	}
+	// Sample line: rpool/data/vm-100-disk-0@pvesnap-move-6756a1b2-0a1b2c3d\t9081726354453627181
+	out, err := z.Run.Run(ctx, []string{"zfs", "list", "-H", "-p", "-t", "snapshot", "-o", "name,guid", "-s", "createtxg", "-d", "1", ds})
+	if notFound(err) {
+		return nil, fmt.Errorf("%s: %w", ds, ErrNoDataset)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var snaps []SnapshotGUID
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, guid, ok := strings.Cut(line, "\t")
+		_, short, isSnap := strings.Cut(name, "@")
+		if !ok || !isSnap || guid == "" {
+			continue
+		}
+		snaps = append(snaps, SnapshotGUID{Name: short, GUID: guid})
+	}
+	return snaps, nil
+}
+
+// SendSize is zfs's estimate of the stream of snap, incremental from snapshot from unless
+// "" (zfs send -nP prints it on a line "size\t<bytes>").
+func (z ZFS) SendSize(ctx context.Context, snap, from string) (int64, error) {
+	argv := []string{"zfs", "send", "-n", "-P"}
+	if from != "" {
+		argv = append(argv, "-i", from)
+	}
+	argv = append(argv, snap)
+	for _, a := range argv[4:] {
+		if a != "-i" {
+			if err := CheckDataset(a); err != nil {
+				return 0, err
+			}
+		}
+	}
+	out, err := z.Run.Run(ctx, argv)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "size\t"); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("zfs send -nP %s: no size in its output", snap)
+}

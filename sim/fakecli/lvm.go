@@ -51,6 +51,8 @@ func (l *LVM) Run(ctx context.Context, argv []string, _ ...runner.Option) ([]byt
 		return l.lvchange(argv)
 	case "lvremove":
 		return l.lvremove(argv)
+	case "lvrename":
+		return l.lvrename(argv)
 	}
 	return nil, fail(argv, 3, fmt.Sprintf("fakecli: %s not emulated", argv[0]))
 }
@@ -101,7 +103,8 @@ func (l *LVM) lvs(argv []string) ([]byte, error) {
 				origin, _, _ = strings.Cut(v.Meta.Origin, "@")
 			}
 			rows = append(rows, map[string]string{"vg_name": vn, "lv_name": v.Name, "lv_uuid": v.Meta.UUID,
-				"lv_size": strconv.FormatInt(v.Size, 10), "lv_attr": attr, "lv_path": "/dev/" + vn + "/" + v.Name,
+				// The LV's device is the store's file: what reads and writes it reaches the volume.
+				"lv_size": strconv.FormatInt(v.Size, 10), "lv_attr": attr, "lv_path": g.Store.Path(v.Name),
 				"lv_dm_path": "/dev/mapper/" + vn + "-" + strings.ReplaceAll(v.Name, "-", "--"),
 				"lv_time":    time.Unix(v.Meta.Created, 0).UTC().Format("2006-01-02 15:04:05 -0700"),
 				"lv_tags":    strings.Join(v.Meta.Tags, ","), "pool_lv": pool, "origin": origin, "lv_active": "active",
@@ -227,6 +230,24 @@ func (l *LVM) lvremove(argv []string) ([]byte, error) {
 		return nil, fail(argv, 5, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, lv))
 	}
 	return nil, nil
+}
+
+// lvrename: lvrename <vg> <from> <to>
+func (l *LVM) lvrename(argv []string) ([]byte, error) {
+	if len(argv) != 4 {
+		return nil, fail(argv, 3, "fakecli: unsupported lvrename form")
+	}
+	g, vg, _, err := l.vgOf(argv, argv[1])
+	if err != nil {
+		return nil, err
+	}
+	if !g.Store.Exists(argv[2]) {
+		return nil, fail(argv, 5, fmt.Sprintf("  Existing logical volume \"%s\" not found in volume group \"%s\"", argv[2], vg))
+	}
+	if g.Store.Exists(argv[3]) {
+		return nil, fail(argv, 5, fmt.Sprintf("  Logical Volume \"%s\" already exists in volume group \"%s\"", argv[3], vg))
+	}
+	return nil, g.Store.Rename(argv[2], argv[3])
 }
 
 // Dispatch routes a command to the emulator for its program.
