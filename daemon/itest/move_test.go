@@ -381,4 +381,10 @@ func TestSharedThickLVMCopyWithTargetNode(t *testing.T) {
 	if active, _ := e.Tasks["pve2"].Dir.Active(); len(active) != 0 {
 		t.Errorf("a shared storage needs no receiving task: %+v", active)
 	}
+	// "Moving" a shared volume to itself on another node has nothing to do: PVE's answer.
+	r, err := c.Do("POST", "/nodes/pve1/storage/san1/content/vm-100-disk-0", url.Values{"target": {"vm-100-disk-0"}, "target_node": {"pve2"}})
+	must(t, err)
+	if r.Code != 403 || r.Status != "Permission check failed (user != root@pam)" {
+		t.Errorf("a shared volume onto itself: %d %q, want pveproxy's answer", r.Code, r.Status)
+	}
 }

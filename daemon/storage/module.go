@@ -169,8 +169,13 @@ func (m *Module) copy(call *api.Call) (any, error) {
 			return nil, api.ErrPassThrough
 		}
 	}
-	// A shared storage is the same on every node: a copy "to" another node is made here.
-	move := tnode != m.Node && !(st.Shared && tst.ID == st.ID)
+	// A shared storage is the same on every node: a copy "to" another node is made here, and
+	// "moving" a volume to itself there is PVE's (its storage_migrate has nothing to do).
+	sameShared := st.Shared && tst.ID == st.ID
+	if sameShared && tnode != m.Node && target == vol {
+		return nil, api.ErrPassThrough
+	}
+	move := tnode != m.Node && !sameShared
 	op := opOther
 	switch {
 	case move:
