@@ -70,6 +70,11 @@ for s in "${sections[@]}"; do
       echo "steps without the daemon: with the zfs command, as a tool driving the CLI takes them (each command is a"
       echo "process and libzfs's set-up), and with the same ioctls alone, the floor under pvesnap's copy: the"
       echo "difference from it is pvesnap's own time (API, permission check, task worker)."
+      echo "The move rows put a second node in the guest: two pvesnap daemons (127.0.0.1 and 127.0.0.2, the addresses"
+      echo ".members gives the nodes) and two ZFS pools on one virtio disk; the copy with target_node streams the zvol"
+      echo "between the daemons over TLS with the nodes' certificates, send and receive through /dev/zfs. The floor is"
+      echo "zfs send | zfs recv through a kernel pipe (no network, no encryption, nothing through user space); the ssh"
+      echo "row is PVE's own way, zfs send | ssh | zfs recv over loopback. All of it shares the guest's two emulated CPUs."
       echo "$res"; echo; echo "![copy rate](img/bench-copy-rate.png)"; } > "$out"
     ;;
   *) echo "unknown section $s" >&2; exit 2 ;;

@@ -1,8 +1,9 @@
 // Command copy runs inside the lab guest for `make bench`: it copies a 1 GiB LV between two
 // LUNs of one (LIO) array with pvesnap's engine (EXTENDED COPY) against sg_xcopy, with its
-// host copy against dd and qemu-img convert (also on a half-zero LV), and makes the CSI
-// copy of a 1 GiB and an 8 GiB zvol through the real daemon against zfs send | zfs recv.
-// Results go to a JSON file.
+// host copy against dd and qemu-img convert (also on a half-zero LV), makes the CSI copy of
+// a 1 GiB and an 8 GiB zvol through the real daemon against zfs send | zfs recv, and moves a
+// 1 GiB zvol to another node (two daemons, two pools) against zfs send | zfs recv piped
+// locally and zfs send | ssh … zfs recv. Results go to a JSON file.
 package main
 
 import (
@@ -77,6 +78,7 @@ const (
 	tableLV       = "lv"        // 1 GiB LV, full of data
 	tableHalfZero = "half-zero" // 1 GiB LV, second half zeros
 	tableZvol     = "zvol"      // CSI copies of zvols through the daemon
+	tableMove     = "move"      // a zvol moved to another node
 )
 
 func bench() ([]Case, error) {
@@ -254,6 +256,13 @@ func bench() ([]Case, error) {
 		cases = append(cases, Case{Name: "zvol", Table: tableZvol, Note: "SKIP: " + err.Error()})
 	} else {
 		cases = append(cases, zc...)
+	}
+	mc, err := moveCases()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "move cases skipped:", err)
+		cases = append(cases, Case{Name: "move", Table: tableMove, Note: "SKIP: " + err.Error()})
+	} else {
+		cases = append(cases, mc...)
 	}
 	return cases, nil
 }

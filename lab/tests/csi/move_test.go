@@ -1,0 +1,240 @@
+//go:build lab
+
+package csi_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pvesnap/pvesnap/lab/cluster"
+	"github.com/pvesnap/pvesnap/lab/guest"
+	simpve "github.com/pvesnap/pvesnap/sim/pve"
+)
+
+// Two nodes in one guest: each has its own ZFS pool and its own thin pool, as storages
+// restricted to it. A move names the target node's storage in the target (PVE's
+// "<storage>:<volume>"), since one guest cannot hold two pools of one name.
+const moveStorage = `dir: local
+	path /var/lib/vz
+	content iso,vztmpl,backup
+
+zfspool: zfs-a
+	pool poola/data
+	content images,rootdir
+	sparse 1
+	nodes pve1
+
+zfspool: zfs-b
+	pool poolb/data
+	content images,rootdir
+	sparse 1
+	nodes pve2
+
+lvmthin: thin-a
+	thinpool data
+	vgname vga
+	content rootdir,images
+	nodes pve1
+
+lvmthin: thin-b
+	thinpool data
+	vgname vgb
+	content rootdir,images
+	nodes pve2
+`
+
+const gib = int64(1) << 30
+
+var percentRe = regexp.MustCompile(`progress: .*\(([0-9.]+)%\)`)
+
+// mover is one kind of storage pair under test.
+type mover struct {
+	from, to string                        // storages on pve1 and pve2
+	dev      func(node, vol string) string // a volume's device
+}
+
+func zvolDev(t *testing.T, pool string) func(node, vol string) string {
+	return func(node, vol string) string {
+		d, err := cluster.ZvolDevice(pool+"/"+vol, 20*time.Second)
+		must(t, err)
+		return d
+	}
+}
+
+// TestMoveBetweenNodes moves a 1 GiB zvol and a 1 GiB thin LV from pve1 to pve2 with a token
+// that holds Datastore.Allocate and nothing else (PVE allows the call to root@pam alone),
+// checks the data by hash, and breaks off a second move of each halfway: nothing of it may
+// be left on pve2, and the tasks must say what happened.
+func TestMoveBetweenNodes(t *testing.T) {
+	if out, err := guest.Run("modprobe", "zfs"); err != nil {
+		t.Skipf("SKIP: no ZFS module for this kernel (%v %s)", err, strings.TrimSpace(out))
+	}
+	zparts, err := guest.Partition("/dev/vda", 2)
+	must(t, err)
+	for i, p := range []string{"poola", "poolb"} {
+		run(t, "zpool", "create", "-f", "-O", "compression=off", p, zparts[i])
+		pool := p
+		t.Cleanup(func() { guest.Run("zpool", "destroy", "-f", pool) })
+		run(t, "zfs", "create", p+"/data")
+	}
+	lparts, err := guest.Partition("/dev/vdb", 2)
+	must(t, err)
+	for i, vg := range []string{"vga", "vgb"} {
+		run(t, "pvcreate", "-ff", "-y", lparts[i])
+		run(t, "vgcreate", vg, lparts[i])
+		v, d := vg, lparts[i]
+		t.Cleanup(func() {
+			guest.Run("vgremove", "-ff", "-y", v)
+			guest.Run("pvremove", "-ff", "-y", d)
+		})
+		run(t, "lvcreate", "--yes", "--type", "thin-pool", "-L", "1900M", "-n", "data", vg)
+	}
+	ns, err := cluster.StartNodes("/tmp/lab-move", "", []string{"pve1", "pve2"}, moveStorage)
+	if ns != nil {
+		t.Cleanup(ns.Close)
+	}
+	must(t, err)
+	must(t, ns.Sim.AddRole("MoveOnly", "Datastore.Allocate"))
+	must(t, ns.Sim.AddUser("csi-move@pve", "unused"))
+	must(t, ns.Sim.AddACL("/storage", "csi-move@pve", "MoveOnly", true))
+	id, secret, err := ns.Sim.AddToken("csi-move@pve", "csi", false)
+	must(t, err)
+	c, err := simpve.NewClient(ns.URL["pve1"], ns.Sim.CAFile())
+	must(t, err)
+	c.Token, c.JSON = id+"="+secret, true
+
+	for name, m := range map[string]mover{
+		"zvol": {"zfs-a", "zfs-b", func(node, vol string) string {
+			return zvolDev(t, map[string]string{"pve1": "poola/data", "pve2": "poolb/data"}[node])(node, vol)
+		}},
+		"thin-lv": {"thin-a", "thin-b", func(node, vol string) string {
+			return "/dev/" + map[string]string{"pve1": "vga", "pve2": "vgb"}[node] + "/" + vol
+		}},
+	} {
+		t.Run(name, func(t *testing.T) { moveAndBreak(t, ns, c, m) })
+	}
+}
+
+// logOf is a task's log through pvesnap.
+func logOf(t *testing.T, c *simpve.Client, upid string) string {
+	d, err := c.Must("GET", "/nodes/"+strings.Split(upid, ":")[1]+"/tasks/"+url.PathEscape(upid)+"/log", url.Values{"limit": {"5000"}})
+	must(t, err)
+	var lines []struct{ T string }
+	json.Unmarshal(d, &lines)
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l.T + "\n")
+	}
+	return b.String()
+}
+
+// receiving finds pve2's receiving task of a volume by its first log line.
+func receiving(t *testing.T, ns *cluster.Nodes, c *simpve.Client, source string) string {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		active, err := ns.Sim.Tasks("pve2").Active()
+		must(t, err)
+		for _, a := range active {
+			if strings.Contains(a.UPID, ":imgcopy::") && strings.Contains(logOf(t, c, a.UPID), "receiving '"+source+"' from node 'pve1'") {
+				return a.UPID
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no receiving task for %s on pve2", source)
+	return ""
+}
+
+func moveAndBreak(t *testing.T, ns *cluster.Nodes, c *simpve.Client, m mover) {
+	root := ns.API["pve1"]
+	alloc := func(vol string, vmid int) string {
+		_, err := root.Must("POST", "/nodes/pve1/storage/"+m.from+"/content",
+			url.Values{"filename": {vol}, "size": {"1G"}, "vmid": {fmt.Sprint(vmid)}})
+		must(t, err)
+		return m.dev("pve1", vol)
+	}
+	move := func(vol string) string {
+		d, err := c.Must("POST", "/nodes/pve1/storage/"+m.from+"/content/"+vol,
+			url.Values{"target": {m.to + ":" + vol}, "target_node": {"pve2"}})
+		must(t, err)
+		return simpve.UPIDOf(d)
+	}
+
+	// A whole move: data in the first 768 MiB, zeros after (the stream skips them).
+	src := alloc("vm-100-disk-0", 100)
+	must(t, guest.WritePattern(src, 29, 0, 768<<20))
+	h0, err := guest.Hash(src, 0, gib)
+	must(t, err)
+	start := time.Now()
+	upid := move("vm-100-disk-0")
+	st, err := cluster.WaitTask(c, upid, time.Second, 20*time.Minute)
+	if err != nil || st != "OK" {
+		t.Fatalf("move: %q %v\n%s", st, err, logOf(t, c, upid))
+	}
+	took := time.Since(start)
+	h1, err := guest.Hash(m.dev("pve2", "vm-100-disk-0"), 0, gib)
+	must(t, err)
+	if h1 != h0 {
+		t.Fatalf("the moved volume's hash %s differs from the source's %s", h1, h0)
+	}
+	recv := receiving(t, ns, c, m.from+":vm-100-disk-0")
+	slog, rlog := logOf(t, c, upid), logOf(t, c, recv)
+	for _, l := range []string{slog, rlog} {
+		if !strings.Contains(l, "progress: ") || !strings.HasSuffix(strings.TrimSpace(l), "TASK OK") {
+			t.Errorf("a task of the move logged no progress or did not end OK:\n%s", l)
+		}
+	}
+	t.Logf("1 GiB moved in %s, hash %s on both nodes\nsending task (pve1):\n%sreceiving task (pve2):\n%s", took.Round(time.Millisecond), h0[:16], slog, rlog)
+
+	// A move broken off halfway: the sender is killed (zvol) or stopped (thin LV).
+	src = alloc("vm-101-disk-0", 101)
+	must(t, guest.WritePattern(src, 31, 0, 768<<20))
+	upid = move("vm-101-disk-0")
+	for i := 0; ; i++ {
+		if mm := percentRe.FindAllStringSubmatch(logOf(t, c, upid), -1); len(mm) > 0 {
+			if p, _ := strconv.ParseFloat(mm[len(mm)-1][1], 64); p >= 30 {
+				t.Logf("breaking the move off at %.1f%%", p)
+				break
+			}
+		}
+		if i > 600 {
+			t.Fatalf("the second move never reached 30%%:\n%s", logOf(t, c, upid))
+		}
+		time.Sleep(time.Second)
+	}
+	recv = receiving(t, ns, c, m.from+":vm-101-disk-0")
+	if m.from == "zfs-a" {
+		pid, _ := strconv.ParseInt(strings.Split(upid, ":")[2], 16, 64)
+		must(t, syscall.Kill(int(pid), syscall.SIGKILL))
+	} else {
+		_, err := c.Must("DELETE", "/nodes/pve1/tasks/"+url.PathEscape(upid), nil)
+		must(t, err)
+		if st, err := cluster.WaitTask(c, upid, time.Second, time.Minute); err != nil || st != "interrupted by stop request" {
+			t.Errorf("the stopped sending task ended %q (%v)", st, err)
+		}
+	}
+	st, err = cluster.WaitTask(c, recv, time.Second, 2*time.Minute)
+	must(t, err)
+	t.Logf("receiving task after the break: %s", st)
+	if !strings.Contains(st, "the stream from node 'pve1' broke off after") {
+		t.Errorf("receiving task ended %q\n%s", st, logOf(t, c, recv))
+	}
+	if m.from == "zfs-a" {
+		out, _ := guest.Output("zfs", "list", "-H", "-t", "all", "-o", "name", "-r", "poolb")
+		if strings.Contains(out, "vm-101") || strings.Contains(out, "%") {
+			t.Errorf("left on poolb after the broken move:\n%s", out)
+		}
+	} else {
+		out, _ := guest.Output("lvs", "--noheadings", "-o", "lv_name", "vgb")
+		if strings.Contains(out, "vm-101") || strings.Contains(out, "pvesnap-") {
+			t.Errorf("left in vgb after the broken move:\n%s", out)
+		}
+	}
+}
