@@ -388,3 +388,40 @@ func TestSharedThickLVMCopyWithTargetNode(t *testing.T) {
 		t.Errorf("a shared volume onto itself: %d %q, want pveproxy's answer", r.Code, r.Status)
 	}
 }
+
+// TestMoveStoppedReceiverLeavesNothing: the receiving task stopped from the GUI (DELETE of its
+// UPID) halfway through the stream says so and removes what it wrote; the sender's stream is
+// refused.
+func TestMoveStoppedReceiverLeavesNothing(t *testing.T) {
+	e := Start(t, "pve1", "pve2")
+	const size = 8 << 20
+	c, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-9", size)
+	whole := blockStream(t, size)
+	body := &stallingReader{data: whole[:len(whole)/2], release: make(chan struct{})}
+	defer close(body.release)
+	answered := make(chan *http.Response, 1)
+	go func() { resp, _ := postStream(t, e, c, "pve2", ticket, body); answered <- resp }()
+	st := e.Sim.Store("pve2", "local-lvm")
+	for i := 0; i < 100; i++ {
+		if vols, _ := st.List(); len(vols) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, err := c.Must("DELETE", "/nodes/pve2/tasks/"+url.PathEscape(upid), nil)
+	must(t, err)
+	if s, err := c.WaitTask(upid, 10*time.Second); err != nil || s != "interrupted by stop request" {
+		t.Fatalf("stopped receiving task: %q %v", s, err)
+	}
+	select {
+	case resp := <-answered:
+		if resp == nil || resp.StatusCode != 500 || !strings.Contains(resp.Status, "interrupted by stop request") {
+			t.Errorf("the sender was answered %v", resp)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the sender got no answer after the receiver stopped")
+	}
+	if vols, _ := st.List(); len(vols) != 0 {
+		t.Fatalf("left on pve2 after a stopped receive: %+v", vols)
+	}
+}

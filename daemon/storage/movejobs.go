@@ -45,13 +45,19 @@ func (m *Module) moveSend(ctx context.Context, t *tasks.Task, raw json.RawMessag
 	if m.Peers == nil {
 		return errors.New("this node's pvesnap has no peer settings")
 	}
+	var err error
 	switch s.Format {
 	case formatZFS:
-		return m.sendZFS(ctx, t, s)
+		err = m.sendZFS(ctx, t, s)
 	case formatBlock:
-		return m.sendBlock(ctx, t, s)
+		err = m.sendBlock(ctx, t, s)
+	default:
+		err = fmt.Errorf("unknown stream format %q", s.Format)
 	}
-	return fmt.Errorf("unknown stream format %q", s.Format)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err() // a stop request: the task says so, not what it broke
+	}
+	return err
 }
 
 // counter counts what passes through a reader and logs progress.
@@ -394,7 +400,9 @@ func (m *Module) moveReceive(ctx context.Context, t *tasks.Task, raw json.RawMes
 	default:
 		err = fmt.Errorf("unknown stream format %q", s.Format)
 	}
-	if err != nil {
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err() // a stop request: the task says so, not what it broke
+	} else if err != nil {
 		if why := in.brokeOff(2 * time.Second); why != "" {
 			err = fmt.Errorf("%s (%v)", why, err)
 		}

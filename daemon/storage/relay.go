@@ -52,25 +52,39 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	estimate, _ := strconv.ParseInt(r.Header.Get(sizeHeader), 10, 64)
-	if err := m.relay(r.Context(), from, ticket, estimate, r.Body); err != nil {
+	unread, err := m.relay(r.Context(), from, ticket, estimate, r.Body)
+	if err != nil {
 		m.Logger.Warn("move stream failed", "from", from, "err", err)
 		api.WriteError(w, api.JSON, err)
-		return
+	} else {
+		api.WriteData(w, api.JSON, "OK")
 	}
-	api.WriteData(w, api.JSON, "OK")
+	if unread {
+		// The rest of the stream is of no use: answer, then end the connection rather than
+		// read it (a reader may still wait in it).
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		if h, ok := w.(http.Hijacker); ok {
+			if c, _, err := h.Hijack(); err == nil {
+				c.Close()
+			}
+		}
+	}
 }
 
-// relay feeds a stream to the receiving task waiting for ticket and returns its last word.
-func (m *Module) relay(ctx context.Context, from, ticket string, estimate int64, body io.Reader) error {
+// relay feeds a stream to the receiving task waiting for ticket and returns whether the
+// stream was left unread (the task ended first, or stopped reading) and the task's last word.
+func (m *Module) relay(ctx context.Context, from, ticket string, estimate int64, body io.Reader) (unread bool, err error) {
 	conn, err := dialStream(ctx, m.socketPath(ticket), m.streamWait())
 	if err != nil {
-		return api.Errorf(http.StatusForbidden, "no move on node '%s' waits for this stream (unknown or expired ticket): %v", m.Node, err)
+		return true, api.Errorf(http.StatusForbidden, "no move on node '%s' waits for this stream (unknown or expired ticket): %v", m.Node, err)
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "pvesnap-stream 1 %s %d\n", from, estimate)
 	pipe, err := receiveFile(conn, 30*time.Second)
 	if err != nil {
-		return api.Errorf(http.StatusInternalServerError, "node '%s': the receiving task did not take the stream: %v", m.Node, err)
+		return true, api.Errorf(http.StatusInternalServerError, "node '%s': the receiving task did not take the stream: %v", m.Node, err)
 	}
 	answer := make(chan string, 1)
 	go func() {
@@ -86,36 +100,57 @@ func (m *Module) relay(ctx context.Context, from, ticket string, estimate int64,
 		}
 		return api.Errorf(http.StatusInternalServerError, "node '%s': %s", m.Node, strings.TrimPrefix(line, "ERROR "))
 	}
-	buf := make([]byte, 1<<20)
+	// The stream is read in a goroutine of its own, two buffers in turn: the task's answer
+	// (a stop, a failure) is seen at once, even while the sender is silent.
+	type piece struct {
+		b   []byte
+		err error
+	}
+	pieces, quit := make(chan piece), make(chan struct{})
+	defer close(quit)
+	go func() {
+		bufs := [2][]byte{make([]byte, 1<<20), make([]byte, 1<<20)}
+		for i := 0; ; i++ {
+			n, err := body.Read(bufs[i%2])
+			select {
+			case pieces <- piece{bufs[i%2][:n], err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	var total int64
 	last := time.Now()
 	var failed error
+copying:
 	for {
 		select {
 		case line := <-answer: // the task gave up (or was stopped) before the end
 			pipe.Close()
-			return verdict(line)
-		default:
-		}
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			if _, werr := pipe.Write(buf[:n]); werr != nil {
-				failed = fmt.Errorf("the receiving task stopped reading: %w", werr)
-				break
+			return true, verdict(line)
+		case p := <-pieces:
+			if len(p.b) > 0 {
+				if _, err := pipe.Write(p.b); err != nil {
+					failed, unread = fmt.Errorf("the receiving task stopped reading: %w", err), true
+					break copying
+				}
+				total += int64(len(p.b))
+				if time.Since(last) >= 2*time.Second {
+					last = time.Now()
+					fmt.Fprintf(conn, "progress %d\n", total)
+				}
 			}
-			total += int64(n)
-			if time.Since(last) >= 2*time.Second {
-				last = time.Now()
-				fmt.Fprintf(conn, "progress %d\n", total)
+			if errors.Is(p.err, io.EOF) {
+				break copying
 			}
-		}
-		if errors.Is(rerr, io.EOF) {
-			break
-		}
-		if rerr != nil {
-			failed = rerr
-			fmt.Fprintf(conn, "abort %d %s\n", total, oneLine(rerr.Error()))
-			break
+			if p.err != nil {
+				failed = p.err
+				fmt.Fprintf(conn, "abort %d %s\n", total, oneLine(p.err.Error()))
+				break copying
+			}
 		}
 	}
 	if failed == nil {
@@ -125,11 +160,11 @@ func (m *Module) relay(ctx context.Context, from, ticket string, estimate int64,
 	select {
 	case line := <-answer:
 		if failed != nil && line == "OK" {
-			return failed
+			return unread, failed
 		}
-		return verdict(line)
+		return unread, verdict(line)
 	case <-ctx.Done():
-		return ctx.Err()
+		return unread, ctx.Err()
 	}
 }
 
