@@ -237,11 +237,18 @@ func TestMoveEndpointsNeedANodeCertificate(t *testing.T) {
 	}
 }
 
-// brokenReader yields data, then fails: a sender that dies halfway.
-type brokenReader struct{ data []byte }
+// cutReader yields data, then fails: a sender that dies halfway. With release set it first
+// waits until that is closed: a sender gone silent.
+type cutReader struct {
+	data    []byte
+	release chan struct{}
+}
 
-func (b *brokenReader) Read(p []byte) (int, error) {
+func (b *cutReader) Read(p []byte) (int, error) {
 	if len(b.data) == 0 {
+		if b.release != nil {
+			<-b.release
+		}
 		return 0, errors.New("the sending node died")
 	}
 	n := copy(p, b.data)
@@ -256,7 +263,7 @@ func TestMoveBrokenOffLeavesNothing(t *testing.T) {
 	const size = 8 << 20
 	c, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-7", size)
 	whole := blockStream(t, size)
-	if resp, err := postStream(t, e, c, "pve2", ticket, &brokenReader{data: whole[:len(whole)/2]}); err == nil && resp.StatusCode == 200 {
+	if resp, err := postStream(t, e, c, "pve2", ticket, &cutReader{data: whole[:len(whole)/2]}); err == nil && resp.StatusCode == 200 {
 		t.Fatal("a broken stream was answered OK")
 	}
 	st, err := c.WaitTask(upid, 10*time.Second)
@@ -273,22 +280,6 @@ func TestMoveBrokenOffLeavesNothing(t *testing.T) {
 	}
 }
 
-// stallingReader yields data, then waits until released, then fails.
-type stallingReader struct {
-	data    []byte
-	release chan struct{}
-}
-
-func (s *stallingReader) Read(p []byte) (int, error) {
-	if len(s.data) == 0 {
-		<-s.release
-		return 0, errors.New("released")
-	}
-	n := copy(p, s.data)
-	s.data = s.data[n:]
-	return n, nil
-}
-
 // TestMoveKilledReceiverIsCleanedUp: a receiving task killed halfway (SIGKILL, nothing runs on
 // its way out) leaves its LV under a temporary name that PVE lists as no volume; the next move
 // into that volume group removes it.
@@ -297,7 +288,7 @@ func TestMoveKilledReceiverIsCleanedUp(t *testing.T) {
 	const size = 8 << 20
 	c, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-8", size)
 	whole := blockStream(t, size)
-	body := &stallingReader{data: whole[:len(whole)/2], release: make(chan struct{})}
+	body := &cutReader{data: whole[:len(whole)/2], release: make(chan struct{})}
 	done := make(chan struct{})
 	go func() { postStream(t, e, c, "pve2", ticket, body); close(done) }()
 	st := e.Sim.Store("pve2", "local-lvm")
@@ -397,7 +388,7 @@ func TestMoveStoppedReceiverLeavesNothing(t *testing.T) {
 	const size = 8 << 20
 	c, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-9", size)
 	whole := blockStream(t, size)
-	body := &stallingReader{data: whole[:len(whole)/2], release: make(chan struct{})}
+	body := &cutReader{data: whole[:len(whole)/2], release: make(chan struct{})}
 	defer close(body.release)
 	answered := make(chan *http.Response, 1)
 	go func() { resp, _ := postStream(t, e, c, "pve2", ticket, body); answered <- resp }()

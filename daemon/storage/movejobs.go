@@ -118,22 +118,11 @@ func (m *Module) postStream(ctx context.Context, s MoveSpec, estimate int64, bod
 func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 	z := m.zfs()
 	src := s.Pool + "/" + s.Source
-	unlockPool, err := m.lock(ctx, "zfs-"+s.Pool, false)
+	dev, release, err := m.lockedDevice(ctx, s.Pool, src)
 	if err != nil {
 		return err
 	}
-	defer unlockPool()
-	unlock, err := m.lock(ctx, "zfs-"+src, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	dev, err := zfs.Open(m.ZFSDev)
-	if err != nil {
-		return fmt.Errorf("the ZFS device: %w", err)
-	}
-	defer dev.Close()
-	dev.Who = "pvesnap"
+	defer release()
 	snap, from := src+"@"+s.Snapshot, ""
 	if s.Base != "" {
 		from = src + "@" + s.Base
@@ -192,6 +181,27 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 		tasks.HumanBytes(int64(float64(body.n.Load())/max(el.Seconds(), 0.001))), s.TargetNode, s.TargetStorage, s.Target)
 	m.pruneMoveSnapshots(ctx, t, src, s.Snapshot)
 	return nil
+}
+
+// lockedDevice takes the locks a move's change of dataset ds needs (pool's shared, as copies
+// take it, deletes exclusively; ds's exclusive) and opens the ZFS device; release undoes it all.
+func (m *Module) lockedDevice(ctx context.Context, pool, ds string) (dev *zfs.Dev, release func(), err error) {
+	unlockPool, err := m.lock(ctx, "zfs-"+pool, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock, err := m.lock(ctx, "zfs-"+ds, true)
+	if err != nil {
+		unlockPool()
+		return nil, nil, err
+	}
+	if dev, err = zfs.Open(m.ZFSDev); err != nil {
+		unlock()
+		unlockPool()
+		return nil, nil, fmt.Errorf("the ZFS device: %w", err)
+	}
+	dev.Who = "pvesnap" // "zpool history" names pvesnap's changes
+	return dev, func() { dev.Close(); unlock(); unlockPool() }, nil
 }
 
 // pruneMoveSnapshots removes the earlier move snapshots of ds: only the newest is ever the
@@ -429,22 +439,11 @@ func progress(t *tasks.Task, in *incoming, done <-chan struct{}) {
 // receiveZFS gives the stream to the kernel: the dataset exists only once it is whole.
 func (m *Module) receiveZFS(ctx context.Context, t *tasks.Task, s ReceiveSpec, in *incoming) error {
 	ds := s.Pool + "/" + s.Target
-	unlockPool, err := m.lock(ctx, "zfs-"+s.Pool, false)
+	dev, release, err := m.lockedDevice(ctx, s.Pool, ds)
 	if err != nil {
 		return err
 	}
-	defer unlockPool()
-	unlock, err := m.lock(ctx, "zfs-"+ds, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	dev, err := zfs.Open(m.ZFSDev)
-	if err != nil {
-		return fmt.Errorf("the ZFS device: %w", err)
-	}
-	defer dev.Close()
-	dev.Who = "pvesnap"
+	defer release()
 	begin := make([]byte, zfs.BeginRecordSize)
 	if _, err := io.ReadFull(in.Data, begin); err != nil {
 		return fmt.Errorf("reading the stream's first record: %w", err)

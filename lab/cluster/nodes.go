@@ -14,6 +14,39 @@ import (
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
+// TwoNodeStorage is the storage.cfg of two nodes in one guest, each with a ZFS pool and an
+// LVM thin pool of its own (poola, vga on pve1; poolb, vgb on pve2) as storages restricted to
+// it: one guest cannot hold two pools of one name, so a move names the target node's storage
+// in its target ("<storage>:<volume>").
+const TwoNodeStorage = `dir: local
+	path /var/lib/vz
+	content iso,vztmpl,backup
+
+zfspool: zfs-a
+	pool poola/data
+	content images,rootdir
+	sparse 1
+	nodes pve1
+
+zfspool: zfs-b
+	pool poolb/data
+	content images,rootdir
+	sparse 1
+	nodes pve2
+
+lvmthin: thin-a
+	thinpool data
+	vgname vga
+	content rootdir,images
+	nodes pve1
+
+lvmthin: thin-b
+	thinpool data
+	vgname vgb
+	content rootdir,images
+	nodes pve2
+`
+
 // Nodes are several PVE nodes in one guest: a simulated cluster whose pveproxies list and
 // allocate on the guest's real pools (RealVolumes), and the real pvesnap in front of each
 // node, all on one port at the node's own address (127.0.0.<n>, as .members gives it), so

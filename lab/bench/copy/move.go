@@ -18,23 +18,6 @@ import (
 // moveRounds is how often each move case runs, interleaved (the median is reported).
 const moveRounds = 3
 
-const moveStorage = `dir: local
-	path /var/lib/vz
-	content iso,vztmpl,backup
-
-zfspool: zfs-a
-	pool poola/data
-	content images,rootdir
-	sparse 1
-	nodes pve1
-
-zfspool: zfs-b
-	pool poolb/data
-	content images,rootdir
-	sparse 1
-	nodes pve2
-`
-
 // Names of the move cases.
 const (
 	moveOwn   = "1 GiB zvol moved to another node: pvesnap (copy with target_node), call to task OK"
@@ -64,7 +47,7 @@ func moveCases() ([]Case, error) {
 			return nil, err
 		}
 	}
-	ns, err := cluster.StartNodes("/tmp/bench-move", "", []string{"pve1", "pve2"}, moveStorage)
+	ns, err := cluster.StartNodes("/tmp/bench-move", "", []string{"pve1", "pve2"}, cluster.TwoNodeStorage)
 	if ns != nil {
 		defer ns.Close()
 	}

@@ -18,38 +18,6 @@ import (
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
-// Two nodes in one guest: each has its own ZFS pool and its own thin pool, as storages
-// restricted to it. A move names the target node's storage in the target (PVE's
-// "<storage>:<volume>"), since one guest cannot hold two pools of one name.
-const moveStorage = `dir: local
-	path /var/lib/vz
-	content iso,vztmpl,backup
-
-zfspool: zfs-a
-	pool poola/data
-	content images,rootdir
-	sparse 1
-	nodes pve1
-
-zfspool: zfs-b
-	pool poolb/data
-	content images,rootdir
-	sparse 1
-	nodes pve2
-
-lvmthin: thin-a
-	thinpool data
-	vgname vga
-	content rootdir,images
-	nodes pve1
-
-lvmthin: thin-b
-	thinpool data
-	vgname vgb
-	content rootdir,images
-	nodes pve2
-`
-
 const gib = int64(1) << 30
 
 var percentRe = regexp.MustCompile(`progress: .*\(([0-9.]+)%\)`)
@@ -96,7 +64,7 @@ func TestMoveBetweenNodes(t *testing.T) {
 		})
 		run(t, "lvcreate", "--yes", "--type", "thin-pool", "-L", "1900M", "-n", "data", vg)
 	}
-	ns, err := cluster.StartNodes("/tmp/lab-move", "", []string{"pve1", "pve2"}, moveStorage)
+	ns, err := cluster.StartNodes("/tmp/lab-move", "", []string{"pve1", "pve2"}, cluster.TwoNodeStorage)
 	if ns != nil {
 		t.Cleanup(ns.Close)
 	}
