@@ -101,7 +101,9 @@ func (m *Module) relay(ctx context.Context, from, ticket string, estimate int64,
 		return api.Errorf(http.StatusInternalServerError, "node '%s': %s", m.Node, strings.TrimPrefix(line, "ERROR "))
 	}
 	// The stream is read in a goroutine of its own, two buffers in turn: the task's answer
-	// (a stop, a failure) is seen at once, even while the sender is silent.
+	// (a stop, a failure) is seen at once, even while the sender is silent. Each buffer is
+	// filled before it goes on (TLS gives at most a record, 16 KiB, per read): a MiB per write
+	// into the pipe.
 	type piece struct {
 		b   []byte
 		err error
@@ -111,7 +113,7 @@ func (m *Module) relay(ctx context.Context, from, ticket string, estimate int64,
 	go func() {
 		bufs := [2][]byte{make([]byte, 1<<20), make([]byte, 1<<20)}
 		for i := 0; ; i++ {
-			n, err := body.Read(bufs[i%2])
+			n, err := fill(body, bufs[i%2])
 			select {
 			case pieces <- piece{bufs[i%2][:n], err}:
 			case <-quit:
