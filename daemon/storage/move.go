@@ -270,7 +270,7 @@ func (m *Module) callPeer(call *api.Call, node, path string, params url.Values, 
 // receiveRoute is the target side's preparation of a move.
 func (m *Module) receiveRoute() *api.Route {
 	return &api.Route{Method: "POST", Path: "/nodes/{node}/pvesnap/receive", Name: "receive",
-		Description: "Prepare this node to receive a volume that another node's pvesnap moves here (a copy with target_node): check the storage, the name and that the volume is not there yet, start the receiving task and return it with a one-time ticket for the stream. Only another cluster node's pvesnap calls it, on behalf of the caller of the copy.",
+		Description: "Prepare this node to receive a volume that another node's pvesnap moves here (a copy with target_node): check the storage, the name and that the volume is not there yet, start the receiving task and return it with a one-time ticket for the stream. Only another cluster node's pvesnap calls it, on behalf of the caller of the copy, on this node directly: a call forwarded by a third node carries no node certificate and is refused.",
 		Permission: api.Permission{Path: "/storage/{storage}", Privs: []string{"Datastore.Allocate"},
 			Description: "for the caller of the copy, whose credential the sending node passes on; the TLS client certificate must be a cluster node's (nodes/<node>/pve-ssl.pem)"},
 		Params: []api.Param{nodeParam,
@@ -358,6 +358,7 @@ func (m *Module) receive(call *api.Call) (any, error) {
 	if err := os.MkdirAll(filepath.Dir(spec.Socket), 0o700); err != nil {
 		return nil, err
 	}
+	removeStaleSockets(filepath.Dir(spec.Socket), time.Now().Add(-time.Hour))
 	b, _ := json.Marshal(spec)
 	started, err := m.Tasks.Start(call.Ctx, tasks.Job{Type: "imgcopy", ID: "", User: call.Auth.Name(), Kind: KindMoveReceive, Spec: b})
 	if err != nil {
@@ -392,4 +393,15 @@ func (m *Module) zfsBase(ctx context.Context, ds, sourceSnaps string) (*zfsBase,
 type zfsBase struct {
 	Name   string // on the target
 	Source string // the same snapshot's name on the source
+}
+
+// removeStaleSockets removes the sockets of receiving tasks that died before their stream
+// came (a task waits a minute at most, then removes its own).
+func removeStaleSockets(dir string, before time.Time) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".sock") && fi.ModTime().Before(before) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
