@@ -15,6 +15,7 @@ import (
 
 	"github.com/pvesnap/pvesnap/lab/cluster"
 	"github.com/pvesnap/pvesnap/lab/guest"
+	"github.com/pvesnap/pvesnap/sim/lio"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
@@ -52,12 +53,30 @@ func TestMoveBetweenNodes(t *testing.T) {
 		t.Cleanup(func() { guest.Run("zpool", "destroy", "-f", pool) })
 		run(t, "zfs", "create", p+"/data")
 	}
+	// The VGs sit on LUNs of a LIO target backed by vdb's partitions: the guest's LVM sees no
+	// virtio partition itself (lab/lvm-guest.conf), as a node sees its disks.
 	lparts, err := guest.Partition("/dev/vdb", 2)
 	must(t, err)
+	li, err := guest.SetupLIO()
+	must(t, err)
+	tg, err := li.CreateTarget(71)
+	must(t, err)
+	var luns []*lio.LUN
+	t.Cleanup(func() { // last: a backstore goes once its target does
+		for _, l := range luns {
+			li.Delete(l)
+		}
+	})
+	t.Cleanup(func() { tg.Delete() })
 	for i, vg := range []string{"vga", "vgb"} {
-		run(t, "pvcreate", "-ff", "-y", lparts[i])
-		run(t, "vgcreate", vg, lparts[i])
-		v, d := vg, lparts[i]
+		lun, err := li.CreateBlockLUN("move"+vg, lparts[i], fmt.Sprintf("6C1B16CE1C034D1C0000E%03d", i))
+		must(t, err)
+		dev, err := tg.Map(lun, i)
+		must(t, err)
+		run(t, "pvcreate", "-ff", "-y", dev)
+		run(t, "vgcreate", vg, dev)
+		luns = append(luns, lun)
+		v, d := vg, dev
 		t.Cleanup(func() {
 			guest.Run("vgremove", "-ff", "-y", v)
 			guest.Run("pvremove", "-ff", "-y", d)
