@@ -127,14 +127,18 @@ func (m *Module) relay(ctx context.Context, from, ticket string, estimate int64,
 	var total int64
 	last := time.Now()
 	var failed error
+	said := "" // the task's OK when it came before the stream's end (ZFS has read the end record)
 copying:
 	for {
 		select {
-		case line := <-answer: // the task gave up (or was stopped) before the end
-			pipe.Close()
-			return true, verdict(line)
+		case line := <-answer:
+			if line != "OK" { // the task gave up (or was stopped) before the end
+				pipe.Close()
+				return true, verdict(line)
+			}
+			said = line // committed: what is left of the stream is read, not passed on
 		case p := <-pieces:
-			if len(p.b) > 0 {
+			if len(p.b) > 0 && said == "" {
 				if _, err := pipe.Write(p.b); err != nil {
 					failed, unread = fmt.Errorf("the receiving task stopped reading: %w", err), true
 					break copying
@@ -149,21 +153,22 @@ copying:
 				break copying
 			}
 			if p.err != nil {
-				failed = p.err
+				failed, unread = p.err, true
 				fmt.Fprintf(conn, "abort %d %s\n", total, oneLine(p.err.Error()))
 				break copying
 			}
 		}
+	}
+	if said == "OK" {
+		pipe.Close()
+		return unread, nil
 	}
 	if failed == nil {
 		fmt.Fprintf(conn, "end %d\n", total)
 	}
 	pipe.Close() // the end of the data for the task (or the kernel)
 	select {
-	case line := <-answer:
-		if failed != nil && line == "OK" {
-			return unread, failed
-		}
+	case line := <-answer: // OK even after a broken tail: the task had the whole volume
 		return unread, verdict(line)
 	case <-ctx.Done():
 		return unread, ctx.Err()
