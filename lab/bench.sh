@@ -87,10 +87,12 @@ for s in "${sections[@]}"; do
     { echo; echo "## Moves between nodes"; echo; echo "Measured on $(date -u +%Y-%m-%d), host $machine."; echo
       echo "In the lab guest under TCG: a second node in the guest, two pvesnap daemons (127.0.0.1 and 127.0.0.2, the"
       echo "addresses .members gives the nodes) and two ZFS pools on one virtio disk. The copy with target_node streams"
-      echo "the zvol between the daemons over TLS with the nodes' certificates, send and receive through /dev/zfs. The"
-      echo "floor is zfs send | zfs recv through a kernel pipe (no network, no encryption, nothing through user space);"
-      echo "the ssh row is PVE's own way, zfs send | ssh | zfs recv over loopback. All of it shares the guest's two"
-      echo "emulated CPUs."
+      echo "the zvol between the daemons over TLS with the nodes' certificates, send and receive through /dev/zfs; with"
+      echo "datacenter.cfg's migration type=insecure it goes over plain TCP from task to task, the kernel writing into and"
+      echo "reading from the sockets. The floor is zfs send | zfs recv through a kernel pipe (no network, no encryption,"
+      echo "nothing through user space); the ssh row is PVE's own way, zfs send | ssh | zfs recv over loopback. All of it"
+      echo "shares the guest's two emulated CPUs, on which TLS's AES-GCM runs at about 70 MiB/s (AES-NI is emulated):"
+      echo "it costs the TLS row about as much as ZFS's own work."
       echo "$res"; } > "$out"
     ;;
   *) echo "unknown section $s" >&2; exit 2 ;;

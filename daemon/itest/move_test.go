@@ -155,17 +155,22 @@ func postStream(t *testing.T, e *Env, c *simpve.Client, node, ticket string, bod
 	return resp, err
 }
 
-// prepareAs asks node to receive a block volume, as node from's pvesnap would.
-func prepareAs(t *testing.T, e *Env, node, from, vol string, size int64) (c *simpve.Client, upid, ticket string) {
+// prepareAs asks node to receive a block volume, as node from's pvesnap would; extra
+// parameters (transport) are added.
+func prepareAs(t *testing.T, e *Env, node, from, vol string, size int64, extra ...string) (c *simpve.Client, upid, ticket, address string) {
 	t.Helper()
 	c = allocateOnly(t, e, node)
 	e.presentNodeCert(c, from)
-	d, err := c.Must("POST", "/nodes/"+node+"/pvesnap/receive", url.Values{"storage": {"local-lvm"}, "volume": {vol},
-		"source_node": {from}, "source": {"local-lvm:" + vol}, "format": {"block"}, "size": {fmt.Sprint(size)}})
+	params := url.Values{"storage": {"local-lvm"}, "volume": {vol},
+		"source_node": {from}, "source": {"local-lvm:" + vol}, "format": {"block"}, "size": {fmt.Sprint(size)}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		params.Set(extra[i], extra[i+1])
+	}
+	d, err := c.Must("POST", "/nodes/"+node+"/pvesnap/receive", params)
 	must(t, err)
-	var p struct{ UPID, Ticket string }
+	var p struct{ UPID, Ticket, Address string }
 	must(t, json.Unmarshal(d, &p))
-	return c, p.UPID, p.Ticket
+	return c, p.UPID, p.Ticket, p.Address
 }
 
 // blockStream is a whole block stream of data (no zeros) of size bytes.
@@ -224,7 +229,7 @@ func TestMoveEndpointsNeedANodeCertificate(t *testing.T) {
 		t.Errorf("stream with an unknown ticket: %v %v", resp, err)
 	}
 	// Prepared for pve1, streamed by pve3 with the ticket: the receiving task refuses it.
-	_, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-6", 1<<20)
+	_, upid, ticket, _ := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-6", 1<<20)
 	resp, err := postStream(t, e, p3, "pve2", ticket, bytes.NewReader(blockStream(t, 1<<20)))
 	if err != nil || resp.StatusCode != 500 || !strings.Contains(resp.Status, "a stream came from node 'pve3'; this move is from node 'pve1'") {
 		t.Errorf("stream by the wrong node: %v %v", resp, err)
@@ -261,7 +266,7 @@ func (b *cutReader) Read(p []byte) (int, error) {
 func TestMoveBrokenOffLeavesNothing(t *testing.T) {
 	e := Start(t, "pve1", "pve2")
 	const size = 8 << 20
-	c, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-7", size)
+	c, upid, ticket, _ := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-7", size)
 	whole := blockStream(t, size)
 	if resp, err := postStream(t, e, c, "pve2", ticket, &cutReader{data: whole[:len(whole)/2]}); err == nil && resp.StatusCode == 200 {
 		t.Fatal("a broken stream was answered OK")
@@ -286,7 +291,7 @@ func TestMoveBrokenOffLeavesNothing(t *testing.T) {
 func TestMoveKilledReceiverIsCleanedUp(t *testing.T) {
 	e := Start(t, "pve1", "pve2")
 	const size = 8 << 20
-	c, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-8", size)
+	c, upid, ticket, _ := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-8", size)
 	whole := blockStream(t, size)
 	body := &cutReader{data: whole[:len(whole)/2], release: make(chan struct{})}
 	done := make(chan struct{})
@@ -386,7 +391,7 @@ func TestSharedThickLVMCopyWithTargetNode(t *testing.T) {
 func TestMoveStoppedReceiverLeavesNothing(t *testing.T) {
 	e := Start(t, "pve1", "pve2")
 	const size = 8 << 20
-	c, upid, ticket := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-9", size)
+	c, upid, ticket, _ := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-9", size)
 	whole := blockStream(t, size)
 	body := &cutReader{data: whole[:len(whole)/2], release: make(chan struct{})}
 	defer close(body.release)
@@ -414,5 +419,78 @@ func TestMoveStoppedReceiverLeavesNothing(t *testing.T) {
 	}
 	if vols, _ := st.List(); len(vols) != 0 {
 		t.Fatalf("left on pve2 after a stopped receive: %+v", vols)
+	}
+}
+
+// insecure sets the cluster's migration type to insecure, as datacenter.cfg does.
+func insecure(t *testing.T, e *Env) {
+	t.Helper()
+	must(t, os.WriteFile(filepath.Join(e.Sim.Shared(), "datacenter.cfg"), []byte("keyboard: en-us\nmigration: type=insecure\n"), 0o640))
+}
+
+// TestMovePlainTCPWhenMigrationIsInsecure: with datacenter.cfg's "migration: type=insecure"
+// (PVE's switch for a private migration network) the stream goes over plain TCP, straight
+// from task to task on a port of PVE's migration range; the volume arrives whole.
+func TestMovePlainTCPWhenMigrationIsInsecure(t *testing.T) {
+	e := Start(t, "pve1", "pve2")
+	insecure(t, e)
+	want := seedPattern(t, e, "pve1", "local-lvm", "vm-100-disk-0", 8<<20)
+	c := allocateOnly(t, e, "pve1")
+	d, err := c.Must("POST", "/nodes/pve1/storage/local-lvm/content/vm-100-disk-0", url.Values{"target": {"vm-100-disk-0"}, "target_node": {"pve2"}})
+	must(t, err)
+	upid := simpve.UPIDOf(d)
+	if s, err := c.WaitTask(upid, 30*time.Second); err != nil || s != "OK" {
+		t.Fatalf("move: %q %v\n%s", s, err, logText(t, c, upid))
+	}
+	got, err := os.ReadFile(e.Sim.Store("pve2", "local-lvm").Path("vm-100-disk-0"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the volume on pve2 differs from the source (%v)", err)
+	}
+	send, recv := logText(t, c, upid), logText(t, c, receivingTask(t, e, "pve2"))
+	if !strings.Contains(send, "plain TCP to 127.0.0.2:600") || !strings.Contains(recv, "plain TCP on 127.0.0.2 (datacenter.cfg: migration type=insecure)") {
+		t.Fatalf("the logs do not say the stream went over plain TCP:\n%s\n%s", send, recv)
+	}
+}
+
+// TestPlainTCPRefusals: a node whose cluster wants secure migrations refuses a plain stream;
+// on an insecure one, a connection without the ticket is turned away (the sender still gets
+// in after it), and a plain stream that breaks off leaves nothing.
+func TestPlainTCPRefusals(t *testing.T) {
+	e := Start(t, "pve1", "pve2")
+	c := allocateOnly(t, e, "pve2")
+	e.presentNodeCert(c, "pve1")
+	r, err := c.Do("POST", "/nodes/pve2/pvesnap/receive", url.Values{"storage": {"local-lvm"}, "volume": {"vm-100-disk-3"}, "source_node": {"pve1"},
+		"source": {"local-lvm:vm-100-disk-3"}, "format": {"block"}, "size": {"1048576"}, "transport": {"tcp"}})
+	must(t, err)
+	if r.Code != 400 || !strings.Contains(r.Errors["transport"], "this cluster's migration type is secure") {
+		t.Errorf("plain stream on a secure cluster: %d %q %v", r.Code, r.Status, r.Errors)
+	}
+	insecure(t, e)
+	const size = 8 << 20
+	c, upid, ticket, addr := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-4", size, "transport", "tcp")
+	if !strings.HasPrefix(addr, "127.0.0.2:600") {
+		t.Fatalf("receiving task listens on %q", addr)
+	}
+	stranger, err := net.Dial("tcp", addr)
+	must(t, err)
+	stranger.Write([]byte(strings.Repeat("f", 64)))
+	answer, _ := io.ReadAll(stranger)
+	stranger.Close()
+	if string(answer) != "ERROR no move waits for this ticket\n" {
+		t.Errorf("a connection without the ticket was answered %q", answer)
+	}
+	sender, err := net.Dial("tcp", addr)
+	must(t, err)
+	whole := blockStream(t, size)
+	sender.Write([]byte(ticket))
+	sender.Write(whole[:len(whole)/2])
+	sender.Close() // breaks off
+	st, err := c.WaitTask(upid, 10*time.Second)
+	must(t, err)
+	if !strings.Contains(st, "the stream from node 'pve1' broke off after") || !strings.Contains(st, "the connection ended early") {
+		t.Fatalf("receiving task ended %q", st)
+	}
+	if vols, _ := e.Sim.Store("pve2", "local-lvm").List(); len(vols) != 0 {
+		t.Fatalf("left on pve2 after a broken plain stream: %+v", vols)
 	}
 }

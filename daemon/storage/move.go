@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +49,12 @@ import (
 const (
 	KindMoveSend    = "storage-move-send"
 	KindMoveReceive = "storage-move-receive"
+)
+
+// Transports of a move's stream.
+const (
+	transportTLS = "tls" // through the daemons, TLS with the nodes' certificates
+	transportTCP = "tcp" // plain, straight between the tasks (migration type=insecure)
 )
 
 // Stream formats.
@@ -86,6 +94,7 @@ type MoveSpec struct {
 	VG            string `json:"vg,omitempty"`       // lvm
 	Ticket        string `json:"ticket"`
 	TargetUPID    string `json:"target_upid"`
+	Address       string `json:"address,omitempty"` // plain TCP: where the receiving task listens
 }
 
 // ReceiveSpec is the receiving side of a move.
@@ -102,6 +111,10 @@ type ReceiveSpec struct {
 	ThinPool   string `json:"thinpool,omitempty"`
 	Size       int64  `json:"size,omitempty"` // block: the LV to allocate
 	Socket     string `json:"socket"`
+	// Plain TCP (migration type=insecure): the address to listen on and the ticket's hash
+	// (the task writes where it listens to Socket + ".addr").
+	Listen     string `json:"listen,omitempty"`
+	TicketHash string `json:"ticket_hash,omitempty"`
 }
 
 // streamFormat is how a storage's volumes travel between nodes ("" when pvesnap cannot).
@@ -167,6 +180,13 @@ func (m *Module) move(call *api.Call, st, tst *pve.Storage, vol, target, tnode s
 	}
 	spec := MoveSpec{Storage: st.ID, Source: vol, TargetStorage: tst.ID, Target: target, TargetNode: tnode, Format: format}
 	params := url.Values{"storage": {tst.ID}, "volume": {target}, "source_node": {m.Node}, "source": {st.ID + ":" + vol}, "format": {format}}
+	mig, err := pve.ReadMigration(m.Peers.PVE)
+	if err != nil {
+		return nil, err
+	}
+	if mig.Insecure {
+		params.Set("transport", transportTCP)
+	}
 	switch format {
 	case formatZFS:
 		spec.Pool = st.Pool
@@ -197,9 +217,10 @@ func (m *Module) move(call *api.Call, st, tst *pve.Storage, vol, target, tnode s
 		params.Set("size", fmt.Sprint(lv.Size))
 	}
 	var prep struct {
-		UPID   string `json:"upid"`
-		Ticket string `json:"ticket"`
-		Base   string `json:"base"`
+		UPID    string `json:"upid"`
+		Ticket  string `json:"ticket"`
+		Base    string `json:"base"`
+		Address string `json:"address"`
 	}
 	if err := m.callPeer(call, tnode, "/nodes/"+tnode+"/pvesnap/receive", params, &prep); err != nil {
 		if errors.Is(err, api.ErrUpstream) {
@@ -211,7 +232,13 @@ func (m *Module) move(call *api.Call, st, tst *pve.Storage, vol, target, tnode s
 	if !ticketRe.MatchString(prep.Ticket) || (prep.Base != "" && !moveSnapshotRe.MatchString(prep.Base)) {
 		return nil, api.Errorf(http.StatusBadGateway, "node '%s' answered the move with a malformed ticket or base", tnode)
 	}
-	spec.Ticket, spec.TargetUPID, spec.Base = prep.Ticket, prep.UPID, prep.Base
+	if mig.Insecure {
+		host, port, err := net.SplitHostPort(prep.Address)
+		if p, _ := strconv.Atoi(port); err != nil || net.ParseIP(host) == nil || p < tcpPortFirst || p > tcpPortLast {
+			return nil, api.Errorf(http.StatusBadGateway, "node '%s' answered the move with a malformed address %q", tnode, prep.Address)
+		}
+	}
+	spec.Ticket, spec.TargetUPID, spec.Base, spec.Address = prep.Ticket, prep.UPID, prep.Base, prep.Address
 	b, _ := json.Marshal(spec)
 	started, err := m.Tasks.Start(call.Ctx, tasks.Job{Type: "imgcopy", ID: "", User: call.Auth.Name(), Kind: KindMoveSend, Spec: b})
 	if err != nil {
@@ -281,8 +308,10 @@ func (m *Module) receiveRoute() *api.Route {
 			{Name: "format", Type: api.String, Enum: []string{formatZFS, formatBlock}, Description: "zfs: a ZFS send stream; block: an LV as a block stream that skips zeros."},
 			{Name: "size", Type: api.Integer, Optional: true, Minimum: api.Min(1), Description: "block: the size of the LV to allocate, in bytes."},
 			{Name: "snapshot", Type: api.String, Optional: true, Pattern: moveSnapshotRe, Description: "zfs: the snapshot the stream brings."},
-			{Name: "snapshots", Type: api.String, Optional: true, MaxLength: 65536, Description: "zfs: the source volume's snapshots as name=guid, comma-separated, to find one the target holds too."}},
-		Returns:   api.Returns{Type: "object", Properties: map[string]string{"upid": "string", "ticket": "string", "base": "string"}},
+			{Name: "snapshots", Type: api.String, Optional: true, MaxLength: 65536, Description: "zfs: the source volume's snapshots as name=guid, comma-separated, to find one the target holds too."},
+			{Name: "transport", Type: api.String, Optional: true, Enum: []string{transportTLS, transportTCP}, Default: transportTLS,
+				Description: "tls: the stream comes through the daemons over TLS; tcp: over plain TCP straight to the receiving task, only when datacenter.cfg sets migration type=insecure."}},
+		Returns:   api.Returns{Type: "object", Properties: map[string]string{"upid": "string", "ticket": "string", "base": "string", "address": "string"}},
 		ProxyTo:   "node",
 		Protected: true,
 		Handler:   m.receive}
@@ -355,6 +384,19 @@ func (m *Module) receive(call *api.Call) (any, error) {
 			return nil, err
 		}
 	}
+	if call.Params.Str("transport") == transportTCP {
+		mig, err := pve.ReadMigration(m.Peers.PVE)
+		if err != nil {
+			return nil, err
+		}
+		if !mig.Insecure {
+			return nil, api.ParamErr("transport", "this cluster's migration type is secure (datacenter.cfg): no plain stream")
+		}
+		if spec.Listen, err = m.listenIP(mig); err != nil {
+			return nil, err
+		}
+		spec.TicketHash = ticketHash(ticket)
+	}
 	if err := os.MkdirAll(filepath.Dir(spec.Socket), 0o700); err != nil {
 		return nil, err
 	}
@@ -365,6 +407,11 @@ func (m *Module) receive(call *api.Call) (any, error) {
 		return nil, err
 	}
 	answer["upid"] = started.UPID
+	if spec.Listen != "" {
+		if answer["address"], err = waitAddress(call.Ctx, spec.Socket+".addr", m.streamWait()); err != nil {
+			return nil, err // the task gives up by itself
+		}
+	}
 	return answer, nil
 }
 

@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -190,6 +192,30 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 	} else {
 		t.Logf("zfs send %s: a full stream", snap)
 	}
+	start := time.Now()
+	if s.Address != "" {
+		t.Logf("plain TCP to %s (datacenter.cfg: migration type=insecure): the stream is not encrypted", s.Address)
+		sent, err := sendTCP(ctx, s, func(acked int64) {
+			t.Progress(min(acked, max(estimate, 1)-1), max(estimate, 1), start, 0)
+		}, func(conn *net.TCPConn) error {
+			f, err := conn.File() // blocking: the kernel writes into the socket itself
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := dev.Send(snap, from, f); err != nil {
+				return fmt.Errorf("sending %s: %w", snap, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		keep = true
+		m.sentLog(t, s, sent, time.Since(start))
+		m.pruneMoveSnapshots(ctx, t, src, s.Snapshot)
+		return nil
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
@@ -201,7 +227,6 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 		pw.Close()
 		sent <- err
 	}()
-	start := time.Now()
 	body := &counter{r: pr, t: t, total: max(estimate, 1), started: start}
 	perr := m.postStream(ctx, s, estimate, body)
 	pr.Close() // stops the kernel (EPIPE) if the stream did not run to its end
@@ -215,11 +240,14 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 		return fmt.Errorf("sending %s: %w", snap, serr)
 	}
 	keep = true
-	el := time.Since(start)
-	t.Logf("sent %s in %s (%s/s); node '%s' committed '%s:%s'", tasks.HumanBytes(body.n.Load()), el.Round(time.Millisecond),
-		tasks.HumanBytes(int64(float64(body.n.Load())/max(el.Seconds(), 0.001))), s.TargetNode, s.TargetStorage, s.Target)
+	m.sentLog(t, s, body.n.Load(), time.Since(start))
 	m.pruneMoveSnapshots(ctx, t, src, s.Snapshot)
 	return nil
+}
+
+func (m *Module) sentLog(t *tasks.Task, s MoveSpec, n int64, el time.Duration) {
+	t.Logf("sent %s in %s (%s/s); node '%s' committed '%s:%s'", tasks.HumanBytes(n), el.Round(time.Millisecond),
+		tasks.HumanBytes(int64(float64(n)/max(el.Seconds(), 0.001))), s.TargetNode, s.TargetStorage, s.Target)
 }
 
 // lockedDevice takes the locks a move's change of dataset ds needs (pool's shared, as copies
@@ -339,21 +367,33 @@ func (m *Module) sendBlock(ctx context.Context, t *tasks.Task, s MoveSpec) error
 	}
 	defer f.Close()
 	t.Logf("sending %s/%s (%s) as a block stream, zero ranges skipped", s.VG, s.Source, tasks.HumanBytes(lv.Size))
-	pr, pw := io.Pipe()
 	start := time.Now()
 	var sent, zeros atomic.Int64
-	go func() {
-		pw.CloseWithError(encodeBlocks(ctx, f, lv.Size, pw, func(off, n int64, zero bool) {
+	encode := func(w io.Writer) error {
+		return encodeBlocks(ctx, f, lv.Size, w, func(off, n int64, zero bool) {
 			if zero {
 				zeros.Add(n)
 			} else {
 				sent.Add(n)
 			}
 			t.Progress(min(off+n, lv.Size-1), lv.Size, start, progressEvery)
-		}))
-	}()
-	err = m.postStream(ctx, s, lv.Size, &counter{r: pr})
-	pr.CloseWithError(errors.New("the stream ended")) // stops the encoder if it still runs
+		})
+	}
+	if s.Address != "" {
+		t.Logf("plain TCP to %s (datacenter.cfg: migration type=insecure): the stream is not encrypted", s.Address)
+		_, err = sendTCP(ctx, s, nil, func(conn *net.TCPConn) error {
+			bw := bufio.NewWriterSize(conn, blockChunk)
+			if err := encode(bw); err != nil {
+				return err
+			}
+			return bw.Flush()
+		})
+	} else {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(encode(pw)) }()
+		err = m.postStream(ctx, s, lv.Size, &counter{r: pr})
+		pr.CloseWithError(errors.New("the stream ended")) // stops the encoder if it still runs
+	}
 	if err != nil {
 		return err
 	}
@@ -436,7 +476,14 @@ func (m *Module) moveReceive(ctx context.Context, t *tasks.Task, raw json.RawMes
 		return err
 	}
 	t.Logf("receiving '%s' from node '%s' as '%s:%s'", s.Source, s.SourceNode, s.Storage, s.Target)
-	in, err := acceptStream(ctx, s.Socket, s.SourceNode, m.streamWait())
+	var in *incoming
+	var err error
+	if s.Listen != "" {
+		t.Logf("plain TCP on %s (datacenter.cfg: migration type=insecure): the stream is not encrypted", s.Listen)
+		in, err = acceptTCP(ctx, s.Listen, s.TicketHash, s.SourceNode, s.Socket+".addr", m.streamWait())
+	} else {
+		in, err = acceptStream(ctx, s.Socket, s.SourceNode, m.streamWait())
+	}
 	if err != nil {
 		return err
 	}
@@ -452,9 +499,7 @@ func (m *Module) moveReceive(ctx context.Context, t *tasks.Task, raw json.RawMes
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err() // a stop request: the task says so, not what it broke
 	} else if err != nil {
-		if why := in.brokeOff(2 * time.Second); why != "" {
-			err = fmt.Errorf("%s (%v)", why, err)
-		}
+		err = in.failure(err)
 	}
 	in.Finish(err)
 	return err

@@ -19,6 +19,8 @@ import (
 
 	"github.com/pvesnap/pvesnap/daemon/api"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
+	"github.com/pvesnap/pvesnap/ioctl/zfs"
+	"github.com/pvesnap/pvesnap/lvm/stream"
 )
 
 // The target daemon passes a move's stream to its receiving task over a Unix socket the task
@@ -232,9 +234,9 @@ func receiveFile(c *net.UnixConn, wait time.Duration) (*os.File, error) {
 
 // incoming is a stream as the receiving task sees it.
 type incoming struct {
-	conn     *net.UnixConn
+	conn     net.Conn // the daemon's Unix socket, or the sender's TCP connection
 	ctl      *bufio.Reader
-	Data     *os.File // the pipe's read end
+	Data     *os.File // the pipe's read end, or the TCP connection's (blocking) descriptor
 	Node     string
 	Estimate int64
 	relayed  atomic.Int64 // bytes the daemon has written into the pipe, by its last word
@@ -242,6 +244,7 @@ type incoming struct {
 	abort    atomic.Pointer[string]
 	ctlDone  chan struct{}
 	once     sync.Once
+	closing  func() // stops what watches the stream (nil: nothing)
 }
 
 // acceptStream waits (up to wait) for the daemon to bring the stream from node.
@@ -350,6 +353,19 @@ func (in *incoming) brokeOff(wait time.Duration) string {
 	return ""
 }
 
+// failure words a receive's error: why the stream broke off when the relay said so, or a
+// connection that ended early (a plain stream has no relay to say why).
+func (in *incoming) failure(err error) error {
+	if why := in.brokeOff(2 * time.Second); why != "" {
+		return fmt.Errorf("%s (%v)", why, err)
+	}
+	var ze *zfs.Error
+	if errors.Is(err, stream.ErrTruncated) || (errors.As(err, &ze) && ze.Truncated()) {
+		return fmt.Errorf("the stream from node '%s' broke off after %s: the connection ended early (%v)", in.Node, tasks.HumanBytes(in.relayed.Load()), err)
+	}
+	return err
+}
+
 // Finish gives the daemon the task's last word (once): OK, or the error.
 func (in *incoming) Finish(err error) {
 	in.once.Do(func() {
@@ -363,6 +379,9 @@ func (in *incoming) Finish(err error) {
 
 // Close releases the stream (after Finish).
 func (in *incoming) Close() {
+	if in.closing != nil {
+		in.closing()
+	}
 	in.Data.Close()
 	in.conn.Close()
 }

@@ -105,6 +105,9 @@ func (e *Error) Is(target error) bool {
 // Unwrap gives the errno.
 func (e *Error) Unwrap() error { return e.Errno }
 
+// Truncated reports a receive whose stream ended before its end record.
+func (e *Error) Truncated() bool { return e.Errno == errTruncated }
+
 // describe words an errno as the zfs command does for these operations (libzfs's
 // zfs_standard_error and its destroy messages), with the errno's name for the log.
 func describe(op string, n syscall.Errno) string {

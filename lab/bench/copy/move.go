@@ -21,6 +21,7 @@ const moveRounds = 3
 // Names of the move cases.
 const (
 	moveOwn   = "1 GiB zvol moved to another node: pvesnap (copy with target_node), call to task OK"
+	moveTCP   = "1 GiB zvol moved to another node: pvesnap over plain TCP (migration type=insecure), call to task OK"
 	moveFloor = "1 GiB zvol: zfs send | zfs recv, piped locally between the two pools"
 	moveSSH   = "1 GiB zvol: zfs send | ssh root@127.0.0.1 zfs recv"
 )
@@ -76,27 +77,35 @@ func moveCases() ([]Case, error) {
 		defer ssh.stop()
 	}
 	times := map[string][]float64{}
-	for r := 0; r < moveRounds; r++ {
-		// pvesnap: the call, then the sending task's status until it stops.
+	dc := filepath.Join(ns.Sim.Shared(), "datacenter.cfg")
+	// pvesnapMove times the call, then the sending task's status until it stops; it checks
+	// the moved zvol once, and removes it and the move's snapshots (every move is a full one).
+	pvesnapMove := func(name string, insecure bool, check bool) error {
+		cfg := "keyboard: en-us\n"
+		if insecure {
+			cfg += "migration: type=insecure\n"
+		}
+		if err := os.WriteFile(dc, []byte(cfg), 0o640); err != nil {
+			return err
+		}
 		t := time.Now()
 		d, err := api.Must("POST", "/nodes/pve1/storage/zfs-a/content/"+vol, url.Values{"target": {"zfs-b:" + vol}, "target_node": {"pve2"}})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if st, err := cluster.WaitTask(api, simpve.UPIDOf(d), 200*time.Millisecond, 30*time.Minute); err != nil || st != "OK" {
-			return nil, fmt.Errorf("move: %q %v", st, err)
+			return fmt.Errorf("%s: %q %v", name, st, err)
 		}
-		times[moveOwn] = append(times[moveOwn], time.Since(t).Seconds())
-		if r == 0 { // once: reading both takes a while under TCG
+		times[name] = append(times[name], time.Since(t).Seconds())
+		if check { // once: reading both takes a while under TCG
 			tdev, err := cluster.ZvolDevice("poolb/data/"+vol, 20*time.Second)
 			if err == nil {
 				err = guest.SameContent(dev, tdev, 0, 0, size)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("the moved zvol: %w", err)
+				return fmt.Errorf("%s: the moved zvol: %w", name, err)
 			}
 		}
-		// A full move each round: the moved volume and the move's snapshots go.
 		run("zfs", "destroy", "-r", "poolb/data/"+vol)
 		if out, err := guest.Output("zfs", "list", "-H", "-t", "snapshot", "-o", "name", src); err == nil {
 			for _, sn := range strings.Fields(out) {
@@ -104,6 +113,15 @@ func moveCases() ([]Case, error) {
 					run("zfs", "destroy", sn)
 				}
 			}
+		}
+		return nil
+	}
+	for r := 0; r < moveRounds; r++ {
+		if err := pvesnapMove(moveOwn, false, r == 0); err != nil {
+			return nil, err
+		}
+		if err := pvesnapMove(moveTCP, true, r == 0); err != nil {
+			return nil, err
 		}
 		secs, err := pipeSendRecv(src+"@bench", nil, "poolb/data/floor")
 		if err != nil {
@@ -127,10 +145,12 @@ func moveCases() ([]Case, error) {
 		return l[len(l)/2], fmt.Sprintf("median of %d interleaved runs, %.1f-%.1f s", len(l), l[0], l[len(l)-1])
 	}
 	own, ownNote := median(moveOwn)
+	tcp, tcpNote := median(moveTCP)
 	floor, floorNote := median(moveFloor)
-	peers := []string{moveFloor}
-	out := []Case{{Name: moveOwn, Seconds: own, Table: tableMove, Peers: peers,
-		Note: "TLS between the daemons with the nodes' certificates, ZFS send and receive through /dev/zfs; " + ownNote},
+	out := []Case{{Name: moveOwn, Seconds: own, Table: tableMove, Peers: []string{moveFloor},
+		Note: "default: TLS between the daemons with the nodes' certificates, ZFS send and receive through /dev/zfs; " + ownNote},
+		{Name: moveTCP, Seconds: tcp, Table: tableMove, Peers: []string{moveFloor},
+			Note: "datacenter.cfg migration: type=insecure, PVE's switch for a private migration network: plain TCP, the kernel sending into and receiving from the sockets; " + tcpNote},
 		{Name: moveFloor, Seconds: floor, Table: tableMove, Note: "floor: a kernel pipe, no network, no encryption; " + floorNote}}
 	if ssh != nil {
 		s, note := median(moveSSH)

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -27,6 +29,8 @@ var percentRe = regexp.MustCompile(`progress: .*\(([0-9.]+)%\)`)
 type mover struct {
 	from, to string                        // storages on pve1 and pve2
 	dev      func(node, vol string) string // a volume's device
+	vmid     int                           // of the moved volume; the broken move's is the next
+	insecure bool                          // datacenter.cfg's migration type=insecure: plain TCP
 }
 
 func zvolDev(t *testing.T, pool string) func(node, vol string) string {
@@ -97,15 +101,29 @@ func TestMoveBetweenNodes(t *testing.T) {
 	must(t, err)
 	c.Token, c.JSON = id+"="+secret, true
 
-	for name, m := range map[string]mover{
-		"zvol": {"zfs-a", "zfs-b", func(node, vol string) string {
-			return zvolDev(t, map[string]string{"pve1": "poola/data", "pve2": "poolb/data"}[node])(node, vol)
-		}},
-		"thin-lv": {"thin-a", "thin-b", func(node, vol string) string {
-			return "/dev/" + map[string]string{"pve1": "vga", "pve2": "vgb"}[node] + "/" + vol
-		}},
+	zdev := func(node, vol string) string {
+		return zvolDev(t, map[string]string{"pve1": "poola/data", "pve2": "poolb/data"}[node])(node, vol)
+	}
+	ldev := func(node, vol string) string {
+		return "/dev/" + map[string]string{"pve1": "vga", "pve2": "vgb"}[node] + "/" + vol
+	}
+	for _, tc := range []struct {
+		name string
+		m    mover
+	}{
+		{"zvol", mover{"zfs-a", "zfs-b", zdev, 100, false}},
+		{"thin-lv", mover{"thin-a", "thin-b", ldev, 100, false}},
+		// The kernel sends into and receives from the TCP sockets themselves.
+		{"zvol-plain-tcp", mover{"zfs-a", "zfs-b", zdev, 200, true}},
 	} {
-		t.Run(name, func(t *testing.T) { moveAndBreak(t, ns, c, m) })
+		t.Run(tc.name, func(t *testing.T) {
+			dc := "keyboard: en-us\n"
+			if tc.m.insecure {
+				dc += "migration: type=insecure\n"
+			}
+			must(t, os.WriteFile(filepath.Join(ns.Sim.Shared(), "datacenter.cfg"), []byte(dc), 0o640))
+			moveAndBreak(t, ns, c, tc.m)
+		})
 	}
 }
 
@@ -154,36 +172,41 @@ func moveAndBreak(t *testing.T, ns *cluster.Nodes, c *simpve.Client, m mover) {
 		return simpve.UPIDOf(d)
 	}
 
+	vol, broken := fmt.Sprintf("vm-%d-disk-0", m.vmid), fmt.Sprintf("vm-%d-disk-0", m.vmid+1)
 	// A whole move: data in the first 768 MiB, zeros after (the stream skips them).
-	src := alloc("vm-100-disk-0", 100)
+	src := alloc(vol, m.vmid)
 	must(t, guest.WritePattern(src, 29, 0, 768<<20))
 	h0, err := guest.Hash(src, 0, gib)
 	must(t, err)
 	start := time.Now()
-	upid := move("vm-100-disk-0")
+	upid := move(vol)
 	st, err := cluster.WaitTask(c, upid, time.Second, 20*time.Minute)
 	if err != nil || st != "OK" {
 		t.Fatalf("move: %q %v\n%s", st, err, logOf(t, c, upid))
 	}
 	took := time.Since(start)
-	h1, err := guest.Hash(m.dev("pve2", "vm-100-disk-0"), 0, gib)
+	h1, err := guest.Hash(m.dev("pve2", vol), 0, gib)
 	must(t, err)
 	if h1 != h0 {
 		t.Fatalf("the moved volume's hash %s differs from the source's %s", h1, h0)
 	}
-	recv := receiving(t, ns, c, m.from+":vm-100-disk-0")
+	recv := receiving(t, ns, c, m.from+":"+vol)
 	slog, rlog := logOf(t, c, upid), logOf(t, c, recv)
 	for _, l := range []string{slog, rlog} {
 		if !strings.Contains(l, "progress: ") || !strings.HasSuffix(strings.TrimSpace(l), "TASK OK") {
 			t.Errorf("a task of the move logged no progress or did not end OK:\n%s", l)
 		}
+		if strings.Contains(l, "plain TCP") != m.insecure {
+			t.Errorf("plain TCP expected: %v\n%s", m.insecure, l)
+		}
 	}
 	t.Logf("1 GiB moved in %s, hash %s on both nodes\nsending task (pve1):\n%sreceiving task (pve2):\n%s", took.Round(time.Millisecond), h0[:16], slog, rlog)
 
-	// A move broken off halfway: the sender is killed (zvol) or stopped (thin LV).
-	src = alloc("vm-101-disk-0", 101)
+	// A move broken off halfway: the sender is killed (zvol) or stopped (thin LV, zvol over
+	// plain TCP).
+	src = alloc(broken, m.vmid+1)
 	must(t, guest.WritePattern(src, 31, 0, 768<<20))
-	upid = move("vm-101-disk-0")
+	upid = move(broken)
 	for i := 0; ; i++ {
 		if mm := percentRe.FindAllStringSubmatch(logOf(t, c, upid), -1); len(mm) > 0 {
 			if p, _ := strconv.ParseFloat(mm[len(mm)-1][1], 64); p >= 30 {
@@ -196,8 +219,8 @@ func moveAndBreak(t *testing.T, ns *cluster.Nodes, c *simpve.Client, m mover) {
 		}
 		time.Sleep(time.Second)
 	}
-	recv = receiving(t, ns, c, m.from+":vm-101-disk-0")
-	if m.from == "zfs-a" {
+	recv = receiving(t, ns, c, m.from+":"+broken)
+	if m.from == "zfs-a" && !m.insecure {
 		pid, _ := strconv.ParseInt(strings.Split(upid, ":")[2], 16, 64)
 		must(t, syscall.Kill(int(pid), syscall.SIGKILL))
 	} else {
@@ -215,12 +238,12 @@ func moveAndBreak(t *testing.T, ns *cluster.Nodes, c *simpve.Client, m mover) {
 	}
 	if m.from == "zfs-a" {
 		out, _ := guest.Output("zfs", "list", "-H", "-t", "all", "-o", "name", "-r", "poolb")
-		if strings.Contains(out, "vm-101") || strings.Contains(out, "%") {
+		if strings.Contains(out, broken) || strings.Contains(out, "%") {
 			t.Errorf("left on poolb after the broken move:\n%s", out)
 		}
 	} else {
 		out, _ := guest.Output("lvs", "--noheadings", "-o", "lv_name", "vgb")
-		if strings.Contains(out, "vm-101") || strings.Contains(out, "pvesnap-") {
+		if strings.Contains(out, broken) || strings.Contains(out, "pvesnap-") {
 			t.Errorf("left in vgb after the broken move:\n%s", out)
 		}
 	}
