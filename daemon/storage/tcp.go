@@ -236,6 +236,7 @@ func sendTCP(ctx context.Context, s MoveSpec, progress func(acked int64), write 
 	stop := context.AfterFunc(ctx, func() { conn.CloseWrite() }) // a write in the kernel fails
 	werr := write(conn)
 	stop()
+	nonblocking(conn) // the kernel's send made it blocking: deadlines work again for the verdict
 	close(done)
 	conn.CloseWrite()
 	if werr != nil {
@@ -248,4 +249,12 @@ func sendTCP(ctx context.Context, s MoveSpec, progress func(acked int64), write 
 	}
 	err = verdict(ctx, conn, s.TargetNode)
 	return acked(), err // after the verdict the other side has it all
+}
+
+// nonblocking puts a connection's socket back in non-blocking mode after a descriptor of it
+// (conn.File, made blocking for the kernel) was used: Go's deadlines need it.
+func nonblocking(conn *net.TCPConn) {
+	if rc, err := conn.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), true) })
+	}
 }
