@@ -173,6 +173,17 @@ func moveAndBreak(t *testing.T, ns *cluster.Nodes, c *simpve.Client, m mover) {
 	}
 
 	vol, broken := fmt.Sprintf("vm-%d-disk-0", m.vmid), fmt.Sprintf("vm-%d-disk-0", m.vmid+1)
+	t.Cleanup(func() { // room for the next case: the pools hold two volumes' data
+		for _, v := range []string{vol, broken} {
+			if m.from == "zfs-a" {
+				guest.Run("zfs", "destroy", "-r", "poola/data/"+v)
+				guest.Run("zfs", "destroy", "-r", "poolb/data/"+v)
+			} else {
+				guest.Run("lvremove", "-f", "vga/"+v)
+				guest.Run("lvremove", "-f", "vgb/"+v)
+			}
+		}
+	})
 	// A whole move: data in the first 768 MiB, zeros after (the stream skips them).
 	src := alloc(vol, m.vmid)
 	must(t, guest.WritePattern(src, 29, 0, 768<<20))
