@@ -95,6 +95,11 @@ type MoveSpec struct {
 	Ticket        string `json:"ticket"`
 	TargetUPID    string `json:"target_upid"`
 	Address       string `json:"address,omitempty"` // plain TCP: where the receiving task listens
+	// Estimate is the stream's size as far as known (the volume's logical size), for progress.
+	Estimate int64 `json:"estimate,omitempty"`
+	// Earlier are the source's move snapshots when the move was called: removed once it is
+	// done, as the new one takes over as the next move's base.
+	Earlier []string `json:"earlier,omitempty"`
 }
 
 // ReceiveSpec is the receiving side of a move.
@@ -115,6 +120,8 @@ type ReceiveSpec struct {
 	// (the task writes where it listens to Socket + ".addr").
 	Listen     string `json:"listen,omitempty"`
 	TicketHash string `json:"ticket_hash,omitempty"`
+	// Earlier are the target's move snapshots, removed once the incremental stream is in.
+	Earlier []string `json:"earlier,omitempty"`
 }
 
 // streamFormat is how a storage's volumes travel between nodes ("" when pvesnap cannot).
@@ -191,17 +198,20 @@ func (m *Module) move(call *api.Call, st, tst *pve.Storage, vol, target, tnode s
 	case formatZFS:
 		spec.Pool = st.Pool
 		src := st.Pool + "/" + vol
-		snaps, err := m.zfs().SnapshotGUIDs(call.Ctx, src)
+		snaps, logical, err := m.zfs().MoveFacts(call.Ctx, src)
 		if errors.Is(err, ErrNoDataset) {
 			return nil, api.Errorf(http.StatusInternalServerError, "no such volume '%s:%s'", st.ID, vol)
 		}
 		if err != nil {
 			return nil, err
 		}
-		spec.Snapshot = newMoveSnapshot(time.Now())
+		spec.Snapshot, spec.Estimate = newMoveSnapshot(time.Now()), logical
 		var have []string
 		for _, s := range snaps {
 			have = append(have, s.Name+"="+s.GUID)
+			if moveSnapshotRe.MatchString(s.Name) {
+				spec.Earlier = append(spec.Earlier, s.Name)
+			}
 		}
 		params.Set("snapshot", spec.Snapshot)
 		params.Set("snapshots", strings.Join(have, ","))
@@ -369,7 +379,7 @@ func (m *Module) receive(call *api.Call) (any, error) {
 		if base.Name == "" {
 			return nil, exists
 		}
-		spec.Base, answer["base"] = base.Name, base.Source
+		spec.Base, spec.Earlier, answer["base"] = base.Name, base.Earlier, base.Source
 	case formatBlock:
 		spec.VG, spec.Size = st.VGName, call.Params.Int("size")
 		if st.Type == "lvmthin" {
@@ -424,22 +434,29 @@ func (m *Module) zfsBase(ctx context.Context, ds, sourceSnaps string) (*zfsBase,
 	if err != nil || !found[ds] {
 		return nil, err
 	}
-	snaps, err := m.zfs().SnapshotGUIDs(ctx, ds)
+	snaps, _, err := m.zfs().MoveFacts(ctx, ds)
 	if err != nil || len(snaps) == 0 {
 		return &zfsBase{}, err
 	}
 	newest := snaps[len(snaps)-1]
 	for _, s := range strings.Split(sourceSnaps, ",") {
-		if name, guid, ok := strings.Cut(s, "="); ok && guid == newest.GUID && strings.HasPrefix(name, moveSnapshotPrefix) {
-			return &zfsBase{Name: newest.Name, Source: name}, nil
+		if name, guid, ok := strings.Cut(s, "="); ok && guid == newest.GUID && moveSnapshotRe.MatchString(name) {
+			b := &zfsBase{Name: newest.Name, Source: name}
+			for _, sn := range snaps {
+				if moveSnapshotRe.MatchString(sn.Name) {
+					b.Earlier = append(b.Earlier, sn.Name)
+				}
+			}
+			return b, nil
 		}
 	}
 	return &zfsBase{}, nil
 }
 
 type zfsBase struct {
-	Name   string // on the target
-	Source string // the same snapshot's name on the source
+	Name    string   // on the target
+	Source  string   // the same snapshot's name on the source
+	Earlier []string // the target's move snapshots (the base among them)
 }
 
 // removeStaleSockets removes the sockets of receiving tasks that died before their stream

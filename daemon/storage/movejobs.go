@@ -180,13 +180,7 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 			}
 		}
 	}()
-	estimate, err := z.SendSize(ctx, snap, from)
-	if err != nil {
-		t.Logf("no estimate of the stream's size (%v): progress is shown against the volume's size", err)
-		if d, gerr := z.Get(ctx, src); gerr == nil {
-			estimate = d.VolSize
-		}
-	}
+	estimate := s.Estimate
 	if from != "" {
 		t.Logf("zfs send -i %s %s: incremental, node '%s' holds %s", from, snap, s.TargetNode, s.Base)
 	} else {
@@ -213,7 +207,7 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 		}
 		keep = true
 		m.sentLog(t, s, sent, time.Since(start))
-		m.pruneMoveSnapshots(ctx, t, src, s.Snapshot)
+		m.removeEarlier(t, dev, src, s.Earlier)
 		return nil
 	}
 	pr, pw, err := os.Pipe()
@@ -241,7 +235,7 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 	}
 	keep = true
 	m.sentLog(t, s, body.n.Load(), time.Since(start))
-	m.pruneMoveSnapshots(ctx, t, src, s.Snapshot)
+	m.removeEarlier(t, dev, src, s.Earlier)
 	return nil
 }
 
@@ -271,21 +265,18 @@ func (m *Module) lockedDevice(ctx context.Context, pool, ds string) (dev *zfs.De
 	return dev, func() { dev.Close(); unlock(); unlockPool() }, nil
 }
 
-// pruneMoveSnapshots removes the earlier move snapshots of ds: only the newest is ever the
-// base of the next move. Snapshots with clones stay.
-func (m *Module) pruneMoveSnapshots(ctx context.Context, t *tasks.Task, ds, keep string) {
-	snaps, err := m.zfs().Snapshots(ctx, ds)
-	if err != nil {
-		t.Warnf("could not list the snapshots of %s: %v", ds, err)
-		return
-	}
-	for _, sn := range snaps {
-		if short := sn.Short(); short != keep && moveSnapshotRe.MatchString(short) && len(sn.Clones) == 0 {
-			if err := m.zfs().Destroy(ctx, sn.Name, false); err != nil {
-				t.Warnf("could not remove the earlier move snapshot %s: %v", sn.Name, err)
-			} else {
-				t.Logf("removed the earlier move snapshot %s", sn.Name)
-			}
+// removeEarlier removes earlier move snapshots of ds once a move is done: the new one is the
+// next move's base. Through the kernel, no listing: the names were read when the move was
+// called. One with clones stays (ZFS refuses).
+func (m *Module) removeEarlier(t *tasks.Task, dev *zfs.Dev, ds string, names []string) {
+	for _, n := range names {
+		if !moveSnapshotRe.MatchString(n) {
+			continue
+		}
+		if err := dev.DestroySnapshot(ds + "@" + n); err != nil && !errors.Is(err, zfs.ErrNotFound) {
+			t.Warnf("could not remove the earlier move snapshot %s@%s: %v", ds, n, err)
+		} else if err == nil {
+			t.Logf("removed the earlier move snapshot %s@%s", ds, n)
 		}
 	}
 }
@@ -546,6 +537,7 @@ func (m *Module) receiveZFS(ctx context.Context, t *tasks.Task, s ReceiveSpec, i
 	if err != nil {
 		return fmt.Errorf("receiving %s: %w", ds, err)
 	}
+	in.Finish(nil) // committed: the sender need not wait for what follows
 	n := in.relayed.Load()
 	if tot := in.total.Load(); tot > 0 {
 		n = tot
@@ -553,7 +545,7 @@ func (m *Module) receiveZFS(ctx context.Context, t *tasks.Task, s ReceiveSpec, i
 	el := time.Since(start)
 	t.Logf("received %s in %s (%s/s): '%s:%s' is complete", tasks.HumanBytes(n), el.Round(time.Millisecond),
 		tasks.HumanBytes(int64(float64(n)/max(el.Seconds(), 0.001))), s.Storage, s.Target)
-	m.pruneMoveSnapshots(ctx, t, ds, s.Snapshot)
+	m.removeEarlier(t, dev, ds, s.Earlier)
 	return nil
 }
 

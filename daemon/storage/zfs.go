@@ -282,54 +282,34 @@ type SnapshotGUID struct {
 	GUID string
 }
 
-// SnapshotGUIDs lists ds's snapshots with their GUIDs, oldest first.
-func (z ZFS) SnapshotGUIDs(ctx context.Context, ds string) ([]SnapshotGUID, error) {
+// MoveFacts are what a move needs to know of a volume, read with one command: its snapshots
+// with their GUIDs, oldest first, and its logical size (what a full stream carries).
+func (z ZFS) MoveFacts(ctx context.Context, ds string) (snaps []SnapshotGUID, logical int64, err error) {
 	if err := CheckDataset(ds); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	// Sample line: rpool/data/vm-100-disk-0@pvesnap-move-6756a1b2-0a1b2c3d\t9081726354453627181
-	out, err := z.Run.Run(ctx, []string{"zfs", "list", "-H", "-p", "-t", "snapshot", "-o", "name,guid", "-s", "createtxg", "-d", "1", ds})
+	// Sample lines (the volume, then its snapshots by creation):
+	//	rpool/data/vm-100-disk-0\t-\t1073741824
+	//	rpool/data/vm-100-disk-0@pvesnap-move-6756a1b2-0a1b2c3d\t9081726354453627181\t1073741824
+	out, err := z.Run.Run(ctx, []string{"zfs", "list", "-H", "-p", "-t", "volume,snapshot", "-o", "name,guid,logicalreferenced", "-s", "createtxg", "-d", "1", ds})
 	if notFound(err) {
-		return nil, fmt.Errorf("%s: %w", ds, ErrNoDataset)
+		return nil, 0, fmt.Errorf("%s: %w", ds, ErrNoDataset)
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	var snaps []SnapshotGUID
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		name, guid, ok := strings.Cut(line, "\t")
-		_, short, isSnap := strings.Cut(name, "@")
-		if !ok || !isSnap || guid == "" {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
 			continue
 		}
-		snaps = append(snaps, SnapshotGUID{Name: short, GUID: guid})
-	}
-	return snaps, nil
-}
-
-// SendSize is zfs's estimate of the stream of snap, incremental from snapshot from unless
-// "" (zfs send -nP prints it on a line "size\t<bytes>").
-func (z ZFS) SendSize(ctx context.Context, snap, from string) (int64, error) {
-	argv := []string{"zfs", "send", "-n", "-P"}
-	if from != "" {
-		argv = append(argv, "-i", from)
-	}
-	argv = append(argv, snap)
-	for _, a := range argv[4:] {
-		if a != "-i" {
-			if err := CheckDataset(a); err != nil {
-				return 0, err
+		if name, short, isSnap := strings.Cut(f[0], "@"); !isSnap {
+			if name == ds {
+				logical, _ = strconv.ParseInt(f[2], 10, 64)
 			}
+		} else if f[1] != "" && f[1] != "-" {
+			snaps = append(snaps, SnapshotGUID{Name: short, GUID: f[1]})
 		}
 	}
-	out, err := z.Run.Run(ctx, argv)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "size\t"); ok {
-			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("zfs send -nP %s: no size in its output", snap)
+	return snaps, logical, nil
 }
