@@ -183,6 +183,9 @@ func dialTCP(ctx context.Context, s MoveSpec) (*net.TCPConn, error) {
 		return nil, fmt.Errorf("connecting to node '%s' at %s: %w", s.TargetNode, s.Address, err)
 	}
 	conn := c.(*net.TCPConn)
+	// Nagle's algorithm on: ZFS writes each record's 312-byte header apart from its data, and
+	// would otherwise send it as a segment of its own.
+	conn.SetNoDelay(false)
 	if _, err := conn.Write([]byte(s.Ticket)); err != nil {
 		conn.Close()
 		return nil, err
