@@ -538,6 +538,9 @@ func (m *Module) receiveZFS(ctx context.Context, t *tasks.Task, s ReceiveSpec, i
 		return fmt.Errorf("receiving %s: %w", ds, err)
 	}
 	in.Finish(nil) // committed: the sender need not wait for what follows
+	if in.recount != nil {
+		in.recount()
+	}
 	n := in.relayed.Load()
 	if tot := in.total.Load(); tot > 0 {
 		n = tot

@@ -245,6 +245,7 @@ type incoming struct {
 	ctlDone  chan struct{}
 	once     sync.Once
 	closing  func() // stops what watches the stream (nil: nothing)
+	recount  func() // brings relayed up to date where the kernel counts (nil: the relay does)
 }
 
 // acceptStream waits (up to wait) for the daemon to bring the stream from node.

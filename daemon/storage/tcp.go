@@ -149,6 +149,11 @@ func newTCPIncoming(ctx context.Context, conn *net.TCPConn, node string) (*incom
 		}
 	}()
 	in.closing = func() { close(done) }
+	in.recount = func() {
+		if n := tcpCount(conn, false); n > 64 {
+			in.relayed.Store(n - 64)
+		}
+	}
 	context.AfterFunc(ctx, func() {
 		in.Finish(errors.New("interrupted by stop request"))
 		conn.CloseRead() // the kernel's read sees the end: the receive fails and cleans up
