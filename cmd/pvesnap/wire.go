@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
 	"github.com/pvesnap/pvesnap/daemon/logging"
+	"github.com/pvesnap/pvesnap/daemon/peer"
 	"github.com/pvesnap/pvesnap/daemon/provider"
 	"github.com/pvesnap/pvesnap/daemon/pure"
 	"github.com/pvesnap/pvesnap/daemon/pve"
@@ -70,7 +72,8 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 	roots := engine.Roots{Sys: cfg.Paths.Sys, Dev: cfg.Paths.Dev}
 	e.storage = &storage.Module{Node: cfg.Node, Storage: pve.NewStorageConfig(cfg.Paths.PVE), Run: e.runner, Tasks: e.tasks,
 		ZFSDev: filepath.Join(cfg.Paths.Dev, "zfs"), Sys: cfg.Paths.Sys, LockDir: filepath.Join(cfg.Paths.Lock, "pvesnap"), Logger: logger.With("component", "storage"), InstantWait: 10 * time.Second,
-		Offloadable: storage.OffloadableVG(e.runner, roots), Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc}}
+		Offloadable: storage.OffloadableVG(e.runner, roots), Engine: engine.Options{Roots: roots, Proc: cfg.Paths.Proc},
+		Peers: peers(cfg), RunDir: cfg.Paths.Run}
 	e.arrays = &arrays.Module{Config: arraysConfig(cfg), Node: nodePaths(cfg), Logger: logger.With("component", "arrays")}
 	e.inv = &inventory.Inventory{Node: cfg.Node, PVE: cfg.Paths.PVE, Storage: e.storage.Storage, Arrays: arraysConfig(cfg),
 		LVM: &lvm.LVM{Run: e.runner}, Roots: inventory.Roots{Dev: cfg.Paths.Dev, Sys: cfg.Paths.Sys}, DB: db,
@@ -85,6 +88,16 @@ func newEnv(cfg *config.Config, logger *slog.Logger) (*env, error) {
 		DB: db, Stager: e.restore.R, LVM: e.inv.LVM, Dev: cfg.Paths.Dev, Proc: cfg.Paths.Proc, DaemonVersion: server.Version,
 		Logger: logger.With("component", "provider")}
 	return e, nil
+}
+
+// peers are the other nodes' pvesnap, reached on this node's port; none without TLS (the
+// nodes prove who they are with their certificates).
+func peers(cfg *config.Config) *peer.Peers {
+	_, port, _ := net.SplitHostPort(cfg.Listen)
+	if cfg.TLS.Disable || port == "" {
+		return nil
+	}
+	return &peer.Peers{PVE: cfg.Paths.PVE, Node: cfg.Node, Port: port}
 }
 
 // commandEnv is the environment of a one-shot command (inventory, restore) run from a shell:

@@ -29,6 +29,9 @@ type authEntry struct {
 	// codeChecked: the handler checks several privileges on several paths; only the
 	// credential cases, a user without any and an administrator are tried.
 	codeChecked bool
+	// asNode: the route is another node's pvesnap's; every client presents that node's
+	// certificate, as the node's pvesnap calls it on a user's behalf.
+	asNode string
 }
 
 var seq atomic.Int64
@@ -128,6 +131,15 @@ func authMatrix() map[string]authEntry {
 			aclPath: "/storage/local-zfs", priv: "Datastore.Allocate", role: "PVEDatastoreAdmin", poolable: true,
 			// Without Datastore.Allocate the call is PVE's, which allows only root@pam.
 			deniedCode: 403, deniedMsg: "Permission check failed (user != root@pam)"},
+		"POST /nodes/{node}/pvesnap/receive": {
+			// pve2's pvesnap prepares a move to pve1 for the caller.
+			call: func(e *Env, n int) (string, url.Values) {
+				return "/nodes/pve1/pvesnap/receive", url.Values{"storage": {"local-lvm"}, "volume": {fmt.Sprintf("vm-100-disk-%d", 100+n)},
+					"source_node": {"pve2"}, "source": {"local-lvm:vm-100-disk-0"}, "format": {"block"}, "size": {"1048576"}}
+			},
+			asNode:  "pve2",
+			aclPath: "/storage/local-lvm", priv: "Datastore.Allocate", role: "PVEDatastoreAdmin", poolable: true,
+			deniedCode: 403, deniedMsg: "Permission check failed (/storage/local-lvm, Datastore.Allocate)"},
 		"DELETE /nodes/{node}/storage/{storage}/content/{volume}": {
 			call: func(e *Env, n int) (string, url.Values) {
 				return "/nodes/pve1/storage/local-zfs/content/" + volume(e, n), nil
@@ -140,7 +152,7 @@ func authMatrix() map[string]authEntry {
 // TestAuthMatrix calls every owned route with each kind of credential and grant and expects
 // pveproxy's exact answers.
 func TestAuthMatrix(t *testing.T) {
-	e := Start(t)
+	e := Start(t, "pve1", "pve2")
 	matrix := authMatrix()
 	for _, r := range e.Daemons["pve1"].Mux.Routes() {
 		key := r.Method + " " + r.Path
@@ -158,12 +170,19 @@ func TestAuthMatrix(t *testing.T) {
 
 func runAuthCases(t *testing.T, e *Env, r *api.Route, en authEntry) {
 	write := r.Method != http.MethodGet
+	client := func() *simpve.Client {
+		c := e.Client("pve1")
+		if en.asNode != "" {
+			e.presentNodeCert(c, en.asNode)
+		}
+		return c
+	}
 	fresh := func(acls func(user string)) *simpve.Client {
 		n := seq.Add(1)
 		user := fmt.Sprintf("u%d@pve", n)
 		e.Sim.AddUser(user, "pw")
 		acls(user)
-		c := e.Client("pve1")
+		c := client()
 		must(t, c.Login(user, "pw"))
 		return c
 	}
@@ -190,18 +209,19 @@ func runAuthCases(t *testing.T, e *Env, r *api.Route, en authEntry) {
 			t.Errorf("%s: refused with %d %q %s", name, resp.Code, resp.Status, resp.Raw)
 		}
 	}
-	expect("no credential", do("no credential", e.Client("pve1")), 401, "No ticket")
-	bad := e.Client("pve1")
+	expect("no credential", do("no credential", client()), 401, "No ticket")
+	bad := client()
 	e.Sim.AddUser("tok@pve", "pw")
 	id, _, _ := e.Sim.AddToken("tok@pve", fmt.Sprintf("t%d", seq.Add(1)), false)
 	bad.Token = id + "=00000000-0000-0000-0000-000000000000"
 	// pveproxy (9.1.5 and later) tells a client no more than that its credential failed.
 	expect("bad token", do("bad token", bad), 401, "Authentication failed!")
-	old := e.Client("pve1")
+	old := client()
 	old.Ticket, old.CSRF, _ = e.Sim.TicketAt("root@pam", time.Now().Add(-3*time.Hour))
 	expect("expired ticket", do("expired ticket", old), 401, "Authentication failed!")
 	if write {
-		noCSRF := e.Root("pve1")
+		noCSRF := client()
+		must(t, noCSRF.Login("root@pam", "pvesnap"))
 		noCSRF.CSRF = ""
 		expect("ticket without CSRF on a write", do("no csrf", noCSRF), 401, "Permission denied - invalid csrf token")
 	}
@@ -236,7 +256,7 @@ func runAuthCases(t *testing.T, e *Env, r *api.Route, en authEntry) {
 		})))
 	}
 	allowed("valid", do("valid", fresh(func(u string) { e.Sim.AddACL("/", u, en.role, true) })))
-	tokC := e.Client("pve1")
+	tokC := client()
 	e.Sim.AddUser(fmt.Sprintf("t%d@pve", seq.Add(1)), "pw")
 	tu := fmt.Sprintf("tv%d@pve", seq.Add(1))
 	e.Sim.AddUser(tu, "pw")

@@ -19,6 +19,7 @@ import (
 	"github.com/pvesnap/pvesnap/daemon/arrays"
 	"github.com/pvesnap/pvesnap/daemon/config"
 	"github.com/pvesnap/pvesnap/daemon/inventory"
+	"github.com/pvesnap/pvesnap/daemon/peer"
 	"github.com/pvesnap/pvesnap/daemon/provider"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/restore"
@@ -59,6 +60,9 @@ type workerSetup struct {
 	PVs map[string][]string `json:"pvs"`
 	// HW is the fake /dev and /sys of the node's array devices.
 	HW string `json:"hw"`
+	// Run is the node's run directory and Port pvesnap's port on every node (moves).
+	Run  string `json:"run"`
+	Port string `json:"port"`
 }
 
 func (w workerSetup) runner() runner.Runner {
@@ -93,6 +97,7 @@ func (w workerSetup) inventory(db *store.DB) *inventory.Inventory {
 func (w workerSetup) storageModule(ts *tasks.Service) *storage.Module {
 	return &storage.Module{Node: w.Node, Storage: pve.NewStorageConfig(w.PVE), Run: w.runner(), Tasks: ts, LockDir: w.Lock,
 		Logger: slog.New(slog.DiscardHandler), InstantWait: 5 * time.Second,
+		Peers: &peer.Peers{PVE: w.PVE, Node: w.Node, Port: w.Port}, RunDir: w.Run, StreamWait: 3 * time.Second,
 		Offloadable: func(context.Context, string) (bool, string) {
 			return false, "simulated devices cannot copy inside the storage"
 		}}
@@ -158,8 +163,12 @@ type Env struct {
 	stops   map[string]func()
 	// Extra modules for every daemon (test-only routes).
 	Extra func(node string, ts *tasks.Service) []server.Module
-	logs  *syncBuffer
-	fa    *flasharray.Server // started by the first test that needs an array
+	// Offloadable, when set, stands for the devices' offload check of thick LVM copies
+	// (the simulated devices have none); set it before StartNode.
+	Offloadable func(ctx context.Context, vg string) (bool, string)
+	moveToken   string // allocateOnly's
+	logs        *syncBuffer
+	fa          *flasharray.Server // started by the first test that needs an array
 	// invReady: VM 100 with a disk on the array exists (inventoryVM).
 	invReady bool
 	// hwNodes are the nodes' fake hardware (hw).
@@ -226,7 +235,7 @@ func (e *Env) setup(node string) workerSetup {
 		VGs:   map[string]string{"pve": e.Sim.StorageDir(node, "local-lvm"), "vgsan1": e.Sim.StorageDir(node, "san1")},
 		Thin:  map[string]string{"pve": "data"},
 		PVs:   map[string][]string{"vgsan1": {"/dev/sdb"}},
-		HW:    filepath.Join(p.State, "hw")}
+		HW:    filepath.Join(p.State, "hw"), Run: p.Run, Port: strconv.Itoa(e.Port)}
 }
 
 // StartNode starts (or restarts) pvesnap on node.
@@ -260,7 +269,11 @@ func (e *Env) StartNode(node string) {
 	inv := e.setup(node).inventory(db)
 	inv.Logger = logger.With("component", "inventory")
 	restorer := e.setup(node).restorer(db, inv)
-	mods := []server.Module{ts, e.setup(node).storageModule(ts),
+	sm := e.setup(node).storageModule(ts)
+	if e.Offloadable != nil {
+		sm.Offloadable = e.Offloadable
+	}
+	mods := []server.Module{ts, sm,
 		&arrays.Module{Config: &arrays.Config{PVE: p.PVE}, Node: arrays.NodePaths{ISCSI: iscsi}, Logger: logger.With("component", "arrays")},
 		&inventory.Module{Inv: inv, Tasks: ts, ScanInterval: time.Hour, Devices: &inventory.Devices{Inv: inv, Open: e.hw(node).Openers()}},
 		e.restoreModule(node, &restore.Module{R: restorer, Tasks: ts, RecoverEvery: time.Hour}),

@@ -15,8 +15,9 @@ var (
 	storageRe = regexp.MustCompile(`(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$`)
 	// diskNameRe is the volume names pvesnap itself operates on: PVE's "vm-<vmid>-…" and
 	// "base-<vmid>-…", restricted to characters that are valid in an LVM LV name and in a ZFS
-	// dataset name alike, never starting with '-'. Anything else is left to pveproxy.
-	diskNameRe = regexp.MustCompile(`^(vm|base)-([1-9][0-9]{2,8})-([A-Za-z0-9][A-Za-z0-9._-]{0,100})$`)
+	// dataset name alike, never starting with '-'. Anything else is left to pveproxy. The
+	// length is bounded by ZFS's 255; each storage's own limit is checked where it applies.
+	diskNameRe = regexp.MustCompile(`^(vm|base)-([1-9][0-9]{2,8})-([A-Za-z0-9][A-Za-z0-9._-]{0,239})$`)
 	tokenIDRe  = regexp.MustCompile(`^[^\s!:]+@[A-Za-z][A-Za-z0-9.\-_]+!([A-Za-z][A-Za-z0-9.\-_]+)$`)
 	userIDRe   = regexp.MustCompile(`^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+$`)
 	// pvesnapNameRe names what pvesnap itself creates on arrays and in LVM: never confused with

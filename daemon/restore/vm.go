@@ -403,16 +403,9 @@ var uuidKeyRe = regexp.MustCompile(`uuid=[0-9a-fA-F-]{36}`)
 
 func replaceUUID(smbios string) string { return uuidKeyRe.ReplaceAllString(smbios, "uuid="+newUUID()) }
 
-// MACPrefix reads the datacenter's mac_prefix ("" when unset).
+// MACPrefix reads the datacenter's mac_prefix ("" when unset or unreadable: PVE's own
+// prefix is then used).
 func MACPrefix(pveRoot string) string {
-	b, err := os.ReadFile(filepath.Join(pveRoot, "datacenter.cfg"))
-	if err != nil {
-		return ""
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "mac_prefix:"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
+	dc, _ := pve.ReadDatacenter(pveRoot)
+	return dc["mac_prefix"]
 }

@@ -44,7 +44,8 @@ type Starter interface {
 	Start(ctx context.Context) error
 }
 
-// Static serves non-API paths pvesnap owns (the panel's assets).
+// Static serves non-API paths pvesnap owns: the panel's assets, and the streams between
+// nodes of a module that is a Static itself.
 type Static interface {
 	// Prefix is the path prefix served, e.g. "/pvesnap/ui/".
 	Prefix() string
@@ -79,7 +80,12 @@ func New(cfg *config.Config, logger *slog.Logger, modules []Module, statics []St
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Cfg: cfg, Logger: logger, Upstream: up, modules: modules, statics: statics, started: time.Now()}
+	d := &Daemon{Cfg: cfg, Logger: logger, Upstream: up, modules: modules, statics: append([]Static(nil), statics...), started: time.Now()}
+	for _, m := range modules {
+		if s, ok := m.(Static); ok {
+			d.statics = append(d.statics, s)
+		}
+	}
 	certFile, keyFile := cfg.TLS.Cert, cfg.TLS.Key
 	if cfg.TLS.Disable {
 		certFile, keyFile = "", ""

@@ -70,10 +70,17 @@ func (s *certStore) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 }
 
 // serverConfig is the listener's TLS configuration (HTTP/1.1 only, like pveproxy) with the
-// protocol versions and ciphers of pveproxy's settings.
+// protocol versions and ciphers of pveproxy's settings. It asks for a client certificate
+// without requiring or checking one: another node's pvesnap presents its node certificate,
+// which daemon/peer checks against the cluster filesystem; other clients send none and are
+// served as before. The cluster CA is named as the issuer wanted, so browsers offer no
+// certificate of the user's own.
 func (s *certStore) serverConfig(p listenerTLS) *tls.Config {
+	s.mu.RLock()
+	roots := s.roots
+	s.mu.RUnlock()
 	c := &tls.Config{GetCertificate: s.getCertificate, MinVersion: p.min, MaxVersion: p.max, CipherSuites: p.suites,
-		NextProtos: []string{"http/1.1"}}
+		NextProtos: []string{"http/1.1"}, ClientAuth: tls.RequestClientCert, ClientCAs: roots}
 	if p.suites13 != nil {
 		allowed := p.suites13
 		// Go chooses among its TLS 1.3 suites itself; a handshake that ended on one that

@@ -196,7 +196,11 @@ func (m *Module) lvmCopy(ctx context.Context, t *tasks.Task, raw json.RawMessage
 	o.Log = func(f string, a ...any) { t.Logf(f, a...) }
 	start := time.Now()
 	o.Progress = func(done, total int64) { t.Progress(done, total, start, 5*time.Second) }
-	res, err := engine.Copy(ctx, "/dev/"+s.VG+"/"+s.Source, "/dev/"+s.VG+"/"+s.Target, o)
+	var res *engine.Result
+	dst, err := l.LV(ctx, s.VG, s.Target) // the devices as LVM reports them (lv_path)
+	if err == nil {
+		res, err = engine.Copy(ctx, src.Path, dst.Path, o)
+	}
 	if err != nil {
 		if rerr := l.Remove(context.WithoutCancel(ctx), s.VG, s.Target); rerr != nil {
 			t.Warnf("could not remove %s/%s after the failed copy: %v", s.VG, s.Target, rerr)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pvesnap/pvesnap/daemon/api"
+	"github.com/pvesnap/pvesnap/daemon/peer"
 	"github.com/pvesnap/pvesnap/daemon/pve"
 	"github.com/pvesnap/pvesnap/daemon/runner"
 	"github.com/pvesnap/pvesnap/daemon/tasks"
@@ -42,6 +43,14 @@ type Module struct {
 	Offloadable func(ctx context.Context, vg string) (bool, string)
 	// Engine is used by thick-LVM copies in the worker.
 	Engine engine.Options
+	// Peers are the other nodes' pvesnap, for moves (copies with target_node); nil makes
+	// pveproxy answer those.
+	Peers *peer.Peers
+	// RunDir holds the sockets through which the daemon hands a move's stream to its task.
+	RunDir string
+	// StreamWait is how long a move's receiving task waits for its stream to begin, and the
+	// daemon for the task to take it (0: a minute).
+	StreamWait time.Duration
 }
 
 // Job kinds run in task workers.
@@ -78,10 +87,12 @@ var (
 func (m *Module) Routes() []*api.Route {
 	return []*api.Route{
 		{Method: "POST", Path: "/nodes/{node}/storage/{storage}/content/{volume}", Name: "copy",
-			Description: "Copy a volume: instant on zfspool (snapshot + clone) and lvmthin (thin snapshot), offloaded to the array on thick LVM over an offload-capable LUN; any other copy goes to pveproxy unchanged.",
-			Permission:  api.Permission{User: "all", Description: "Datastore.Allocate on /storage/<storage>, checked in code because the storage may come from the volid; without it the call goes to pveproxy, which allows only root@pam"},
+			Description: "Copy a volume: instant on zfspool (snapshot + clone) and lvmthin (thin snapshot), offloaded to the array on thick LVM over an offload-capable LUN (also with target_node on a shared storage, which every node sees alike); with target_node on a local zfspool, lvmthin or lvm storage, a move to that node's pvesnap (ZFS send stream, or a block stream that skips zeros). A target that is no valid volume name for the storage is refused with 400 saying why. Any other copy goes to pveproxy unchanged.",
+			Permission:  api.Permission{User: "all", Description: "Datastore.Allocate on /storage/<storage> (and on the target's storage), checked in code because the storage may come from the volid; a move is checked again by the target node; without it the call goes to pveproxy, which allows only root@pam"},
 			Params: []api.Param{nodeParam, storageParam, volumeParam,
-				{Name: "target", Type: api.String, MaxLength: 256, Description: "Target volume identifier"},
+				// No maximum length, as in PVE: a storage pvesnap copies checks the name by its own
+				// rules and says which one a bad name breaks (names.go).
+				{Name: "target", Type: api.String, Description: "Target volume identifier"},
 				{Name: "target_node", Type: api.String, Optional: true, Check: pve.CheckNode, Format: "pve-node", Description: "Target node. Default is local node."}},
 			Returns: api.Returns{Type: "string", Description: "the UPID of the copy task"},
 			ProxyTo: "node", Intercept: true, Protected: true,
@@ -94,6 +105,7 @@ func (m *Module) Routes() []*api.Route {
 			Returns: api.Returns{Type: "string", Description: "the UPID of the delete task (null with delay, when it finished in time)"},
 			ProxyTo: "node", Intercept: true, Protected: true,
 			Handler: m.delete},
+		m.receiveRoute(),
 	}
 }
 
@@ -116,20 +128,65 @@ func allowed(call *api.Call, sid string) (bool, error) {
 	return ok, err
 }
 
+// served reports a storage type pvesnap copies itself, with names it can pass to commands.
+func served(st *pve.Storage) bool {
+	switch st.Type {
+	case "zfspool":
+		return CheckDataset(st.Pool) == nil
+	case "lvmthin", "lvm":
+		return lvm.CheckName("volume group", st.VGName) == nil
+	}
+	return false
+}
+
 func (m *Module) copy(call *api.Call) (any, error) {
 	sid, vol, ok := volumeArg(call)
 	if !ok || pve.CheckStorageID(sid) != nil {
 		return nil, api.ErrPassThrough
 	}
-	target := call.Params.Str("target")
+	st, err := m.Storage.Get(sid)
+	if err != nil || st.Disabled || !st.OnNode(m.Node) || !served(st) {
+		return nil, api.ErrPassThrough // pveproxy answers with PVE's own error
+	}
+	tst, target := st, call.Params.Str("target")
 	if s, v, found := strings.Cut(target, ":"); found {
-		if s != sid {
-			return nil, api.ErrPassThrough // a copy to another storage: PVE's storage_migrate
+		if pve.CheckStorageID(s) != nil {
+			return nil, api.ErrPassThrough
+		}
+		if tst, err = m.Storage.Get(s); err != nil || !served(tst) {
+			return nil, api.ErrPassThrough
 		}
 		target = v
 	}
-	if tn := call.Params.Str("target_node"); tn != "" && tn != m.Node {
-		return nil, api.ErrPassThrough // a move to another node (pvecsictl migrate)
+	tnode := call.Params.Str("target_node")
+	if tnode == "" {
+		tnode = m.Node
+	}
+	// The storages are pvesnap's: whether the caller may allocate on them decides who answers.
+	for _, s := range []string{st.ID, tst.ID} {
+		if ok, err := allowed(call, s); err != nil || !ok {
+			if err != nil {
+				return nil, err
+			}
+			return nil, api.ErrPassThrough
+		}
+	}
+	// A shared storage is the same on every node: a copy "to" another node is made here, and
+	// "moving" a volume to itself there is PVE's (its storage_migrate has nothing to do).
+	sameShared := st.Shared && tst.ID == st.ID
+	if sameShared && tnode != m.Node && target == vol {
+		return nil, api.ErrPassThrough
+	}
+	move := tnode != m.Node && !sameShared
+	op := opOther
+	switch {
+	case move:
+		op = opMove
+	case tst.ID == st.ID && st.Type == "zfspool":
+		op = opInstant
+	}
+	if err := checkTargetName(tst, vol, target, op); err != nil {
+		return nil, api.ParamErr("target", err.Error())
 	}
 	if _, err := pve.ParseDiskName(vol); err != nil {
 		return nil, api.ErrPassThrough
@@ -137,25 +194,21 @@ func (m *Module) copy(call *api.Call) (any, error) {
 	if _, err := pve.ParseDiskName(target); err != nil {
 		return nil, api.ErrPassThrough
 	}
-	st, err := m.Storage.Get(sid)
-	if err != nil || st.Disabled || !st.OnNode(m.Node) {
-		return nil, api.ErrPassThrough // pveproxy answers with PVE's own error
+	if move {
+		return m.move(call, st, tst, vol, target, tnode)
+	}
+	if tst.ID != st.ID {
+		return nil, api.ErrPassThrough // a copy to another storage on this node: PVE's storage_migrate
 	}
 	var kind string
 	spec := CopySpec{Storage: sid, Source: vol, Target: target}
 	switch st.Type {
 	case "zfspool":
-		if CheckDataset(st.Pool) != nil {
-			return nil, api.ErrPassThrough
-		}
 		kind, spec.Pool = KindZFSClone, st.Pool
 	case "lvmthin":
-		if lvm.CheckName("volume group", st.VGName) != nil {
-			return nil, api.ErrPassThrough
-		}
 		kind, spec.VG = KindThinSnap, st.VGName
 	case "lvm":
-		if lvm.CheckName("volume group", st.VGName) != nil || m.Offloadable == nil {
+		if m.Offloadable == nil {
 			return nil, api.ErrPassThrough
 		}
 		if ok, why := m.Offloadable(call.Ctx, st.VGName); !ok {
@@ -163,14 +216,6 @@ func (m *Module) copy(call *api.Call) (any, error) {
 			return nil, api.ErrPassThrough
 		}
 		kind, spec.VG = KindLVMCopy, st.VGName
-	default:
-		return nil, api.ErrPassThrough
-	}
-	if ok, err := allowed(call, sid); err != nil || !ok {
-		if err != nil {
-			return nil, err
-		}
-		return nil, api.ErrPassThrough
 	}
 	if err := m.precheck(call.Ctx, st, spec); err != nil {
 		return nil, err
@@ -267,10 +312,12 @@ func (m *Module) zfs() ZFS { return ZFS{Run: m.Run, Dev: m.ZFSDev, Sys: m.Sys} }
 // Handlers are the job kinds the task workers run.
 func (m *Module) Handlers() map[string]tasks.Handler {
 	return map[string]tasks.Handler{
-		KindZFSClone:  m.zfsClone,
-		KindZFSDelete: m.zfsDelete,
-		KindThinSnap:  m.thinSnapshot,
-		KindLVMCopy:   m.lvmCopy,
+		KindZFSClone:    m.zfsClone,
+		KindZFSDelete:   m.zfsDelete,
+		KindThinSnap:    m.thinSnapshot,
+		KindLVMCopy:     m.lvmCopy,
+		KindMoveSend:    m.moveSend,
+		KindMoveReceive: m.moveReceive,
 	}
 }
 

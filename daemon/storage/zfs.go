@@ -286,3 +286,42 @@ func (z ZFS) Destroy(ctx context.Context, ds string, recursive bool) error {
 
 // Promote makes a clone independent of its origin.
 func (z ZFS) Promote(ctx context.Context, ds string) error { return z.run(ctx, "zfs", "promote", ds) }
+
+// SnapshotGUID is a snapshot's short name and GUID: the identity by which zfs receive
+// matches an incremental stream's source, whatever the snapshot is called on either side.
+type SnapshotGUID struct {
+	Name string // after '@'
+	GUID string
+}
+
+// MoveFacts are what a move needs to know of a volume, read with one command: its snapshots
+// with their GUIDs, oldest first, and its logical size (what a full stream carries).
+func (z ZFS) MoveFacts(ctx context.Context, ds string) (snaps []SnapshotGUID, logical int64, err error) {
+	if err := CheckDataset(ds); err != nil {
+		return nil, 0, err
+	}
+	// Sample lines (the volume, then its snapshots by creation):
+	//	rpool/data/vm-100-disk-0\t-\t1073741824
+	//	rpool/data/vm-100-disk-0@pvesnap-move-6756a1b2-0a1b2c3d\t9081726354453627181\t1073741824
+	out, err := z.Run.Run(ctx, []string{"zfs", "list", "-H", "-p", "-t", "volume,snapshot", "-o", "name,guid,logicalreferenced", "-s", "createtxg", "-d", "1", ds})
+	if notFound(err) {
+		return nil, 0, fmt.Errorf("%s: %w", ds, ErrNoDataset)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			continue
+		}
+		if name, short, isSnap := strings.Cut(f[0], "@"); !isSnap {
+			if name == ds {
+				logical, _ = strconv.ParseInt(f[2], 10, 64)
+			}
+		} else if f[1] != "" && f[1] != "-" {
+			snaps = append(snaps, SnapshotGUID{Name: short, GUID: f[1]})
+		}
+	}
+	return snaps, logical, nil
+}

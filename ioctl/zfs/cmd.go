@@ -1,6 +1,7 @@
 // Package zfs issues the ZFS kernel module's dataset ioctls on /dev/zfs directly — the
-// committed libzfs_core subset pvesnap's instant copies need (snapshot, clone, destroy of a
-// snapshot, existence) — so a copy costs a few system calls instead of three zfs processes.
+// committed libzfs_core subset pvesnap's copies need (snapshot, clone, destroy of a snapshot,
+// existence, and send and receive of a stream for moves between nodes) — so a copy costs a few
+// system calls instead of zfs processes.
 // Layouts and numbers are OpenZFS's (include/sys/zfs_ioctl.h, include/sys/fs/zfs.h,
 // module/zfs/zfs_ioctl.c), checked against 2.3.
 package zfs
@@ -19,7 +20,9 @@ const (
 	iocSnapshot     = 0x5a23 // ZFS_IOC_SNAPSHOT: zc_name = pool, {"snaps": {snap…}}
 	iocDestroySnaps = 0x5a3b // ZFS_IOC_DESTROY_SNAPS: zc_name = pool, {"snaps": {snap…}}
 	iocLogHistory   = 0x5a3f // ZFS_IOC_LOG_HISTORY: no name, {"message": text}
+	iocSendNew      = 0x5a40 // ZFS_IOC_SEND_NEW: zc_name = snapshot, {"fd", "fromsnap"?}
 	iocClone        = 0x5a42 // ZFS_IOC_CLONE: zc_name = new dataset, {"origin": snap}
+	iocRecvNew      = 0x5a46 // ZFS_IOC_RECV_NEW: zc_name = dataset or parent, {"snapname", "begin_record", "input_fd", "force"?}
 )
 
 // The stable head of zfs_cmd_t; the ioctls used here read nothing else. The kernel copies
@@ -62,6 +65,7 @@ const (
 	errIocCmdUnavail = errBase + 5
 	errIocArgUnavail = errBase + 6
 	errWrongParent   = errBase + 9
+	errTruncated     = errBase + 16 // ZFS_ERR_STREAM_TRUNCATED
 )
 
 // Errors to test with errors.Is.
@@ -101,6 +105,9 @@ func (e *Error) Is(target error) bool {
 // Unwrap gives the errno.
 func (e *Error) Unwrap() error { return e.Errno }
 
+// Truncated reports a receive whose stream ended before its end record.
+func (e *Error) Truncated() bool { return e.Errno == errTruncated }
+
 // describe words an errno as the zfs command does for these operations (libzfs's
 // zfs_standard_error and its destroy messages), with the errno's name for the log.
 func describe(op string, n syscall.Errno) string {
@@ -109,6 +116,8 @@ func describe(op string, n syscall.Errno) string {
 		return "the ZFS kernel module does not support this ioctl"
 	case errWrongParent:
 		return "parent is not a filesystem"
+	case errTruncated:
+		return "the stream ended early (truncated)"
 	}
 	if n >= errBase {
 		return fmt.Sprintf("ZFS error %d", int(n))
@@ -117,7 +126,22 @@ func describe(op string, n syscall.Errno) string {
 	if !ok {
 		return n.Error()
 	}
-	if op == "destroy" {
+	switch op {
+	case "receive":
+		// What zfs receive says for these (libzfs_sendrecv.c's zfs_receive_one).
+		switch n {
+		case syscall.ETXTBSY:
+			e.text = "destination has been modified since its most recent snapshot"
+		case syscall.ENODEV:
+			e.text = "the destination's most recent snapshot does not match the incremental source"
+		case syscall.EEXIST:
+			e.text = "destination already exists"
+		}
+	case "send":
+		if n == syscall.EPIPE {
+			e.text = "the stream's reader went away"
+		}
+	case "destroy":
 		// A snapshot is refused when clones depend on it or a hold keeps it.
 		switch n {
 		case syscall.EEXIST:
@@ -142,4 +166,9 @@ var errnos = map[syscall.Errno]struct{ name, text string }{
 	syscall.EXDEV:        {"EXDEV", "datasets are in different pools"},
 	syscall.EINVAL:       {"EINVAL", "invalid name or argument"},
 	syscall.ENAMETOOLONG: {"ENAMETOOLONG", "dataset name is too long"},
+	syscall.ETXTBSY:      {"ETXTBSY", "dataset is busy"},
+	syscall.ENODEV:       {"ENODEV", "no such device"},
+	syscall.EBADE:        {"ECKSUM", "invalid stream (checksum mismatch)"},
+	syscall.EPIPE:        {"EPIPE", "broken pipe"},
+	syscall.EINTR:        {"EINTR", "interrupted"},
 }

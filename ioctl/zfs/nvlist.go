@@ -25,17 +25,21 @@ type NVList struct {
 }
 
 type nvpair struct {
-	name string
-	typ  int32
-	str  string
-	list *NVList
+	name  string
+	typ   int32
+	str   string
+	list  *NVList
+	i32   int32
+	bytes []byte
 }
 
 // Data types (enum data_type_t in sys/nvpair.h).
 const (
-	typeBoolean = 1  // DATA_TYPE_BOOLEAN: the name alone, no value
-	typeString  = 9  // DATA_TYPE_STRING
-	typeNVList  = 19 // DATA_TYPE_NVLIST
+	typeBoolean   = 1  // DATA_TYPE_BOOLEAN: the name alone, no value
+	typeInt32     = 5  // DATA_TYPE_INT32
+	typeString    = 9  // DATA_TYPE_STRING
+	typeByteArray = 10 // DATA_TYPE_BYTE_ARRAY
+	typeNVList    = 19 // DATA_TYPE_NVLIST
 )
 
 const (
@@ -57,6 +61,18 @@ func (l *NVList) Boolean(name string) *NVList {
 // String adds a string value.
 func (l *NVList) String(name, value string) *NVList {
 	l.pairs = append(l.pairs, nvpair{name: name, typ: typeString, str: value})
+	return l
+}
+
+// Int32 adds a 32-bit integer (file descriptors: "fd", "input_fd").
+func (l *NVList) Int32(name string, value int32) *NVList {
+	l.pairs = append(l.pairs, nvpair{name: name, typ: typeInt32, i32: value})
+	return l
+}
+
+// ByteArray adds bytes (a receive's "begin_record").
+func (l *NVList) ByteArray(name string, value []byte) *NVList {
+	l.pairs = append(l.pairs, nvpair{name: name, typ: typeByteArray, bytes: value})
 	return l
 }
 
@@ -117,9 +133,19 @@ func (l *NVList) appendXDR(b []byte) []byte {
 		switch p.typ {
 		case typeBoolean:
 			b = xdrInt(b, 0) // nelem 0: no value follows
+		case typeInt32:
+			b = xdrInt(b, 1)
+			b = xdrInt(b, p.i32)
 		case typeString:
 			b = xdrInt(b, 1)
 			b = xdrString(b, p.str)
+		case typeByteArray:
+			// xdr_opaque: the bytes padded to 4; their count is nelem.
+			b = xdrInt(b, int32(len(p.bytes)))
+			b = append(b, p.bytes...)
+			for i := len(p.bytes); i%4 != 0; i++ {
+				b = append(b, 0)
+			}
 		case typeNVList:
 			b = xdrInt(b, 1)
 			b = p.list.appendXDR(b)
@@ -142,8 +168,12 @@ func (l *NVList) size() int {
 func (p nvpair) encodedSize() int {
 	n := 4 + 4 + 4 + align4(len(p.name)) + 4 + 4
 	switch p.typ {
+	case typeInt32:
+		n += 4 // the minimum XDR unit
 	case typeString:
 		n += 4 + align4(len(p.str))
+	case typeByteArray:
+		n += align4(len(p.bytes))
 	case typeNVList:
 		n += p.list.size()
 	}
@@ -154,8 +184,12 @@ func (p nvpair) encodedSize() int {
 func (p nvpair) decodedSize() int {
 	value := 0
 	switch p.typ {
+	case typeInt32:
+		value = 4
 	case typeString:
 		value = len(p.str) + 1
+	case typeByteArray:
+		value = len(p.bytes)
 	case typeNVList:
 		value = nvlistSize
 	}

@@ -70,6 +70,77 @@ func TestPackCloneInput(t *testing.T) {
 	}
 }
 
+// The input of ZFS_IOC_SEND_NEW for an incremental stream.
+func TestPackSendInput(t *testing.T) {
+	want := unhex(t, `
+		01 01 00 00
+		00000000 00000001
+		0000001c 00000020             // pair "fd": encoded 28, native align8(16+3) + align8(4)
+		00000002 6664 0000            // name "fd", padded
+		00000005 00000001             // DATA_TYPE_INT32, 1 element
+		00000007                      // fd 7
+		00000028 00000028             // pair "fromsnap": encoded 40, native align8(16+9) + align8(8)
+		00000008 66726f6d736e6170     // name "fromsnap"
+		00000009 00000001             // DATA_TYPE_STRING, 1 element
+		00000007 74702f61407331 00    // "tp/a@s1"
+		00000000 00000000
+	`)
+	got, err := new(NVList).Int32("fd", 7).String("fromsnap", "tp/a@s1").Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("packed\n%x\nwant\n%x", got, want)
+	}
+}
+
+// The begin record of ZFS_IOC_RECV_NEW travels as a byte array: its length is the element
+// count and the bytes follow as they are (xdr_opaque), padded to 4.
+func TestPackByteArray(t *testing.T) {
+	rec := make([]byte, BeginRecordSize)
+	for i := range rec {
+		rec[i] = byte(i)
+	}
+	for _, c := range []struct {
+		value       []byte
+		enc, native int
+	}{
+		{rec, 4 + 4 + 4 + 12 + 4 + 4 + 312, 32 + 312}, // "begin_record": 12-byte name
+		{[]byte{1, 2, 3, 4, 5}, 4 + 4 + 4 + 12 + 4 + 4 + 8, 32 + 8},
+	} {
+		got, err := new(NVList).ByteArray("begin_record", c.value).Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair := got[12:]
+		if enc, nat := int(binary.BigEndian.Uint32(pair)), int(binary.BigEndian.Uint32(pair[4:])); enc != c.enc || nat != c.native {
+			t.Errorf("%d bytes: sizes %d/%d, want %d/%d", len(c.value), enc, nat, c.enc, c.native)
+		}
+		head := pair[8+4+12:]
+		if typ, nelem := binary.BigEndian.Uint32(head), binary.BigEndian.Uint32(head[4:]); typ != typeByteArray || int(nelem) != len(c.value) {
+			t.Errorf("type %d nelem %d", typ, nelem)
+		}
+		val := head[8:]
+		if !bytes.Equal(val[:len(c.value)], c.value) || len(val) != align4(len(c.value))+8 {
+			t.Errorf("%d bytes: value % x…", len(c.value), val[:min(len(val), 8)])
+		}
+	}
+}
+
+// Receive refuses a begin record of the wrong size before any ioctl.
+func TestReceiveChecksItsArguments(t *testing.T) {
+	d := &Dev{}
+	if err := d.Receive("tank/a@s", make([]byte, 10), nil); err == nil || !strings.Contains(err.Error(), "begin record of 10 bytes") {
+		t.Errorf("short begin record: %v", err)
+	}
+	if err := d.Receive("tank/a", make([]byte, BeginRecordSize), nil); err == nil {
+		t.Error("a dataset without snapshot name was accepted")
+	}
+	if err := d.Send("tank/a", "", nil); err == nil {
+		t.Error("send of a dataset (not a snapshot) was accepted")
+	}
+}
+
 // The native size the kernel allocates must match NVP_SIZE_CALC exactly, on both sides of
 // each 8-byte boundary, or i_validate_nvpair refuses the list.
 func TestDecodedSize(t *testing.T) {
@@ -173,7 +244,8 @@ func TestErrors(t *testing.T) {
 		{syscall.ENOTTY, "zfs clone tank/b: the ZFS kernel module does not support this ioctl", false, false, true},
 		{1029, "zfs clone tank/b: the ZFS kernel module does not support this ioctl", false, false, true},
 		{1033, "zfs clone tank/b: parent is not a filesystem", false, false, false},
-		{1040, "zfs clone tank/b: ZFS error 1040", false, false, false},
+		{1060, "zfs clone tank/b: ZFS error 1060", false, false, false},
+		{1040, "zfs clone tank/b: the stream ended early (truncated)", false, false, false},
 		{syscall.EIO, "zfs clone tank/b: input/output error", false, false, false},
 	} {
 		e := &Error{Op: "clone", Dataset: "tank/b", Errno: c.errno}
@@ -187,7 +259,16 @@ func TestErrors(t *testing.T) {
 			t.Errorf("%d: errno not unwrapped", c.errno)
 		}
 	}
-	// The same errno means something else for a destroy.
+	// The same errno means something else for a receive or a destroy.
+	for errno, want := range map[syscall.Errno]string{
+		syscall.ETXTBSY: "zfs receive tank/a@m: destination has been modified since its most recent snapshot (ETXTBSY)",
+		syscall.ENODEV:  "zfs receive tank/a@m: the destination's most recent snapshot does not match the incremental source (ENODEV)",
+		syscall.EBADE:   "zfs receive tank/a@m: invalid stream (checksum mismatch) (ECKSUM)",
+	} {
+		if e := (&Error{Op: "receive", Dataset: "tank/a@m", Errno: errno}); e.Error() != want {
+			t.Errorf("%q, want %q", e.Error(), want)
+		}
+	}
 	e := &Error{Op: "destroy", Dataset: "tank/a@s", Errno: syscall.EEXIST}
 	if want := "zfs destroy tank/a@s: snapshot has dependent clones (EEXIST)"; e.Error() != want {
 		t.Errorf("%q, want %q", e.Error(), want)

@@ -175,21 +175,11 @@ func Start(o Options) (*Node, error) {
 	_, port, _ := net.SplitHostPort(listen)
 	n.URL = "https://127.0.0.1:" + port
 	n.Config = filepath.Join(o.Work, "pvesnap.yaml")
-	os.WriteFile(n.Config, []byte(fmt.Sprintf(`node: pve1
-listen: %s
-upstream: %s
-refresh_interval: 0s
-timeouts:
-  auth_fail_delay: 0s
-paths:
-  pve: %s
-  tasks: %s
-  state: %s
-  run: %s
-  lock: %s
-  iscsi: %s
-  bin: %s/bin:/usr/sbin:/usr/bin:/sbin:/bin
-`, listen, n.Sim.URL("pve1"), p.PVE, p.Tasks, n.StateDir(), p.Run, p.Lock, filepath.Join(o.Work, "iscsi"), o.Work)), 0o644)
+	p.State = n.StateDir() // the power-loss test keeps it on a file system of its own
+	if err := writeConfig(n.Config, "pve1", listen, n.Sim.URL("pve1"), p, fmt.Sprintf("  iscsi: %s\n  bin: %s/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+		filepath.Join(o.Work, "iscsi"), o.Work)); err != nil {
+		return nil, err
+	}
 	if err := n.StartDaemon(""); err != nil {
 		return nil, err
 	}
@@ -223,51 +213,85 @@ func (n *Node) AddVM(vmid int, name string, disks int, size int64, ctime time.Ti
 
 // StartDaemon runs pvesnap (with the fault hook when fault is set) and logs in through it.
 func (n *Node) StartDaemon(fault string) error {
-	cmd := exec.Command(n.O.Binary, "--config", n.Config, "serve")
-	cmd.Env = append(os.Environ(), "PVESNAP_FAULT_STEP="+fault)
+	env := []string{"PVESNAP_FAULT_STEP=" + fault}
 	if fault != "" && n.O.FaultMark != "" {
-		cmd.Env = append(cmd.Env, "PVESNAP_FAULT_MARK="+n.O.FaultMark)
+		env = append(env, "PVESNAP_FAULT_MARK="+n.O.FaultMark)
 	}
 	logPath := n.O.LogPath
 	if logPath == "" {
 		logPath = filepath.Join(n.O.Work, "daemon.log")
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	d, err := startDaemon(n.O.Binary, n.Config, logPath, n.URL, n.Sim.CAFile(), env)
 	if err != nil {
 		return err
+	}
+	n.daemon, n.exited, n.API = d.cmd, d.exited, d.api
+	return nil
+}
+
+// daemon is a running pvesnap and a client logged in through it as root@pam.
+type daemon struct {
+	cmd    *exec.Cmd
+	exited chan error // its exit status, once
+	api    *simpve.Client
+}
+
+// startDaemon runs pvesnap with config, its output in logPath, and waits until a root@pam
+// login through url works.
+func startDaemon(binary, config, logPath, url, caFile string, env []string) (*daemon, error) {
+	cmd := exec.Command(binary, "--config", config, "serve")
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return err
+		logf.Close()
+		return nil, err
 	}
-	n.daemon = cmd
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logf.Close(); close(exited) }()
-	n.exited = exited
-	c, err := simpve.NewClient(n.URL, n.Sim.CAFile())
+	c, err := simpve.NewClient(url, caFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Generous: under TCG, with the host busy, reading the binary over 9p and starting can
 	// take many seconds. A daemon that exits is reported at once, with its log.
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if err = c.Login("root@pam", "pvesnap"); err == nil {
-			break
+			return &daemon{cmd: cmd, exited: exited, api: c}, nil
 		}
 		select {
 		case werr := <-exited:
-			n.daemon = nil
-			return fmt.Errorf("pvesnap exited at start (%v); its log %s ends:\n%s", werr, logPath, tail(logPath, 2000))
+			return nil, fmt.Errorf("pvesnap exited at start (%v); its log %s ends:\n%s", werr, logPath, tail(logPath, 2000))
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pvesnap did not come up in 90 s: %v; its log %s ends:\n%s", err, logPath, tail(logPath, 2000))
+			cmd.Process.Kill()
+			return nil, fmt.Errorf("pvesnap did not come up in 90 s: %v; its log %s ends:\n%s", err, logPath, tail(logPath, 2000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	n.API = c
-	return nil
+}
+
+// writeConfig writes a node's pvesnap.yaml: its node name, address, pveproxy and the
+// simulator's directories for it, plus extra lines.
+func writeConfig(path, node, listen, upstream string, p simpve.Paths, extra string) error {
+	return os.WriteFile(path, []byte(fmt.Sprintf(`node: %s
+listen: %s
+upstream: %s
+refresh_interval: 0s
+timeouts:
+  auth_fail_delay: 0s
+paths:
+  pve: %s
+  tasks: %s
+  state: %s
+  run: %s
+  lock: %s
+%s`, node, listen, upstream, p.PVE, p.Tasks, p.State, p.Run, p.Lock, extra)), 0o644)
 }
 
 // StopDaemon stops pvesnap (SIGTERM, as systemd does).

@@ -157,6 +157,17 @@ func openSide(path string, write bool) (*file, error) {
 	return s, nil
 }
 
+// Open opens a block device (or a file standing in for one) as the copy does: with O_DIRECT
+// where the file system allows it, and exclusively for writing a block device (it fails while
+// mounted or held). It returns the file and its size.
+func Open(path string, write bool) (*os.File, int64, error) {
+	s, err := openSide(path, write)
+	if err != nil {
+		return nil, 0, err
+	}
+	return s.f, s.size, nil
+}
+
 // CopyRange copies length bytes (0 = from the source offset to its end) from src to dst.
 func CopyRange(ctx context.Context, src, dst Endpoint, length int64, o Options) (*Result, error) {
 	o.defaults()

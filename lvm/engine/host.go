@@ -32,7 +32,8 @@ func (h *hostWorker) close() { h.buf.Free() }
 
 var zeroPage = make([]byte, 64<<10)
 
-func allZero(b []byte) bool {
+// AllZero reports whether b holds only zero bytes (a range the copy need not carry).
+func AllZero(b []byte) bool {
 	for len(b) > 0 {
 		n := min(len(b), len(zeroPage))
 		if !bytes.Equal(b[:n], zeroPage[:n]) {
@@ -60,7 +61,7 @@ func (h *hostWorker) copy(ctx context.Context, ch chunk) error {
 			return fmt.Errorf("reading %s at %d: %w", c.s.path, ch.srcOff+done, err)
 		}
 		zeroed := false
-		if c.zeroOut.Load() && allZero(b) {
+		if c.zeroOut.Load() && AllZero(b) {
 			if err := c.io.zeroOut(c.d.f, ch.dstOff+done, n); err == nil {
 				zeroed = true
 			} else if c.zeroOut.CompareAndSwap(true, false) {

@@ -37,7 +37,7 @@ func (d *Dispatch) Exec(argv []string) Result {
 		if d.ZFS != nil {
 			return d.ZFS.Exec(argv)
 		}
-	case "lvs", "pvs", "lvcreate", "lvchange", "lvremove":
+	case "lvs", "pvs", "lvcreate", "lvchange", "lvremove", "lvrename":
 		if d.LVM != nil {
 			return d.LVM.Exec(argv)
 		}

@@ -56,6 +56,8 @@ func (l *LVM) Exec(argv []string) Result {
 		return l.lvchange(argv)
 	case "lvremove":
 		return l.lvremove(argv)
+	case "lvrename":
+		return l.lvrename(argv)
 	}
 	return fail(127, fmt.Sprintf("fakecli: %s not emulated", argv[0]))
 }
@@ -149,7 +151,8 @@ func (l *LVM) lvs(argv []string) Result {
 				origin = o // a removed origin leaves the snapshot without one
 			}
 			rows = append(rows, map[string]string{"vg_name": vn, "lv_name": v.Name, "lv_uuid": v.Meta.UUID,
-				"lv_size": strconv.FormatInt(v.Size, 10), "lv_attr": attr, "lv_path": "/dev/" + vn + "/" + v.Name,
+				// The LV's device is the store's file: what reads and writes it reaches the volume.
+				"lv_size": strconv.FormatInt(v.Size, 10), "lv_attr": attr, "lv_path": g.Store.Path(v.Name),
 				"lv_dm_path": "/dev/mapper/" + vn + "-" + strings.ReplaceAll(v.Name, "-", "--"),
 				"lv_time":    time.Unix(v.Meta.Created, 0).UTC().Format("2006-01-02 15:04:05 -0700"),
 				"lv_tags":    strings.Join(v.Meta.Tags, ","), "pool_lv": pool, "origin": origin, "lv_active": "active",
@@ -353,4 +356,28 @@ func (l *LVM) lvremove(argv []string) Result {
 		return fail(lvmFailed, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, lv))
 	}
 	return Result{Stdout: []byte(fmt.Sprintf("  Logical volume \"%s\" successfully removed.\n", lv))}
+}
+
+// lvrename VG FROM TO, the form pvesnap uses.
+func (l *LVM) lvrename(argv []string) Result {
+	if len(argv) != 4 {
+		return fail(lvmFailed, "fakecli: unsupported lvrename form")
+	}
+	g, vg, _, r := l.vgOf(argv[1])
+	if r != nil {
+		return *r
+	}
+	if r := checkLVName(argv[3]); r != nil {
+		return *r
+	}
+	if !g.Store.Exists(argv[2]) {
+		return fail(lvmFailed, fmt.Sprintf("  Existing logical volume \"%s\" not found in volume group \"%s\"", argv[2], vg))
+	}
+	if g.Store.Exists(argv[3]) {
+		return fail(lvmFailed, fmt.Sprintf("  Logical Volume \"%s\" already exists in volume group \"%s\"", argv[3], vg))
+	}
+	if err := g.Store.Rename(argv[2], argv[3]); err != nil {
+		return fail(lvmFailed, err.Error())
+	}
+	return Result{Stdout: []byte(fmt.Sprintf("  Renamed \"%s\" to \"%s\" in volume group \"%s\"\n", argv[2], argv[3], vg))}
 }

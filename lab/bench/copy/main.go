@@ -1,8 +1,9 @@
 // Command copy runs inside the lab guest for `make bench`: it copies a 1 GiB LV between two
 // LUNs of one (LIO) array with pvesnap's engine (EXTENDED COPY) against sg_xcopy, with its
-// host copy against dd and qemu-img convert (also on a half-zero LV), and makes the CSI
-// copy of a 1 GiB and an 8 GiB zvol through the real daemon against zfs send | zfs recv.
-// Results go to a JSON file.
+// host copy against dd and qemu-img convert (also on a half-zero LV), makes the CSI copy of
+// a 1 GiB and an 8 GiB zvol through the real daemon against zfs send | zfs recv; with -set
+// move, it moves a 1 GiB zvol to another node (two daemons, two pools) against zfs send |
+// zfs recv piped locally and zfs send | ssh … zfs recv. Results go to a JSON file.
 package main
 
 import (
@@ -61,10 +62,20 @@ func run(name string, args ...string) error {
 
 func main() {
 	out := flag.String("out", "/mnt/host/bench-copy.json", "result file")
+	set := flag.String("set", "copy", "copy: the copies on one node; move: a zvol moved to another node")
 	flag.Parse()
-	res, err := bench()
+	var res []Case
+	var err error
+	switch *set {
+	case "copy":
+		res, err = bench()
+	case "move":
+		res, err = moveCases()
+	default:
+		err = fmt.Errorf("unknown set %q", *set)
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench copy:", err)
+		fmt.Fprintln(os.Stderr, "bench "+*set+":", err)
 		os.Exit(1)
 	}
 	b, _ := json.MarshalIndent(res, "", " ")
@@ -77,6 +88,7 @@ const (
 	tableLV       = "lv"        // 1 GiB LV, full of data
 	tableHalfZero = "half-zero" // 1 GiB LV, second half zeros
 	tableZvol     = "zvol"      // CSI copies of zvols through the daemon
+	tableMove     = "move"      // a zvol moved to another node
 )
 
 func bench() ([]Case, error) {

@@ -28,6 +28,8 @@ var tables = []struct{ id, heading, target string }{
 	{"lv", "Copy of a 1 GiB LV (full of data) between two LUNs of one array", "EXTENDED COPY ≥ 2× faster than sg_xcopy (ratio ≤ 0.50); host copy ≥ 1.5× faster than dd (≤ 0.67) and ≥ 1.0× qemu-img (≤ 1.00)"},
 	{"half-zero", "Copy of a 1 GiB LV whose second half is zeros", ""},
 	{"zvol", "CSI copy of a zvol full of data (proxmox-csi-plugin's POST …/content/{volume})", "median ≤ 300 ms; the 8 GiB one within 1.5× of the 1 GiB one"},
+	{"move", "Move of a 1 GiB zvol full of data to another node (the copy with target_node: pvecsictl migrate, cross-zone clones)",
+		"throughput ≥ 0.9 of zfs send | zfs recv piped locally (time ratio ≤ 1.11) and ≥ 1.0 of zfs send | ssh … zfs recv (time ratio ≤ 1.00)"},
 }
 
 func main() {
@@ -81,7 +83,7 @@ func report(in, img string) error {
 				ratio = strings.Join(ratios, "; ")
 			}
 			hostIO := fmt.Sprintf("%.1f MiB", float64(c.HostBytes)/(1<<20))
-			if tb.id == "zvol" {
+			if tb.id == "zvol" || tb.id == "move" {
 				hostIO = "-"
 			}
 			fmt.Printf("| %s (%s) | %.3f s | %s | %s |\n", esc(c.Name), esc(c.Note), c.Seconds, hostIO, ratio)
@@ -97,6 +99,20 @@ func report(in, img string) error {
 				if own.Seconds > 0 && floor.Seconds > 0 {
 					fmt.Printf("\n%d GiB: pvesnap's own time (API, permission check, task) over the ZFS ioctls: %.0f ms\n", gib, (own.Seconds-floor.Seconds)*1000)
 				}
+			}
+		}
+		if tb.id == "move" {
+			for _, c := range rows {
+				if c.Seconds == 0 || len(c.Peers) == 0 {
+					continue
+				}
+				fmt.Printf("\n%s: %.1f MiB/s", esc(c.Name), 1024/c.Seconds)
+				for _, name := range c.Peers {
+					if p, ok := byName[name]; ok && p.Seconds > 0 {
+						fmt.Printf("; %.2f of the throughput of %s (%.1f MiB/s)", p.Seconds/c.Seconds, esc(p.Name), 1024/p.Seconds)
+					}
+				}
+				fmt.Println()
 			}
 		}
 		if tb.target != "" {
