@@ -144,8 +144,10 @@ func logOf(t *testing.T, c *simpve.Client, upid string) string {
 func receiving(t *testing.T, ns *cluster.Nodes, c *simpve.Client, source string) string {
 	t.Helper()
 	for i := 0; i < 100; i++ {
-		active, err := ns.Sim.Tasks("pve2").Active()
+		d, err := c.Must("GET", "/nodes/pve2/tasks", url.Values{"source": {"active"}})
 		must(t, err)
+		var active []struct{ UPID string }
+		must(t, json.Unmarshal(d, &active))
 		for _, a := range active {
 			if strings.Contains(a.UPID, ":imgcopy::") && strings.Contains(logOf(t, c, a.UPID), "receiving '"+source+"' from node 'pve1'") {
 				return a.UPID
