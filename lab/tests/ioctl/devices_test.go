@@ -201,15 +201,17 @@ func TestSCSIIdentityLargeLUNAndLongSerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	arr, err := lio.CreateTarget(31)
+	// Target and serials of their own: the engine suite, earlier in the same boot, leaves its
+	// targets (31, 32, …) configured under its VGs.
+	arr, err := lio.CreateTarget(41)
 	if err != nil {
 		t.Fatal(err)
 	}
-	big, err := lio.CreateLUN("big4t", "/tmp/big4t.img", 4<<40, lunSerial(31))
+	big, err := lio.CreateLUN("big4t", "/tmp/big4t.img", 4<<40, lunSerial(41))
 	if err != nil {
 		t.Fatal(err)
 	}
-	long, err := lio.CreateLUN("longsn", "/tmp/longsn.img", 64*mib, lunSerial(32))
+	long, err := lio.CreateLUN("longsn", "/tmp/longsn.img", 64*mib, lunSerial(42))
 	if err != nil {
 		t.Fatal(err)
 	}
