@@ -161,14 +161,15 @@ func (m *Module) streamWait() time.Duration {
 	return time.Minute
 }
 
-// hasZFSDevice reports whether the kernel's ZFS interface is there: moves send and receive
-// through it, never through the zfs command.
+// hasZFSDevice reports whether the kernel's ZFS interface is there and of a module series
+// whose ioctl layouts were checked (zfs.CheckedSeries): moves send and receive through it,
+// never through the zfs command, so a node without it leaves moves to PVE.
 func (m *Module) hasZFSDevice() bool {
-	if m.ZFSDev == "" {
-		return false
+	d, err := m.zfs().kernel()
+	if d != nil {
+		d.Close()
 	}
-	_, err := os.Stat(m.ZFSDev)
-	return err == nil
+	return d != nil && err == nil
 }
 
 // move is the source side of a copy to another node: the target prepares, then the sending

@@ -256,12 +256,14 @@ func (m *Module) lockedDevice(ctx context.Context, pool, ds string) (dev *zfs.De
 		unlockPool()
 		return nil, nil, err
 	}
-	if dev, err = zfs.Open(m.ZFSDev); err != nil {
+	if dev, err = m.zfs().kernel(); dev == nil {
 		unlock()
 		unlockPool()
+		if err == nil {
+			err = errors.New("not there, or its module's version is not one pvesnap's ioctls were checked against")
+		}
 		return nil, nil, fmt.Errorf("the ZFS device: %w", err)
 	}
-	dev.Who = "pvesnap" // "zpool history" names pvesnap's changes
 	return dev, func() { dev.Close(); unlock(); unlockPool() }, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -135,6 +136,39 @@ func TestUncheckedModuleVersionUsesCommand(t *testing.T) {
 			t.Errorf("module %s: %v %v, %d zfs commands: want the zfs command", c.version, got, err, len(z.Calls))
 		case c.kernel && (err == nil || len(z.Calls) != 0):
 			t.Errorf("module %s: %v, %d zfs commands: want /dev/zfs opened", c.version, err, len(z.Calls))
+		}
+	}
+}
+
+// Moves send and receive through /dev/zfs alone, so on a module of a series whose ioctl
+// layouts were not checked a node does not take part in them (the call goes to PVE), and a
+// move's worker never opens the device there.
+func TestMovesNeedACheckedModule(t *testing.T) {
+	sys := t.TempDir()
+	if err := os.MkdirAll(sys+"/module/zfs", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(t.TempDir(), "zfs")
+	if err := os.WriteFile(dev, nil, 0o600); err != nil { // opens like the device would
+		t.Fatal(err)
+	}
+	m := &Module{ZFSDev: dev, Sys: sys, LockDir: t.TempDir()}
+	for _, c := range []struct {
+		version string
+		checked bool
+	}{{"2.2.7-pve1", false}, {"2.4.0-1~bpo13+1", false}, {"2.3.9-1", true}} {
+		if err := os.WriteFile(sys+"/module/zfs/version", []byte(c.version+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.hasZFSDevice(); got != c.checked {
+			t.Errorf("module %s: moves through /dev/zfs %v, want %v", c.version, got, c.checked)
+		}
+		d, release, err := m.lockedDevice(context.Background(), "rpool", "rpool/data/vm-100-disk-0")
+		if (err == nil) != c.checked {
+			t.Errorf("module %s: the worker's device %v, %v", c.version, d, err)
+		}
+		if err == nil {
+			release()
 		}
 	}
 }

@@ -24,6 +24,13 @@ const (
 	frameSize  = 24
 	// MaxData is the largest data frame: a reader's buffer for one frame.
 	MaxData = 4 << 20
+	// MaxZeroRun is the longest zero range held back before its frame is written. Zero
+	// ranges are merged to save frames, but a receiver hears nothing while a range grows:
+	// over a long empty stretch of a volume (GiBs of a thin LV) that silence outlasts the
+	// inactivity timeout of the receiving daemon's HTTP server (5 s, pveproxy's). A frame
+	// per 64 MiB is 24 bytes in 64 MiB, and at least a frame a second from any reader of
+	// more than 64 MiB/s.
+	MaxZeroRun = 64 << 20
 )
 
 // Frame kinds.
@@ -111,7 +118,8 @@ func (s *Writer) Data(off int64, b []byte) error {
 	return nil
 }
 
-// Zero records that n bytes at off read as zeros; nothing of them is sent.
+// Zero records that n bytes at off read as zeros; nothing of them is sent but a frame for
+// each run of them (at most MaxZeroRun long before it is written).
 func (s *Writer) Zero(off, n int64) error {
 	if err := s.check(off, n); err != nil {
 		return err
@@ -120,6 +128,9 @@ func (s *Writer) Zero(off, n int64) error {
 		s.zero.Offset = off
 	}
 	s.zero.Length += n
+	if s.zero.Length >= MaxZeroRun {
+		return s.flushZero()
+	}
 	return nil
 }
 

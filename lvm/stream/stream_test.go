@@ -209,3 +209,65 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// A long zero range is not held back whole: a receiver hears a frame at least every
+// MaxZeroRun bytes of it, so an empty stretch of GiBs never looks like a silent sender to the
+// receiving daemon's inactivity timeout. The frames still cover it once, in order.
+func TestLongZeroRunIsSentInPieces(t *testing.T) {
+	const size = 5*MaxZeroRun/2 + 1<<20 // 2.5 runs of zeros, then 1 MiB of data
+	var b bytes.Buffer
+	w, err := NewWriter(&b, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heard := []int{} // stream bytes written after each MiB read
+	for off := int64(0); off < size-1<<20; off += 1 << 20 {
+		if err := w.Zero(off, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		heard = append(heard, b.Len())
+	}
+	if err := errors.Join(w.Data(size-1<<20, bytes.Repeat([]byte{1}, 1<<20)), w.Close()); err != nil {
+		t.Fatal(err)
+	}
+	// Silence (no new byte) lasts at most MaxZeroRun/1 MiB reads.
+	longest, run := 0, 0
+	for i := 1; i < len(heard); i++ {
+		if heard[i] == heard[i-1] {
+			run++
+		} else {
+			run = 0
+		}
+		longest = max(longest, run)
+	}
+	if longest >= MaxZeroRun>>20 {
+		t.Errorf("%d MiB of zeros read without a byte written (at most %d)", longest, MaxZeroRun>>20-1)
+	}
+	r, err := NewReader(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zeroFrames int
+	var next int64
+	for {
+		f, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Offset != next {
+			t.Fatalf("frame at %d, want %d", f.Offset, next)
+		}
+		next += f.Length
+		if f.Kind == Zero {
+			zeroFrames++
+		} else if err := r.ReadData(make([]byte, f.Length)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if next != size || zeroFrames != 3 {
+		t.Errorf("covered %d of %d bytes with %d zero frames, want all with 3", next, size, zeroFrames)
+	}
+}
