@@ -5,8 +5,9 @@
 // (pveproxy-ssl.pem or pve-ssl.pem, the ones pvesnap serves): identities come from the
 // cluster filesystem, never from a header or a host name a client could choose.
 //
-// Reading those files takes root on a cluster node (the keys are root's), which is what PVE
-// itself trusts between nodes.
+// The node keys are root's and pveproxy's (www-data may read them, as pveproxy presents the
+// node's certificate): whoever can read them can speak for that node, as with PVE's own
+// trust between nodes. A move still needs the calling user's own credential on both nodes.
 package peer
 
 import (

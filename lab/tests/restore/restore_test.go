@@ -117,6 +117,12 @@ func (l *lab) hashes(vmid int) [2]string {
 func (l *lab) restore(params url.Values) (string, *simpve.Response) {
 	r, err := l.API.Do("POST", "/nodes/pve1/pvesnap/restore", params)
 	must(l.t, err)
+	if r.Code == 404 {
+		// A point not found is most often a storage not mapped: say how each one maps.
+		if m, err := l.API.Do("GET", "/nodes/pve1/pvesnap/storages", url.Values{"refresh": {"1"}}); err == nil {
+			l.t.Logf("restore answered %d %s; the storage mapping: %s", r.Code, r.Status, m.Data)
+		}
+	}
 	var upid string
 	json.Unmarshal(r.Data, &upid)
 	return upid, r
