@@ -343,6 +343,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) reload() {
 	daemon.SdNotify(false, daemon.SdNotifyReloading)
+	// Certificates first: the listener's configuration made next names the cluster CA the
+	// certificates were just read with (the issuer another node's pvesnap is asked for).
+	if err := d.certs.Reload(); err != nil {
+		d.Logger.Error("reload failed, keeping previous certificates", "err", err)
+	} else {
+		d.Proxy.CloseIdle()
+		d.peers.CloseIdle()
+		d.Logger.Info("reloaded TLS certificates", "cert", d.Cfg.TLS.Cert)
+	}
 	if p, err := pve.ReadProxyDefaults(d.Cfg.PveproxyConfig); err != nil {
 		d.Logger.Error("reload failed, keeping pveproxy's previous settings", "err", err)
 	} else if err := d.applyPveproxy(p); err != nil {
@@ -352,13 +361,6 @@ func (d *Daemon) reload() {
 			d.Logger.Warn("LISTEN_IP changed: it applies after a restart", "file", d.Cfg.PveproxyConfig)
 		}
 		d.Logger.Info("reloaded pveproxy's settings", "file", d.Cfg.PveproxyConfig)
-	}
-	if err := d.certs.Reload(); err != nil {
-		d.Logger.Error("reload failed, keeping previous certificates", "err", err)
-	} else {
-		d.Proxy.CloseIdle()
-		d.peers.CloseIdle()
-		d.Logger.Info("reloaded TLS certificates", "cert", d.Cfg.TLS.Cert)
 	}
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 }
