@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pvesnap/pvesnap/daemon/pure"
 )
 
@@ -85,9 +87,28 @@ func (r Roots) blockName(devPath string) (string, error) {
 	}
 	name := filepath.Base(real)
 	if _, err := os.Stat(filepath.Join(r.Sys, "class", "block", name)); errors.Is(err, os.ErrNotExist) {
+		// A device node of its own rather than udev's symlink to the kernel's name (what
+		// "dmsetup mknodes" makes without udev, /dev/mapper/<name>): its device number is
+		// what LVM went by, and sysfs names the device that has it.
+		if n, ok := r.nameByNumber(real); ok {
+			return n, nil
+		}
 		return "", fmt.Errorf("device %s (%s) is not a block device known to sysfs", devPath, name)
 	}
 	return name, nil
+}
+
+// nameByNumber is the kernel name of the block device node p: /sys/dev/block/<major>:<minor>.
+func (r Roots) nameByNumber(p string) (string, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return "", false
+	}
+	link, err := os.Readlink(filepath.Join(r.Sys, "dev", "block", fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))))
+	if err != nil {
+		return "", false
+	}
+	return filepath.Base(link), true
 }
 
 func readTrim(p string) string {

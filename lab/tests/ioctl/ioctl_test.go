@@ -348,6 +348,9 @@ func TestDMResolutionMultipathPartitionLV(t *testing.T) {
 		guest.Run("vgremove", "-y", "vgmp")
 		guest.Run("dmsetup", "remove", "mpathlab-part1")
 		guest.Run("dmsetup", "remove", "mpathlab")
+		// The nodes mknodes made stay without udev, and would name the next maps to take
+		// their numbers (the restore suites' multipath map, later in the boot).
+		guest.Run("dmsetup", "mknodes")
 	}()
 	lvDevNum := strings.TrimSpace(mustOut(t, "lvs", "--noheadings", "-o", "lv_kernel_major,lv_kernel_minor", "--separator", ":", "vgmp/a"))
 	lvDev, err := dm.ParseDev(strings.ReplaceAll(lvDevNum, " ", ""))
