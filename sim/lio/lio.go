@@ -119,6 +119,9 @@ func (l *LIO) CreateTarget(id int) (*Target, error) {
 	p := filepath.Join(l.Root, "loopback", wwn, "tpgt_1")
 	// tcm_loop adds the SCSI host when the WWN's directory is made: list the hosts before.
 	before := hosts()
+	if _, err := os.Stat(p); err == nil {
+		return nil, fmt.Errorf("loopback target %d (%s) exists already: another test's, still configured", id, wwn)
+	}
 	if err := os.MkdirAll(p, 0o755); err != nil {
 		return nil, err
 	}

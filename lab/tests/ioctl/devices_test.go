@@ -201,17 +201,17 @@ func TestSCSIIdentityLargeLUNAndLongSerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Target and serials of their own: the engine suite, earlier in the same boot, leaves its
-	// targets (31, 32, …) configured under its VGs.
-	arr, err := lio.CreateTarget(41)
+	// A target and serials of their own: suites earlier in the same boot leave theirs
+	// configured (the engine's 31 to 36 under its VGs, the flasharray suite's 41 and 42).
+	arr, err := lio.CreateTarget(81)
 	if err != nil {
 		t.Fatal(err)
 	}
-	big, err := lio.CreateLUN("big4t", "/tmp/big4t.img", 4<<40, lunSerial(41))
+	big, err := lio.CreateLUN("big4t", "/tmp/big4t.img", 4<<40, lunSerial(81))
 	if err != nil {
 		t.Fatal(err)
 	}
-	long, err := lio.CreateLUN("longsn", "/tmp/longsn.img", 64*mib, lunSerial(42))
+	long, err := lio.CreateLUN("longsn", "/tmp/longsn.img", 64*mib, lunSerial(82))
 	if err != nil {
 		t.Fatal(err)
 	}
