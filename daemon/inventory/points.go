@@ -1,7 +1,8 @@
 package inventory
 
 import (
-	"sort"
+	"cmp"
+	"slices"
 	"strings"
 )
 
@@ -95,48 +96,89 @@ type pointGroup struct {
 // named by its earliest member instead ("<array>:<snapshot name>"), so an ID never silently
 // changes what it restores.
 func groupPoints(snaps []Snapshot) []pointGroup {
-	var groups []pointGroup
-	byPG := map[string]int{}
-	var vol []Snapshot
-	for _, s := range snaps {
-		if s.PGroup == "" {
-			vol = append(vol, s)
-			continue
-		}
-		k := s.Array + "\x00" + s.Point
-		i, ok := byPG[k]
-		if !ok {
-			i = len(groups)
-			byPG[k] = i
-			groups = append(groups, pointGroup{array: s.Array, key: s.Point, pgroup: s.PGroup, created: s.Created})
-		}
-		groups[i].members = append(groups[i].members, s)
-		groups[i].created = min(groups[i].created, s.Created)
+	order, ends := pointRuns(snaps)
+	sorted := make([]Snapshot, len(order))
+	for i, x := range order {
+		sorted[i] = snaps[x]
 	}
-	sort.Slice(vol, func(i, j int) bool {
-		a, b := vol[i], vol[j]
-		if a.Array != b.Array {
-			return a.Array < b.Array
-		}
-		if a.Point != b.Point {
-			return a.Point < b.Point
-		}
-		return a.Created < b.Created || (a.Created == b.Created && a.Name < b.Name)
-	})
-	for i := 0; i < len(vol); {
-		g := pointGroup{array: vol[i].Array, key: vol[i].Point, created: vol[i].Created}
-		seen := map[string]bool{}
-		for ; i < len(vol); i++ {
-			s := vol[i]
-			if s.Array != g.array || s.Point != g.key || s.Created-g.created > PointWindow || seen[s.Volume] {
-				break
-			}
-			seen[s.Volume] = true
-			g.members = append(g.members, s)
-		}
-		groups = append(groups, g)
+	groups := make([]pointGroup, 0, len(ends))
+	start := 0
+	for _, end := range ends {
+		first := &sorted[start] // the earliest of its run
+		groups = append(groups, pointGroup{array: first.Array, key: first.Point, pgroup: first.PGroup, created: first.Created,
+			members: sorted[start:end:end]}) // capacity capped: an append to one group never reaches the next
+		start = end
 	}
 	return groups
+}
+
+// countPoints is len(groupPoints(snaps)) without making the groups (the tree counts every
+// VM's points on each call).
+func countPoints(snaps []Snapshot) int {
+	_, ends := pointRuns(snaps)
+	return len(ends)
+}
+
+// pointRuns orders snaps (by index) so that each restore point's snapshots are adjacent,
+// earliest first, and returns where each point's run ends. Protection-group snapshots come
+// first, one run per protection-group snapshot; the others by suffix, a run ending where the
+// next snapshot is more than PointWindow after the run's first or of a volume already in it.
+func pointRuns(snaps []Snapshot) (order []int32, ends []int) {
+	order = make([]int32, len(snaps))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	noPG := func(s *Snapshot) int {
+		if s.PGroup == "" {
+			return 1
+		}
+		return 0
+	}
+	// Early returns, not cmp.Or: its arguments are all evaluated, and this runs for every
+	// VM's snapshots on each tree.
+	slices.SortFunc(order, func(x, y int32) int {
+		a, b := &snaps[x], &snaps[y]
+		if c := noPG(a) - noPG(b); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Array, b.Array); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Point, b.Point); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Created, b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	for i := 0; i < len(order); {
+		start := &snaps[order[i]]
+		j := i + 1
+		for ; j < len(order); j++ {
+			s := &snaps[order[j]]
+			if s.Array != start.Array || s.Point != start.Point || noPG(s) != noPG(start) {
+				break
+			}
+			if start.PGroup == "" && (s.Created-start.Created > PointWindow || hasVolume(snaps, order[i:j], s.Volume)) {
+				break
+			}
+		}
+		ends = append(ends, j)
+		i = j
+	}
+	return order, ends
+}
+
+// hasVolume reports whether the snapshots at run's indices include one of volume (a point
+// holds one snapshot per volume: a few, one per disk).
+func hasVolume(snaps []Snapshot, run []int32, volume string) bool {
+	for _, x := range run {
+		if snaps[x].Volume == volume {
+			return true
+		}
+	}
+	return false
 }
 
 // namePoints names the groups (see groupPoints).

@@ -218,7 +218,7 @@ func (in *treeInput) summary(inc *Incarnation) VMView {
 		}
 	}
 	if len(first) > 1 {
-		v.Restorable = len(groupPoints(usable))
+		v.Restorable = countPoints(usable)
 	}
 	return v
 }
