@@ -520,3 +520,44 @@ func TestSnapshotVM(t *testing.T) {
 		t.Fatal("suffix -bad accepted")
 	}
 }
+
+// The tree counts a VM's points once per set of snapshot ranges and reuses the count for
+// VMs with the same ranges: VMs on the same two volumes whose disks were made at different
+// times, and so see different snapshots, must not share a count; each matches its detail.
+func TestTreeCountsPerVMOnSharedVolumes(t *testing.T) {
+	f := newFixture(t)
+	vm := func(vmid int64, made time.Time) {
+		d0, d1 := fmt.Sprintf("vm-%d-disk-0", vmid), fmt.Sprintf("vm-%d-disk-1", vmid)
+		f.lv("vgsan1", d0, made)
+		f.lv("vgsan2", d1, made)
+		f.vm(vmid, fmt.Sprintf("vm%d", vmid), made, map[string]string{"scsi0": "san1:" + d0, "scsi1": "san2:" + d1})
+	}
+	f.clock = at(0)
+	vm(700, at(0))
+	vm(701, at(0))
+	f.clock = at(1)
+	f.snapshot("p1", san1, "pve-vgsan2-sdc")
+	f.clock = at(2)
+	vm(702, at(2)) // sees p2 and p3 only
+	f.snapshot("p2", san1, "pve-vgsan2-sdc")
+	f.clock = at(3)
+	vm(703, at(3)) // sees p3 only
+	f.snapshot("p3", san1, "pve-vgsan2-sdc")
+	f.refresh()
+	tree, err := f.inv.Tree(ctx, nil)
+	must(t, err)
+	want := map[int64]int{700: 3, 701: 3, 702: 2, 703: 1}
+	for _, v := range tree {
+		w, ok := want[v.VMID]
+		if !ok {
+			continue
+		}
+		if v.Restorable != w || v.Restorable != f.detail(v.VMID, time.Time{}).Restorable {
+			t.Errorf("VM %d: %d points in the tree, want %d (detail: %d)", v.VMID, v.Restorable, w, f.detail(v.VMID, time.Time{}).Restorable)
+		}
+		delete(want, v.VMID)
+	}
+	if len(want) > 0 {
+		t.Errorf("not in the tree: %v", want)
+	}
+}

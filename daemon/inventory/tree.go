@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -65,6 +66,9 @@ type VMDetail struct {
 type treeInput struct {
 	maps  map[string]StorageMap
 	snaps map[string][]Snapshot // by "array/volume", oldest first
+	// points counts the restore points of a set of snapshot ranges (see summary), for this
+	// input only: the VMs on one storage mostly predate all its snapshots, and so share one.
+	points map[string]int
 }
 
 func (inv *Inventory) input(ctx context.Context) (*treeInput, error) {
@@ -204,22 +208,45 @@ func (in *treeInput) summary(inc *Incarnation) VMView {
 			first[k] = d.LVTime
 		}
 	}
-	var usable []Snapshot
+	// Each volume's usable snapshots are a range of its list: the VM's points are those of
+	// the ranges, counted once per set of ranges.
+	type span struct {
+		volume string
+		from   int
+		to     int
+	}
+	spans := make([]span, 0, len(first))
 	for k, lvTime := range first {
 		list := in.snaps[k]
 		i := sort.Search(len(list), func(i int) bool { return list[i].Created >= lvTime*1000 })
-		for ; i < len(list) && isUsable(list[i].Created, lvTime, inc.Deleted); i++ {
-			v.Newest = max(v.Newest, list[i].Created)
-			if len(first) == 1 {
-				v.Restorable++
-			} else {
-				usable = append(usable, list[i])
-			}
+		j := i
+		for ; j < len(list) && isUsable(list[j].Created, lvTime, inc.Deleted); j++ {
+			v.Newest = max(v.Newest, list[j].Created)
 		}
+		spans = append(spans, span{k, i, j})
 	}
-	if len(first) > 1 {
-		v.Restorable = countPoints(usable)
+	if len(spans) == 1 {
+		v.Restorable = spans[0].to - spans[0].from
+		return v
 	}
+	slices.SortFunc(spans, func(a, b span) int { return strings.Compare(a.volume, b.volume) })
+	var key strings.Builder
+	for _, sp := range spans {
+		fmt.Fprintf(&key, "%s\x00%d\x00%d\x00", sp.volume, sp.from, sp.to)
+	}
+	n, ok := in.points[key.String()]
+	if !ok {
+		var usable []Snapshot
+		for _, sp := range spans {
+			usable = append(usable, in.snaps[sp.volume][sp.from:sp.to]...)
+		}
+		n = countPoints(usable)
+		if in.points == nil {
+			in.points = map[string]int{}
+		}
+		in.points[key.String()] = n
+	}
+	v.Restorable = n
 	return v
 }
 
