@@ -69,10 +69,24 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if h, ok := w.(http.Hijacker); ok {
 			if c, _, err := h.Hijack(); err == nil {
-				c.Close()
+				go lingerClose(c)
 			}
 		}
 	}
+}
+
+// lingerClose ends a connection whose request body is left unread. Closing a socket with
+// unread data in it makes the kernel reset the connection, and a client still sending its
+// body then sees "connection reset" instead of the answer it was sent. So the write side is
+// shut first (the client reads the answer, then the end), and what the client still sends is
+// read and dropped for a moment before the close.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(io.Discard, io.LimitReader(c, 64<<20))
+	c.Close()
 }
 
 // relay feeds a stream to the receiving task waiting for ticket and returns whether the
