@@ -234,7 +234,8 @@ func (in *treeInput) summary(inc *Incarnation) VMView {
 	for _, sp := range spans {
 		fmt.Fprintf(&key, "%s\x00%d\x00%d\x00", sp.volume, sp.from, sp.to)
 	}
-	n, ok := in.points[key.String()]
+	ranges := key.String()
+	n, ok := in.points[ranges]
 	if !ok {
 		var usable []Snapshot
 		for _, sp := range spans {
@@ -244,7 +245,7 @@ func (in *treeInput) summary(inc *Incarnation) VMView {
 		if in.points == nil {
 			in.points = map[string]int{}
 		}
-		in.points[key.String()] = n
+		in.points[ranges] = n
 	}
 	v.Restorable = n
 	return v
