@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,6 +85,8 @@ func waitAddress(ctx context.Context, file string, wait time.Duration) (string, 
 
 // acceptTCP listens on ip (a port of PVE's migration range), tells where in addrFile and
 // takes, within wait, the first connection that presents the ticket whose hash is hash.
+// Each connection's ticket is read on its own: one that connects and says nothing (a port
+// scanner, a stray peer) must not keep the sender waiting behind it until wait runs out.
 func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.Duration) (*incoming, error) {
 	var ln *net.TCPListener
 	for port := tcpPortFirst; port <= tcpPortLast && ln == nil; port++ {
@@ -104,24 +107,49 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 	ln.SetDeadline(time.Now().Add(wait))
 	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now()) })
 	defer stop()
-	for {
-		conn, err := ln.AcceptTCP()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+	var taken atomic.Bool // the first connection with the ticket is the stream; no other is
+	won := make(chan *net.TCPConn, 1)
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			conn, err := ln.AcceptTCP()
+			if err != nil {
+				ended <- err
+				return
 			}
-			return nil, fmt.Errorf("no stream came from node '%s' within %s (its sending task did not start)", node, wait)
+			go func() {
+				if presentsTicket(conn, hash) && taken.CompareAndSwap(false, true) {
+					won <- conn
+					return
+				}
+				conn.Write([]byte("ERROR no move waits for this ticket\n"))
+				conn.Close()
+			}()
 		}
-		ticket := make([]byte, 64)
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err = io.ReadFull(conn, ticket)
-		conn.SetReadDeadline(time.Time{})
-		if err == nil && subtle.ConstantTimeCompare([]byte(ticketHash(string(ticket))), []byte(hash)) == 1 {
-			return newTCPIncoming(ctx, conn, node)
+	}()
+	select {
+	case conn := <-won:
+		return newTCPIncoming(ctx, conn, node)
+	case <-ended:
+		if !taken.CompareAndSwap(false, true) {
+			// The sender's ticket was being read as the wait ran out: it came in time.
+			return newTCPIncoming(ctx, <-won, node)
 		}
-		conn.Write([]byte("ERROR no move waits for this ticket\n"))
-		conn.Close() // someone else: wait on for the sender
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("no stream came from node '%s' within %s (its sending task did not start)", node, wait)
 	}
+}
+
+// presentsTicket reads the 64 bytes a sender starts with, for at most 10 s, and tells whether
+// they are the ticket whose hash is hash.
+func presentsTicket(conn *net.TCPConn, hash string) bool {
+	ticket := make([]byte, 64)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.ReadFull(conn, ticket)
+	conn.SetReadDeadline(time.Time{})
+	return err == nil && subtle.ConstantTimeCompare([]byte(ticketHash(string(ticket))), []byte(hash)) == 1
 }
 
 func newTCPIncoming(ctx context.Context, conn *net.TCPConn, node string) (*incoming, error) {
