@@ -13,6 +13,11 @@
 // guest sends is appended, in dm-log-writes format, to work/<name>.log, which the guest reads
 // at /mnt/host/<name>.log to check that a flush follows the last write.
 //
+// Every image is made afresh and sparse at each boot, and the guest's discards and zero writes
+// punch holes in it, so a run holds on the host little more than the data its tests hold. A write the host's file
+// system refuses (ENOSPC) is an I/O error in the guest, not a paused guest waiting out the
+// timeout; labrun says so when the file system is full after a failed run.
+//
 // A missing /dev/kvm is never an error. On failure, the tail of the guest console is printed.
 package main
 
@@ -62,6 +67,7 @@ func main() {
 	w, err := filepath.Abs(*work)
 	must(err)
 	must(os.MkdirAll(w, 0o755))
+	var imgs images
 	vmlinux := filepath.Join(*labDir, "out", "vmlinux-"+*kernel)
 	initrd := filepath.Join(*labDir, "out", "initramfs-"+*kernel+".cpio")
 	for _, f := range []string{vmlinux, initrd} {
@@ -82,8 +88,8 @@ func main() {
 			"-device", "nvme,id=nvme0,serial=PVESNAPLAB01,subsys=nsubsys0,mdts=9")
 		for i := 1; i <= *nvmeNS; i++ {
 			img := filepath.Join(w, fmt.Sprintf("nvme-ns%d.img", i))
-			must(ensureImage(img, *nvmeSize))
-			args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=ns%d,format=raw,cache=unsafe,aio=threads", img, i),
+			must(imgs.make(img, *nvmeSize))
+			args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=ns%d,%s", img, i, driveOpts),
 				"-device", fmt.Sprintf("nvme-ns,drive=ns%d,bus=nvme0,nsid=%d,mssrl=65535,mcl=1048576,msrc=127", i, i))
 		}
 		for _, sp := range extraNS {
@@ -93,7 +99,7 @@ func main() {
 				os.Exit(2)
 			}
 			name := "ns" + nsid
-			node, props := backend(w, name, sp, &args)
+			node, props := backend(w, name, sp, &imgs, &args)
 			dev := fmt.Sprintf("nvme-ns,drive=%s%s,bus=nvme0,nsid=%s,mssrl=65535,mcl=1048576,msrc=127%s", node, props, nsid, blockSizes(sp))
 			if ms := get(sp, "ms", ""); ms != "" {
 				dev += ",ms=" + ms + ",pi=" + get(sp, "pi", "0")
@@ -106,10 +112,10 @@ func main() {
 	}
 	for i := 1; i <= *vdisks; i++ {
 		img := filepath.Join(w, fmt.Sprintf("vd%d.img", i))
-		must(ensureImage(img, *vdiskSize))
+		must(imgs.make(img, *vdiskSize))
 		// An explicit device, not if=virtio: QEMU places if=virtio drives after every -device,
 		// and vda, vdb must stay these disks whatever -disk adds.
-		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=vd%d,format=raw,cache=unsafe,aio=threads", img, i),
+		args = append(args, "-drive", fmt.Sprintf("file=%s,if=none,id=vd%d,%s", img, i, driveOpts),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=vd%d", i))
 	}
 	for _, sp := range extraDisks {
@@ -118,12 +124,13 @@ func main() {
 			fmt.Fprintf(os.Stderr, "labrun: -disk %v needs name=\n", sp)
 			os.Exit(2)
 		}
-		node, props := backend(w, name, sp, &args)
+		node, props := backend(w, name, sp, &imgs, &args)
 		if props != "" {
 			// virtio-blk merges requests up to IOV_MAX buffers; blklogwrites adds two for
 			// the log entry and its write then fails (EIO in the guest, seen as LIO's
-			// XCOPY writes failing on a logged disk).
-			props += ",request-merging=off"
+			// XCOPY writes failing on a logged disk). The error policy is the device's
+			// here: a -blockdev node has none of its own.
+			props += ",request-merging=off,werror=report,rerror=report"
 		}
 		args = append(args, "-device", fmt.Sprintf("virtio-blk-pci,drive=%s%s,serial=%s%s", node, props, name, blockSizes(sp)))
 	}
@@ -139,6 +146,7 @@ func main() {
 		}
 		args = append(args, "-netdev", "user,id=n0,"+strings.Join(rules, ","), "-device", "virtio-net-pci,netdev=n0")
 	}
+	imgs.checkSpace(w)
 	os.Remove(filepath.Join(w, ".rc"))
 	console, err := os.Create(filepath.Join(w, "console.log"))
 	must(err)
@@ -180,6 +188,9 @@ func main() {
 	}
 	if rc != 0 {
 		tail(filepath.Join(w, "console.log"), 60)
+		if free, err := freeBytes(w); err == nil && free < 256<<20 {
+			fmt.Fprintf(os.Stderr, "labrun: the file system of %s is full (%d MiB free): the guest's writes to its disks were refused (ENOSPC), which fails the tests above; free space there or set LAB_WORK to a larger one\n", w, free>>20)
+		}
 		if rc < 0 {
 			rc = 125
 		}
@@ -224,19 +235,19 @@ func blockSizes(sp map[string]string) string {
 // the device properties it needs: a raw image (scratch, flushes ignored), or with log the
 // image behind blklogwrites with a fresh log and the device's write cache on, so the guest
 // sends flushes and they reach the log.
-func backend(w, name string, sp map[string]string, args *[]string) (string, string) {
+func backend(w, name string, sp map[string]string, imgs *images, args *[]string) (string, string) {
 	img := filepath.Join(w, name+".img")
-	must(ensureImage(img, get(sp, "size", "1G")))
+	must(imgs.make(img, get(sp, "size", "1G")))
 	if get(sp, "log", "") == "" {
-		*args = append(*args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,format=raw,cache=unsafe,aio=threads", img, name))
+		*args = append(*args, "-drive", fmt.Sprintf("file=%s,if=none,id=%s,%s", img, name, driveOpts))
 		return name, ""
 	}
 	logf := filepath.Join(w, name+".log")
 	must(os.WriteFile(logf, nil, 0o644)) // a new log each boot
 	*args = append(*args,
-		"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-img,aio=threads", img, name),
+		"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-img,aio=threads,discard=unmap,detect-zeroes=unmap", img, name),
 		"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-log", logf, name),
-		"-blockdev", fmt.Sprintf("driver=blklogwrites,node-name=%s,file=%s-img,log=%s-log,log-sector-size=512", name, name, name))
+		"-blockdev", fmt.Sprintf("driver=blklogwrites,node-name=%s,file=%s-img,log=%s-log,log-sector-size=512,discard=unmap", name, name, name))
 	return name, ",write-cache=on"
 }
 
@@ -259,22 +270,53 @@ func readRC(p string) int {
 	return n
 }
 
-// ensureImage makes a sparse image of size, or grows a smaller one left by an earlier run
-// (its contents are scratch; a larger one is kept as it is).
-func ensureImage(p, size string) error {
+// driveOpts are the options of every -drive: the image is scratch (cache=unsafe: the host
+// never flushes it); the guest's discards, and its writes of zeros, become holes in it
+// (discard=unmap, detect-zeroes=unmap: the tests write large zero ranges on purpose, and the
+// guest reads them back as zeros all the same); a write the host refuses is the guest's I/O
+// error (werror=report; QEMU's default for ENOSPC pauses the guest, which then sits out the
+// whole timeout).
+const driveOpts = "format=raw,cache=unsafe,aio=threads,discard=unmap,detect-zeroes=unmap,werror=report,rerror=report"
+
+// images are the disk images of one boot and the most they can take on the host.
+type images struct{ total int64 }
+
+// make makes a new sparse image of size, replacing one left by an earlier boot: the
+// contents are scratch, and what a boot wrote stays allocated until the file is gone.
+func (m *images) make(p, size string) error {
 	n, err := parseSize(size)
 	if err != nil {
 		return err
 	}
-	if fi, err := os.Stat(p); err == nil && fi.Size() >= n {
-		return nil
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	m.total += n
 	return f.Truncate(n)
+}
+
+// checkSpace warns when the images could outgrow the free space of w's file system. Only a
+// warning: the guest's tests fill a part of their disks, and discard most of what they fill.
+func (m *images) checkSpace(w string) {
+	free, err := freeBytes(w)
+	if err != nil || free >= m.total {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "labrun: warning: the guest's disk images can grow to %d MiB and %s has %d MiB free; a write the host refuses fails in the guest as an I/O error\n", m.total>>20, w, free>>20)
+}
+
+// freeBytes is what an unprivileged process can still write on p's file system.
+func freeBytes(p string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(p, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 func parseSize(s string) (int64, error) {
