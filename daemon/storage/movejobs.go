@@ -68,6 +68,7 @@ func (m *Module) moveSend(ctx context.Context, t *tasks.Task, raw json.RawMessag
 type counter struct {
 	r       io.Reader
 	n       atomic.Int64
+	eof     atomic.Bool // the reader ended: the whole stream was taken
 	t       *tasks.Task
 	total   int64
 	started time.Time
@@ -75,6 +76,9 @@ type counter struct {
 
 func (c *counter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	if err == io.EOF {
+		c.eof.Store(true)
+	}
 	done := c.n.Add(int64(n))
 	if c.t != nil {
 		c.t.Progress(min(done, c.total-1), c.total, c.started, progressEvery) // 100% only once committed
@@ -120,8 +124,8 @@ func fill(r io.Reader, buf []byte) (int, error) {
 }
 
 // postStream sends body to the target node's pvesnap and returns its verdict: nil once the
-// volume is committed there.
-func (m *Module) postStream(ctx context.Context, s MoveSpec, estimate int64, body io.Reader) error {
+// volume is committed there; errNoAnswer when the whole body went out and the answer was lost.
+func (m *Module) postStream(ctx context.Context, s MoveSpec, estimate int64, body *counter) error {
 	client, base, err := m.Peers.Client(s.TargetNode, 30*time.Minute) // the answer comes after the target's flush
 	if err != nil {
 		return err
@@ -135,6 +139,9 @@ func (m *Module) postStream(ctx context.Context, s MoveSpec, estimate int64, bod
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Expect", "100-continue") // refused streams are refused before any byte
 	resp, err := client.Do(req)
+	if err != nil && body.eof.Load() {
+		return fmt.Errorf("stream to node '%s': %w (%v)", s.TargetNode, errNoAnswer, err)
+	}
 	if err != nil {
 		return fmt.Errorf("stream to node '%s': %w", s.TargetNode, err)
 	}
@@ -203,6 +210,7 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 			return nil
 		})
 		if err != nil {
+			keep = keepUnanswered(t, err, snap, s.TargetNode)
 			return err
 		}
 		keep = true
@@ -229,6 +237,7 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 	case serr != nil && !errors.Is(serr, syscall.EPIPE):
 		return fmt.Errorf("sending %s: %w", snap, serr)
 	case perr != nil:
+		keep = keepUnanswered(t, perr, snap, s.TargetNode)
 		return perr
 	case serr != nil:
 		return fmt.Errorf("sending %s: %w", snap, serr)
@@ -237,6 +246,18 @@ func (m *Module) sendZFS(ctx context.Context, t *tasks.Task, s MoveSpec) error {
 	m.sentLog(t, s, body.n.Load(), time.Since(start))
 	m.removeEarlier(t, dev, src, s.Earlier)
 	return nil
+}
+
+// keepUnanswered tells whether a failed move keeps its new snapshot: only when the answer was
+// lost after the whole stream (errNoAnswer). The target may then hold it as its newest, and
+// without it on the source the next move could find no base and refuse the volume as another.
+// The next move that succeeds removes it with the other earlier ones.
+func keepUnanswered(t *tasks.Task, err error, snap, node string) bool {
+	if !errors.Is(err, errNoAnswer) {
+		return false
+	}
+	t.Warnf("kept snapshot %s: node '%s' may have committed it as its newest, the base of the next move", snap, node)
+	return true
 }
 
 func (m *Module) sentLog(t *tasks.Task, s MoveSpec, n int64, el time.Duration) {

@@ -226,6 +226,11 @@ func dialTCP(ctx context.Context, s MoveSpec) (*net.TCPConn, error) {
 	return conn, nil
 }
 
+// errNoAnswer: the whole stream went out but the receiving node's answer did not come back,
+// so the volume may be committed there. What the next move needs stays: a ZFS volume's new
+// snapshot is then the newest both nodes hold, the next stream's base.
+var errNoAnswer = errors.New("the whole stream went out but no answer came back: the volume may be committed there")
+
 // verdict reads the receiving task's last word on a plain stream, after the stream.
 func verdict(ctx context.Context, conn *net.TCPConn, node string) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
@@ -284,6 +289,9 @@ func sendTCP(ctx context.Context, s MoveSpec, progress func(acked int64), write 
 		return acked(), werr
 	}
 	err = verdict(ctx, conn, s.TargetNode)
+	if err != nil && !strings.HasPrefix(err.Error(), "node '"+s.TargetNode+"': ") {
+		err = fmt.Errorf("%w (%v)", errNoAnswer, err)
+	}
 	return acked(), err // after the verdict the other side has it all
 }
 

@@ -3,6 +3,7 @@ package storage
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"path/filepath"
@@ -85,5 +86,73 @@ func TestPlainStreamWaitsNoLongerThanAsked(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("returned after %s", d)
+	}
+}
+
+// After the whole stream, a receiver that answers is heard; one whose answer is lost may have
+// committed the volume, and the sender must be able to tell that from a refusal (it keeps
+// what the next move needs).
+func TestPlainStreamAnswerLostAfterTheWholeStream(t *testing.T) {
+	for _, c := range []struct {
+		name, answer string
+		readAll      bool
+		noAnswer     bool
+		says         string
+	}{
+		{"committed", "OK\n", true, false, ""},
+		{"refused", "ERROR flushing pve/vm-100-disk-0 failed\n", true, false, "node 'pve2': flushing pve/vm-100-disk-0 failed"},
+		{"answer lost", "", true, true, "may be committed there"},
+		{"broken off mid-stream", "", false, false, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				conn, err := ln.AcceptTCP()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				if c.readAll {
+					io.Copy(io.Discard, conn)
+					conn.Write([]byte(c.answer))
+					return
+				}
+				io.ReadFull(conn, make([]byte, 1<<16))
+				conn.SetLinger(0) // a reset: the sender's writes fail
+			}()
+			s := MoveSpec{Address: ln.Addr().String(), Ticket: strings.Repeat("5a", 32), TargetNode: "pve2"}
+			_, err = sendTCP(context.Background(), s, nil, func(conn *net.TCPConn) error {
+				buf := make([]byte, 1<<20)
+				n := 4
+				if !c.readAll {
+					n = 256
+				}
+				for i := 0; i < n; i++ {
+					if _, err := conn.Write(buf); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if c.answer == "OK\n" {
+				if err != nil {
+					t.Fatalf("a committed move failed: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("the move succeeded without an OK")
+			}
+			if errors.Is(err, errNoAnswer) != c.noAnswer {
+				t.Fatalf("%v: errNoAnswer is %v, want %v", err, errors.Is(err, errNoAnswer), c.noAnswer)
+			}
+			if !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("%v, want it to say %q", err, c.says)
+			}
+		})
 	}
 }
