@@ -182,6 +182,46 @@ func TestInactivity(t *testing.T) {
 	}
 }
 
+// A handler may give its body a limit of its own through http.ResponseController (a move's
+// stream pauses while zfs send waits on its pool); the next request has the inactivity
+// timeout again.
+func TestHandlerSetsItsBodysReadDeadline(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 2)
+	addr := startWith(t, &Server{ReadHeaderTimeout: 2 * time.Second, InactivityTimeout: idle}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/patient" {
+			if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(20 * idle)); err != nil {
+				got <- result{err: err}
+				return
+			}
+		}
+		b, err := io.ReadAll(r.Body)
+		got <- result{string(b), err}
+	}))
+	c := dialer(t, addr)()
+	io.WriteString(c, "POST /patient HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst")
+	time.Sleep(5 * idle)
+	io.WriteString(c, " half")
+	if r := <-got; r.err != nil || r.body != "first half" {
+		t.Fatalf("a body paused under the handler's own deadline: %q, %v", r.body, r.err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("answer: %v", err)
+	}
+	io.WriteString(c, "POST /hasty HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst")
+	time.Sleep(5 * idle)
+	io.WriteString(c, " half")
+	if r := <-got; r.err == nil {
+		t.Fatalf("the next request kept the handler's deadline: its paused body was read (%q)", r.body)
+	}
+}
+
 // At MaxConns, a new connection takes the place of an idle one first, then of the one that
 // has waited longest for its header; connections serving a request are never closed, and
 // accepting waits for one of them to end.

@@ -222,6 +222,18 @@ func (w *response) FlushError() error {
 	return w.c.bw.Flush()
 }
 
+// SetReadDeadline, for http.ResponseController, sets a fixed deadline for the reads of the
+// request's body in place of the inactivity timeout (the zero time: the inactivity timeout
+// again), until the handler returns. A handler whose client may pause for longer on purpose
+// (a move's stream while zfs send waits on its pool) takes its own limit this way.
+func (w *response) SetReadDeadline(d time.Time) error {
+	if w.c.hijacked {
+		return http.ErrHijacked
+	}
+	w.c.tc.readBy(d)
+	return nil
+}
+
 func (w *response) finish() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)

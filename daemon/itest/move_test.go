@@ -261,6 +261,52 @@ func (b *cutReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// pausingReader yields data with one pause halfway: a sender whose zfs send waits on its
+// busy pool.
+type pausingReader struct {
+	data  []byte
+	at    int
+	pause time.Duration
+}
+
+func (p *pausingReader) Read(b []byte) (int, error) {
+	if len(p.data) == 0 {
+		return 0, io.EOF
+	}
+	if p.at == 0 {
+		time.Sleep(p.pause)
+	}
+	n := min(len(b), len(p.data))
+	if p.at > 0 {
+		n = min(n, p.at)
+	}
+	copy(b, p.data[:n])
+	p.data, p.at = p.data[n:], p.at-n
+	return n, nil
+}
+
+// TestMoveStreamOutlastsThePause: a stream that brings nothing for longer than the API's
+// inactivity limit (pveproxy's 5 s, which the daemon keeps for every other request body) is
+// not cut: zfs send pauses that long while its pool is busy.
+func TestMoveStreamOutlastsThePause(t *testing.T) {
+	e := Start(t, "pve1", "pve2")
+	const size = 4 << 20
+	c, upid, ticket, _ := prepareAs(t, e, "pve2", "pve1", "vm-100-disk-4", size)
+	whole := blockStream(t, size)
+	resp, err := postStream(t, e, c, "pve2", ticket, &pausingReader{data: whole, at: len(whole) / 2, pause: 6 * time.Second})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a stream that paused 6 s: %v %v", resp, err)
+	}
+	if st, err := c.WaitTask(upid, 10*time.Second); err != nil || st != "OK" {
+		t.Fatalf("receiving task: %q %v", st, err)
+	}
+	chunk := bytes.Repeat([]byte("moved "), (1<<20)/6+1)[:1<<20] // what blockStream writes in each MiB
+	got, err := os.ReadFile(e.Sim.Store("pve2", "local-lvm").Path("vm-100-disk-4"))
+	if err != nil || !bytes.Equal(got, bytes.Repeat(chunk, size>>20)) {
+		t.Fatalf("the volume on pve2 (%d bytes, %v) is not the stream's", len(got), err)
+	}
+}
+
 // TestMoveBrokenOffLeavesNothing: a stream that breaks off halfway leaves no volume (and no
 // half-written LV under any name) on the target, and the receiving task says what happened.
 func TestMoveBrokenOffLeavesNothing(t *testing.T) {

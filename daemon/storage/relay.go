@@ -54,7 +54,8 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	estimate, _ := strconv.ParseInt(r.Header.Get(sizeHeader), 10, 64)
-	unread, err := m.relay(r.Context(), from, ticket, estimate, r.Body)
+	body := &patientBody{r: r.Body, rc: http.NewResponseController(w), quiet: streamQuiet}
+	unread, err := m.relay(r.Context(), from, ticket, estimate, body)
 	if err != nil {
 		m.Logger.Warn("move stream failed", "from", from, "err", err)
 		api.WriteError(w, api.JSON, err)
@@ -73,6 +74,25 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// streamQuiet is how long a move's stream may bring nothing before the receiver gives up. The
+// API's inactivity limit (pveproxy's 5 s) would end a move whenever zfs send pauses, and it
+// pauses while its pool is busy (a transaction group sync, a scrub, slow disks); a sender
+// that is gone is found by TCP keepalive well before this.
+const streamQuiet = 5 * time.Minute
+
+// patientBody gives each read of a stream the deadline quiet from now, in place of the
+// server's inactivity timeout.
+type patientBody struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	quiet time.Duration
+}
+
+func (b *patientBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.quiet)) // a server without it keeps its own limit
+	return b.r.Read(p)
 }
 
 // lingerClose ends a connection whose request body is left unread. Closing a socket with
