@@ -90,7 +90,9 @@ for s in "${sections[@]}"; do
 /mnt/host/bin/copybench -set move -out /mnt/host/bench-move.json
 ' > "$W/bench.sh"
     rm -f "$W/bench-move.json"
-    go run ./lab/labrun -work "$W" -kernel "${LAB_KV:-6.12.117+deb12-amd64}" -script bench.sh -vdisks 2 -vdisk-size 20G -timeout 60m
+    # The bookworm base (PVE 8), whose kernel lab/setup.sh chose from what the mirror offers.
+    kv=${LAB_KV:-$(sed -n 's/^KV_BOOKWORM=//p' "${LAB_DIR:-/var/tmp/pvesnap-lab}/out/kernels.env")}
+    go run ./lab/labrun -work "$W" -kernel "$kv" -script bench.sh -vdisks 2 -vdisk-size 20G -timeout 60m
     res=$(go run ./lab/bench/report -in "$W/bench-move.json" -img docs/img)
     echo "$res"
     { echo; echo "## Moves between nodes"; echo; echo "Measured on $(date -u +%Y-%m-%d), host $machine."; echo
