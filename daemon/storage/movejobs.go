@@ -522,14 +522,21 @@ func (m *Module) moveReceive(ctx context.Context, t *tasks.Task, raw json.RawMes
 // progress logs a receive's progress from the daemon's count until done is closed.
 func progress(t *tasks.Task, in *incoming, done <-chan struct{}) {
 	start := time.Now()
-	tick := time.NewTicker(progressEvery)
+	every(progressEvery, done, func() {
+		t.Progress(min(in.relayed.Load(), max(in.Estimate, 1)-1), max(in.Estimate, 1), start, 0)
+	})
+}
+
+// every calls f every d until done is closed.
+func every(d time.Duration, done <-chan struct{}, f func()) {
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for {
 		select {
 		case <-done:
 			return
 		case <-tick.C:
-			t.Progress(min(in.relayed.Load(), max(in.Estimate, 1)-1), max(in.Estimate, 1), start, 0)
+			f()
 		}
 	}
 }

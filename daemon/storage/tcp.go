@@ -160,28 +160,15 @@ func newTCPIncoming(ctx context.Context, conn *net.TCPConn, node string) (*incom
 	}
 	in := &incoming{conn: conn, Data: f, Node: node, ctlDone: make(chan struct{})}
 	in.total.Store(-1)
-	close(in.ctlDone) // no relay: no word of one to wait for
-	done := make(chan struct{})
-	go func() { // progress: what the connection has brought so far (the ticket aside)
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if n := tcpCount(conn, false); n > 64 {
-					in.relayed.Store(n - 64)
-				}
-			}
-		}
-	}()
-	in.closing = func() { close(done) }
-	in.recount = func() {
+	close(in.ctlDone)     // no relay: no word of one to wait for
+	in.recount = func() { // what the connection has brought so far (the ticket aside)
 		if n := tcpCount(conn, false); n > 64 {
 			in.relayed.Store(n - 64)
 		}
 	}
+	done := make(chan struct{})
+	go every(2*time.Second, done, in.recount)
+	in.closing = func() { close(done) }
 	context.AfterFunc(ctx, func() {
 		in.Finish(errors.New("interrupted by stop request"))
 		conn.CloseRead() // the kernel's read sees the end: the receive fails and cleans up
@@ -261,18 +248,7 @@ func sendTCP(ctx context.Context, s MoveSpec, progress func(acked int64), write 
 	acked := func() int64 { return max(tcpCount(conn, true)-int64(len(s.Ticket)), 0) }
 	done := make(chan struct{})
 	if progress != nil {
-		go func() {
-			tick := time.NewTicker(progressEvery)
-			defer tick.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-tick.C:
-					progress(acked())
-				}
-			}
-		}()
+		go every(progressEvery, done, func() { progress(acked()) })
 	}
 	stop := context.AfterFunc(ctx, func() { conn.CloseWrite() }) // a write in the kernel fails
 	werr := write(conn)
