@@ -160,8 +160,9 @@ func newTCPIncoming(ctx context.Context, conn *net.TCPConn, node string) (*incom
 	}
 	in := &incoming{conn: conn, Data: f, Node: node, ctlDone: make(chan struct{})}
 	in.total.Store(-1)
-	close(in.ctlDone)     // no relay: no word of one to wait for
-	in.recount = func() { // what the connection has brought so far (the ticket aside)
+	close(in.ctlDone) // no relay: no word of one to wait for
+	// What the connection has brought so far, the ticket aside.
+	in.recount = func() {
 		if n := tcpCount(conn, false); n > 64 {
 			in.relayed.Store(n - 64)
 		}
