@@ -268,8 +268,8 @@ func (h Host) Remove(ctx context.Context, serial string, log func(string, ...any
 		if !h.multipathd() {
 			argv = []string{"multipath", "-f", name} // this one map; never -F (every unused map)
 		}
-		if _, err := h.Run.Run(ctx, argv); err != nil {
-			return fmt.Errorf("removing multipath map %s of serial %s: %w", name, serial, err)
+		if err := h.removeMap(ctx, argv, serial, dm, log); err != nil {
+			return err
 		}
 		if still, _ := h.mapOf(serial); still != "" {
 			return fmt.Errorf("multipath map %s of serial %s is still there after %s", name, serial, strings.Join(argv, " "))
@@ -301,6 +301,44 @@ func (h Host) Remove(ctx context.Context, serial string, log func(string, ...any
 		h.write(filepath.Join(ctrl, "rescan_controller"), "1") //nolint:errcheck // what it does is checked by Gone
 	}
 	return nil
+}
+
+// A map that another process has open for a moment refuses removal: LVM's device scan
+// (pvestatd runs vgs every 10 s), blkid. Neither multipathd's "remove map" nor "multipath -f"
+// retries by default (remove_retries 0), so pvesnap does, as os-brick does: for up to
+// mapRemoveAttempts × mapRemoveDelay, while nothing holds the map.
+const mapRemoveAttempts = 10
+
+var mapRemoveDelay = 500 * time.Millisecond // shorter in tests
+
+// removeMap runs argv (the removal of map dm of serial) until the map is gone or the attempts
+// are spent; a holder that appears meanwhile ends it at once.
+func (h Host) removeMap(ctx context.Context, argv []string, serial, dm string, log func(string, ...any)) error {
+	name := argv[len(argv)-1]
+	for attempt := 1; ; attempt++ {
+		_, err := h.Run.Run(ctx, argv)
+		if err == nil {
+			return nil
+		}
+		if still, _ := h.mapOf(serial); still == "" {
+			return nil // gone all the same (removed by multipathd itself meanwhile)
+		}
+		if hs := h.holders(dm); len(hs) > 0 {
+			return fmt.Errorf("multipath map %s (%s) of serial %s is in use by %s: not removed", name, dm, serial, strings.Join(hs, ", "))
+		}
+		if attempt == mapRemoveAttempts {
+			return fmt.Errorf("removing multipath map %s of serial %s (%d attempts over %s: something keeps it open): %w",
+				name, serial, attempt, time.Duration(attempt-1)*mapRemoveDelay, err)
+		}
+		if attempt == 1 {
+			log("multipath map %s is busy (%v): trying again for up to %s", name, err, time.Duration(mapRemoveAttempts-1)*mapRemoveDelay)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(mapRemoveDelay):
+		}
+	}
 }
 
 // Gone checks, once the array no longer presents the volume, that no device of it is left:

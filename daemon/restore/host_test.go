@@ -2,6 +2,8 @@ package restore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,7 +28,9 @@ type san struct {
 	calls    []string
 	// mapOnAdd: "multipathd add map" builds the map over the paths.
 	mapOnAdd bool
-	gone     []string // SCSI devices deleted through sysfs
+	// busy: this many map removals fail first, as for a map another process has open.
+	busy int
+	gone []string // SCSI devices deleted through sysfs
 }
 
 func newSAN(t *testing.T) *san {
@@ -87,6 +91,10 @@ func (s *san) Run(_ context.Context, argv []string) ([]byte, error) {
 	switch {
 	case len(argv) == 4 && argv[0] == "multipathd" && argv[1] == "remove" && argv[2] == "map",
 		len(argv) == 3 && argv[0] == "multipath" && argv[1] == "-f":
+		if s.busy > 0 {
+			s.busy--
+			return []byte("fail\n"), errors.New("exit code 1")
+		}
 		name := argv[len(argv)-1]
 		ms, _ := filepath.Glob(filepath.Join(s.sys, "block", "dm-*", "dm", "name"))
 		for _, m := range ms {
@@ -143,6 +151,36 @@ func TestRemoveDevicesMultipath(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.sys, "block", "dm-4")); err != nil {
 		t.Fatal("another LUN's map went")
+	}
+}
+
+// A map another process has open for a moment (an LVM scan) refuses removal; the removal is
+// tried again until it goes, and a map that stays busy fails with how long it was tried.
+func TestRemoveDevicesMapBusyForAMoment(t *testing.T) {
+	s := newSAN(t)
+	s.path("sdc", testSerial)
+	s.multipathMap("dm-3", testSerial, "sdc")
+	defer func(d time.Duration) { mapRemoveDelay = d }(mapRemoveDelay)
+	mapRemoveDelay = 10 * time.Millisecond
+	s.busy = 2
+	var logged []string
+	log := func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }
+	must(t, s.host(true).Remove(ctx, testSerial, log))
+	name := "3" + pure.NAA(testSerial)
+	if n := slices.Index(s.calls, "multipathd remove map "+name); n != 0 || s.calls[1] != s.calls[0] || s.calls[2] != s.calls[0] || !s.deleted("sdc") {
+		t.Fatalf("commands %v: want the removal three times, then the path deleted", s.calls)
+	}
+	if len(logged) == 0 || !strings.Contains(logged[0], "multipath map "+name+" is busy") {
+		t.Fatalf("log %q", logged)
+	}
+
+	s = newSAN(t)
+	s.path("sdc", testSerial)
+	s.multipathMap("dm-3", testSerial, "sdc")
+	s.busy = mapRemoveAttempts
+	err := s.host(true).Remove(ctx, testSerial, noLog)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d attempts over", mapRemoveAttempts)) || s.deleted("sdc") {
+		t.Fatalf("a map that stays busy: %v (path deleted: %v)", err, s.deleted("sdc"))
 	}
 }
 
