@@ -71,6 +71,7 @@ type Node struct {
 	mounts []string
 	target *lio.Target
 	iscsi  *iscsiFabric
+	plane  *flasharray.LIO
 }
 
 // Start builds the node (without VMs) and starts pvesnap.
@@ -103,6 +104,7 @@ func Start(o Options) (*Node, error) {
 	}
 	const iqn = "iqn.2026-11.org.pvesnap:lab"
 	plane := &flasharray.LIO{Files: &flasharray.Files{Dir: data}, L: li}
+	n.plane = plane
 	if o.Fabric == FabricISCSI {
 		if n.iscsi, err = startISCSI(li, iqn, o.Work); err != nil {
 			return nil, err
@@ -354,6 +356,9 @@ func (n *Node) Close() {
 	}
 	if n.target != nil {
 		n.target.Delete() // the next node in this guest makes the same target again
+	}
+	if n.plane != nil {
+		n.plane.Close() // what a failed test left connected holds files on the data disk
 	}
 	for _, m := range n.mounts {
 		guest.Run("umount", m)

@@ -96,3 +96,20 @@ func (p *LIO) Disconnect(serial, host string, n int) error {
 	}
 	return nil
 }
+
+// Close removes the backstores of volumes still connected, once the targets that mapped them
+// are gone: a backstore keeps its volume's file open, and with it the file system under the
+// array's data (a test that failed half-way leaves connections behind).
+func (p *LIO) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first error
+	for serial, lun := range p.luns {
+		if err := p.L.Delete(lun); err != nil && first == nil {
+			first = fmt.Errorf("LIO backstore of %s: %w", serial, err)
+		}
+		delete(p.luns, serial)
+		delete(p.maps, serial)
+	}
+	return first
+}
