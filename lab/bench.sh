@@ -66,6 +66,7 @@ for s in "${sections[@]}"; do
 ' > "$W/bench.sh"
     rm -f "$W/bench-copy.json"
     go run ./lab/labrun -work "$W" ${LAB_KV:+-kernel "$LAB_KV"} -script bench.sh -vdisks 2 -vdisk-size 20G -timeout 60m
+    rm -f "$W"/*.img # scratch, made afresh at every boot
     res=$(go run ./lab/bench/report -in "$W/bench-copy.json" -img docs/img)
     echo "$res"
     { echo; echo "## Copies"; echo; echo "Measured on $(date -u +%Y-%m-%d), host $machine."; echo
@@ -93,6 +94,7 @@ for s in "${sections[@]}"; do
     # The bookworm base (PVE 8), whose kernel lab/setup.sh chose from what the mirror offers.
     kv=${LAB_KV:-$(sed -n 's/^KV_BOOKWORM=//p' "${LAB_DIR:-/var/tmp/pvesnap-lab}/out/kernels.env")}
     go run ./lab/labrun -work "$W" -kernel "$kv" -script bench.sh -vdisks 2 -vdisk-size 20G -timeout 60m
+    rm -f "$W"/*.img
     res=$(go run ./lab/bench/report -in "$W/bench-move.json" -img docs/img)
     echo "$res"
     { echo; echo "## Moves between nodes"; echo; echo "Measured on $(date -u +%Y-%m-%d), host $machine."; echo

@@ -82,6 +82,8 @@ if [ -n "${KV_CDFE:-}" ]; then
 else
   echo "[lab] SKIP: the mirror offers no 6.12 kernel older than 6.12.110: the NVMe CDFE suite needs one (newer kernels refuse user-space Set Features 0x16; pvesnap falls back, tested on the trixie boot)"
 fi
+# The disk images are scratch, made afresh at every boot: none is kept taking space.
+rm -f "$W"/run/*.img
 pass=$(cat "$W"/run/*.out | grep -c '^--- PASS' || true)
 fail=$(cat "$W"/run/*.out | grep -c '^--- FAIL' || true)
 skip=$(cat "$W"/run/*.out | grep -c '^--- SKIP' || true)

@@ -13,10 +13,11 @@
 // guest sends is appended, in dm-log-writes format, to work/<name>.log, which the guest reads
 // at /mnt/host/<name>.log to check that a flush follows the last write.
 //
-// Every image is made afresh and sparse at each boot, and the guest's discards and zero writes
-// punch holes in it, so a run holds on the host little more than the data its tests hold. A write the host's file
-// system refuses (ENOSPC) is an I/O error in the guest, not a paused guest waiting out the
-// timeout; labrun says so when the file system is full after a failed run.
+// Every image is made afresh and sparse at each boot, and the guest's discards and zero
+// writes punch holes in it, so a run holds on the host little more than the data its tests
+// hold. A write the host's file system refuses (ENOSPC) is an I/O error in the guest, not a
+// paused guest waiting out the timeout; labrun says so when the file system is full after a
+// failed run.
 //
 // A missing /dev/kvm is never an error. On failure, the tail of the guest console is printed.
 package main
