@@ -87,6 +87,7 @@ func main() {
 const (
 	tableLV       = "lv"        // 1 GiB LV, full of data
 	tableHalfZero = "half-zero" // 1 GiB LV, second half zeros
+	tableLayout   = "layout"    // the host copy's I/O layouts, the same LV
 	tableZvol     = "zvol"      // CSI copies of zvols through the daemon
 	tableMove     = "move"      // a zvol moved to another node
 )
@@ -242,6 +243,20 @@ func bench() ([]Case, error) {
 		}},
 	}
 	if err := measureAll(steps); err != nil {
+		return nil, err
+	}
+	// The host copy's I/O layout swept, against dd again: where the layouts tie, the copy is
+	// bound by the disks' path (here the emulated one), not by how the I/O is issued.
+	var layouts []step
+	for _, l := range [][2]int{{1, 8}, {2, 8}, {4, 8}, {8, 8}, {4, 16}, {16, 4}} {
+		inFlight, chunk := l[0], int64(l[1])<<20
+		layouts = append(layouts, step{tableLayout, fmt.Sprintf("pvesnap copy --force-host-copy --in-flight %d --chunk-mib %d", inFlight, l[1]), "",
+			[]string{dd}, func(*[][2]float64) error {
+				_, err := engine.Copy(ctx, "/dev/vgb0/src", "/dev/vgb1/dst", engine.Options{ForceHost: true, HostInFlight: inFlight, HostChunk: chunk})
+				return err
+			}})
+	}
+	if err := measureAll(append(layouts, step{tableLayout, dd, "peer", nil, ddCopy})); err != nil {
 		return nil, err
 	}
 	// Half of the source zeros: the host copy writes zero ranges as BLKZEROOUT.
