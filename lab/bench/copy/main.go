@@ -250,7 +250,7 @@ func bench() ([]Case, error) {
 	var layouts []step
 	for _, l := range [][2]int{{1, 8}, {2, 8}, {4, 8}, {8, 8}, {4, 16}, {16, 4}} {
 		inFlight, chunk := l[0], int64(l[1])<<20
-		layouts = append(layouts, step{tableLayout, fmt.Sprintf("pvesnap copy --force-host-copy --in-flight %d --chunk-mib %d", inFlight, l[1]), "",
+		layouts = append(layouts, step{tableLayout, fmt.Sprintf("pvesnap copy --force-host-copy --in-flight %d --chunk-mib %d", inFlight, l[1]), "O_DIRECT",
 			[]string{dd}, func(*[][2]float64) error {
 				_, err := engine.Copy(ctx, "/dev/vgb0/src", "/dev/vgb1/dst", engine.Options{ForceHost: true, HostInFlight: inFlight, HostChunk: chunk})
 				return err
