@@ -391,3 +391,35 @@ func (n *Node) Detach(serial string) {
 		n.iscsi.detach(serial)
 	}
 }
+
+// SAN is the iSCSI fabric by itself, without a node or an array simulator: the benchmarks
+// copy between LUNs that the host reaches as a production node reaches its array (two
+// sessions, dm-multipath), where commands take a network round trip.
+type SAN struct{ f *iscsiFabric }
+
+// StartSAN starts the fabric on li for initiator; its daemons' logs go to work.
+func StartSAN(li *lio.LIO, initiator, work string) (*SAN, error) {
+	os.MkdirAll(work, 0o755)
+	f, err := startISCSI(li, initiator, work)
+	if err != nil {
+		return nil, err
+	}
+	return &SAN{f}, nil
+}
+
+// Attach exports lun, whose Pure serial is serial, as LUN n and returns its multipath map
+// on the host.
+func (s *SAN) Attach(lun *lio.LUN, n int, serial string) (string, error) {
+	if err := s.f.acl.Map(lun, n); err != nil {
+		return "", err
+	}
+	return s.f.attach(serial)
+}
+
+// Close removes the devices of serials from the host and takes the fabric down.
+func (s *SAN) Close(serials ...string) {
+	for _, sr := range serials {
+		s.f.detach(sr)
+	}
+	s.f.close()
+}

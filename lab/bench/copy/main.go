@@ -27,6 +27,7 @@ import (
 	"github.com/pvesnap/pvesnap/lab/guest"
 	"github.com/pvesnap/pvesnap/lvm"
 	"github.com/pvesnap/pvesnap/lvm/engine"
+	"github.com/pvesnap/pvesnap/sim/lio"
 	simpve "github.com/pvesnap/pvesnap/sim/pve"
 )
 
@@ -88,6 +89,7 @@ const (
 	tableLV       = "lv"        // 1 GiB LV, full of data
 	tableHalfZero = "half-zero" // 1 GiB LV, second half zeros
 	tableLayout   = "layout"    // the host copy's I/O layouts, the same LV
+	tableSAN      = "san"       // the same LUNs over iSCSI with dm-multipath
 	tableZvol     = "zvol"      // CSI copies of zvols through the daemon
 	tableMove     = "move"      // a zvol moved to another node
 )
@@ -106,12 +108,15 @@ func bench() ([]Case, error) {
 		return nil, err
 	}
 	defer tg.Delete()
-	var devs []string
+	var devs, serials []string
+	var luns []*lio.LUN
 	for i, p := range parts {
-		lun, err := l.CreateBlockLUN(fmt.Sprintf("b%d", i), p, fmt.Sprintf("6C1B16CE1C034D1C0000C%03d", i))
+		serial := fmt.Sprintf("6C1B16CE1C034D1C0000C%03d", i)
+		lun, err := l.CreateBlockLUN(fmt.Sprintf("b%d", i), p, serial)
 		if err != nil {
 			return nil, err
 		}
+		luns, serials = append(luns, lun), append(serials, serial)
 		d, err := tg.Map(lun, i)
 		if err != nil {
 			return nil, err
@@ -272,10 +277,65 @@ func bench() ([]Case, error) {
 		{tableHalfZero, ddHZ, "peer", nil, ddCopy}}); err != nil {
 		return nil, err
 	}
-	if err := lv.Remove(ctx, "vgb0", "src"); err != nil {
-		return nil, err
+	// The same LUNs over iSCSI with dm-multipath, as a production node reaches its array:
+	// each command now takes a network round trip, which in-flight I/O hides and dd's one
+	// I/O at a time waits out.
+	sanCases := func() error {
+		for _, vg := range []string{"vgb0", "vgb1"} {
+			if err := run("vgchange", "-an", vg); err != nil {
+				return err
+			}
+		}
+		tg.Delete() // the loopback paths go; the backstores stay
+		tg = nil
+		san, err := cluster.StartSAN(l, "iqn.2026-11.org.pvesnap:bench", "/tmp/bench-san")
+		if err != nil {
+			return err
+		}
+		defer san.Close(serials...)
+		var maps []string
+		for i, lun := range luns {
+			m, err := san.Attach(lun, i, serials[i])
+			if err != nil {
+				return err
+			}
+			maps = append(maps, m)
+		}
+		defer func() {
+			run("vgchange", "-an", "vgb0")
+			run("vgchange", "-an", "vgb1")
+		}()
+		for _, vg := range []string{"vgb0", "vgb1"} {
+			if err := run("vgchange", "-ay", vg); err != nil {
+				return err
+			}
+		}
+		if deps, _ := guest.Output("dmsetup", "deps", "-o", "blkdevname", "vgb0-src"); !strings.Contains(deps, filepath.Base(maps[0])) {
+			return fmt.Errorf("vgb0/src is not on the multipath map %s: %s", maps[0], deps)
+		}
+		devs = maps // host I/O is counted on the maps now
+		if err := guest.WritePattern("/dev/vgb0/src", 7, 0, size); err != nil {
+			return err
+		}
+		return measureAll([]step{
+			{tableSAN, host + " over iSCSI", "O_DIRECT, 8 x 8 MiB in flight", []string{dd + " over iSCSI"}, engineCopy("/dev/vgb1/dst", true)},
+			{tableSAN, host + " --in-flight 1 over iSCSI", "O_DIRECT, 1 x 8 MiB in flight", []string{dd + " over iSCSI"}, func(*[][2]float64) error {
+				_, err := engine.Copy(ctx, "/dev/vgb0/src", "/dev/vgb1/dst", engine.Options{ForceHost: true, HostInFlight: 1})
+				return err
+			}},
+			{tableSAN, dd + " over iSCSI", "peer", nil, ddCopy},
+		})
 	}
-	tg.Delete()
+	if err := sanCases(); err != nil {
+		fmt.Fprintln(os.Stderr, "SAN cases skipped:", err)
+		cases = append(cases, Case{Name: "san", Table: tableSAN, Note: "SKIP: " + err.Error()})
+	}
+	if tg != nil {
+		if err := lv.Remove(ctx, "vgb0", "src"); err != nil {
+			return nil, err
+		}
+		tg.Delete()
+	}
 	zc, err := zvolCases()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "zvol cases skipped:", err)
