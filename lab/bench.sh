@@ -80,10 +80,11 @@ for s in "${sections[@]}"; do
       echo "steps without the daemon: with the zfs command, as a tool driving the CLI takes them (each command is a"
       echo "process and libzfs's set-up), and with the same ioctls alone, the floor under pvesnap's copy: the"
       echo "difference from it is pvesnap's own time (API, permission check, task worker)."
-      echo "Where one I/O in flight ties eight (the layout table), the host copy is bound by the emulated disks' path"
-      echo "(QEMU moving every byte through the host's page cache on two shared cores), not by how pvesnap issues it:"
-      echo "on this path no layout reaches 1.2x dd. What in-flight I/O buys is hiding a device's latency, which this"
-      echo "path does not have and a SAN does."
+      echo "Where one I/O in flight ties eight (the layout table), the host copy is bound by the emulated machine, not"
+      echo "by how pvesnap issues its I/O: QEMU moves every byte through the host's page cache on two shared cores, and"
+      echo "over the lab's iSCSI (the SAN table) the initiator's and the target's TCP run on the same two emulated CPUs."
+      echo "Neither path has a device latency to hide, which is what I/Os in flight buy on a real array, and on neither"
+      echo "does any layout reach 1.2x dd."
       echo "$res"; echo; echo "![copy rate](img/bench-copy-rate.png)"; } > "$out"
     ;;
   move)
