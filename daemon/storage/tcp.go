@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,6 +109,7 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now()) })
 	defer stop()
 	var taken atomic.Bool // the first connection with the ticket is the stream; no other is
+	var reading sync.WaitGroup
 	won := make(chan *net.TCPConn, 1)
 	ended := make(chan error, 1)
 	go func() {
@@ -117,7 +119,9 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 				ended <- err
 				return
 			}
+			reading.Add(1)
 			go func() {
+				defer reading.Done()
 				if presentsTicket(conn, hash) && taken.CompareAndSwap(false, true) {
 					won <- conn
 					return
@@ -131,9 +135,12 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 	case conn := <-won:
 		return newTCPIncoming(ctx, conn, node)
 	case <-ended:
+		if ctx.Err() == nil {
+			// A connection accepted in time still has its 10 s to present the ticket.
+			reading.Wait()
+		}
 		if !taken.CompareAndSwap(false, true) {
-			// The sender's ticket was being read as the wait ran out: it came in time.
-			return newTCPIncoming(ctx, <-won, node)
+			return newTCPIncoming(ctx, <-won, node) // the sender connected in time
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -219,6 +226,11 @@ func dialTCP(ctx context.Context, s MoveSpec) (*net.TCPConn, error) {
 // snapshot is then the newest both nodes hold, the next stream's base.
 var errNoAnswer = errors.New("the whole stream went out but no answer came back: the volume may be committed there")
 
+// refusal is the receiving task's own word against the move, sent after the stream.
+type refusal struct{ node, msg string }
+
+func (r *refusal) Error() string { return fmt.Sprintf("node '%s': %s", r.node, r.msg) }
+
 // verdict reads the receiving task's last word on a plain stream, after the stream.
 func verdict(ctx context.Context, conn *net.TCPConn, node string) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
@@ -231,7 +243,7 @@ func verdict(ctx context.Context, conn *net.TCPConn, node string) error {
 		return fmt.Errorf("node '%s' gave no answer after the stream (its receiving task's log says why): %v", node, err)
 	}
 	if line = strings.TrimSpace(line); line != "OK" {
-		return fmt.Errorf("node '%s': %s", node, strings.TrimPrefix(line, "ERROR "))
+		return &refusal{node, strings.TrimPrefix(line, "ERROR ")}
 	}
 	return nil
 }
@@ -260,13 +272,14 @@ func sendTCP(ctx context.Context, s MoveSpec, progress func(acked int64), write 
 	if werr != nil {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if verr := verdict(wctx, conn, s.TargetNode); verr != nil && strings.HasPrefix(verr.Error(), "node '") && ctx.Err() == nil {
-			return acked(), verr
+		var rf *refusal
+		if verr := verdict(wctx, conn, s.TargetNode); errors.As(verr, &rf) && ctx.Err() == nil {
+			return acked(), verr // the task's reason says more than the broken write
 		}
 		return acked(), werr
 	}
 	err = verdict(ctx, conn, s.TargetNode)
-	if err != nil && !strings.HasPrefix(err.Error(), "node '"+s.TargetNode+"': ") {
+	if rf := (*refusal)(nil); err != nil && !errors.As(err, &rf) {
 		err = fmt.Errorf("%w (%v)", errNoAnswer, err)
 	}
 	return acked(), err // after the verdict the other side has it all

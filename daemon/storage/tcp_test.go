@@ -76,6 +76,39 @@ func TestPlainStreamTakesTheSenderBehindASilentConnection(t *testing.T) {
 	}
 }
 
+// A sender accepted before the wait ran out keeps its 10 s to present the ticket.
+func TestPlainStreamSenderAcceptedInTimeIsTaken(t *testing.T) {
+	ctx := context.Background()
+	ticket := strings.Repeat("5a", 32)
+	addrFile := filepath.Join(t.TempDir(), "move.addr")
+	type result struct {
+		in  *incoming
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		in, err := acceptTCP(ctx, "127.0.0.1", ticketHash(ticket), "pve2", addrFile, 500*time.Millisecond)
+		done <- result{in, err}
+	}()
+	addr, err := waitAddress(ctx, addrFile, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	sender.Write([]byte(ticket[:10]))
+	time.Sleep(time.Second) // the wait runs out meanwhile
+	sender.Write([]byte(ticket[10:]))
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("a sender accepted in time was refused: %v", r.err)
+	}
+	r.in.Close()
+}
+
 // No sender within the wait: the receiving task says so, and nothing is left listening.
 func TestPlainStreamWaitsNoLongerThanAsked(t *testing.T) {
 	addrFile := filepath.Join(t.TempDir(), "move.addr")
@@ -102,7 +135,7 @@ func TestPlainStreamAnswerLostAfterTheWholeStream(t *testing.T) {
 		{"committed", "OK\n", true, false, ""},
 		{"refused", "ERROR flushing pve/vm-100-disk-0 failed\n", true, false, "node 'pve2': flushing pve/vm-100-disk-0 failed"},
 		{"answer lost", "", true, true, "may be committed there"},
-		{"broken off mid-stream", "", false, false, ""},
+		{"broken off mid-stream", "", false, false, "write tcp"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
