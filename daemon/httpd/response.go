@@ -227,7 +227,7 @@ func (w *response) FlushError() error {
 // again), until the handler returns. A handler whose client may pause for longer on purpose
 // (a move's stream while zfs send waits on its pool) takes its own limit this way.
 func (w *response) SetReadDeadline(d time.Time) error {
-	if w.c.hijacked {
+	if w.c.tc.off.Load() { // atomic: a body reader may call this while the handler hijacks
 		return http.ErrHijacked
 	}
 	w.c.tc.readBy(d)

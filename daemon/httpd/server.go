@@ -631,6 +631,7 @@ func (c *conn) serveOne(req *http.Request) bool {
 	if c.hijacked {
 		return false
 	}
+	c.tc.readBy(time.Time{}) // a deadline the handler set ends with it: draining has the inactivity timeout
 	if err := w.finish(); err != nil {
 		return false
 	}
