@@ -83,8 +83,9 @@ for s in "${sections[@]}"; do
       echo "Where one I/O in flight ties eight (the layout table), the host copy is bound by the emulated machine, not"
       echo "by how pvesnap issues its I/O: QEMU moves every byte through the host's page cache on two shared cores, and"
       echo "over the lab's iSCSI (the SAN table) the initiator's and the target's TCP run on the same two emulated CPUs."
-      echo "Neither path has a device latency to hide, which is what I/Os in flight buy on a real array, and on neither"
-      echo "does any layout reach 1.2x dd."
+      echo "Neither path has a device latency to hide, which is what I/Os in flight buy on a real array. Which layout"
+      echo "comes out ahead changes from run to run (runs of one case differ by up to 10%): one row under a target is"
+      echo "noise, not a layout to prefer."
       echo "$res"; echo; echo "![copy rate](img/bench-copy-rate.png)"; } > "$out"
     ;;
   move)

@@ -178,6 +178,9 @@ func main() {
 	qerr := cmd.Wait()
 	pw.Close()
 	<-done
+	for _, l := range imgs.logs {
+		os.Remove(l) // of use to the guest only, and as large as what it wrote
+	}
 	wall := time.Since(start)
 	rc := readRC(filepath.Join(w, ".rc"))
 	fmt.Fprintf(os.Stderr, "labrun: kernel %s script %s guest rc=%s wall=%.1fs\n", *kernel, *script, rcString(rc), wall.Seconds())
@@ -245,6 +248,7 @@ func backend(w, name string, sp map[string]string, imgs *images, args *[]string)
 	}
 	logf := filepath.Join(w, name+".log")
 	must(os.WriteFile(logf, nil, 0o644)) // a new log each boot
+	imgs.logs = append(imgs.logs, logf)
 	*args = append(*args,
 		"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-img,aio=threads,discard=unmap,detect-zeroes=unmap", img, name),
 		"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-log", logf, name),
@@ -279,8 +283,12 @@ func readRC(p string) int {
 // whole timeout).
 const driveOpts = "format=raw,cache=unsafe,aio=threads,discard=unmap,detect-zeroes=unmap,werror=report,rerror=report"
 
-// images are the disk images of one boot and the most they can take on the host.
-type images struct{ total int64 }
+// images are the disk images of one boot and the most they can take on the host, and the
+// write logs of logged disks (read by the guest while it runs; they grow with every write).
+type images struct {
+	total int64
+	logs  []string
+}
 
 // make makes a new sparse image of size, replacing one left by an earlier boot: the
 // contents are scratch, and what a boot wrote stays allocated until the file is gone.
