@@ -12,25 +12,35 @@ import (
 	"time"
 )
 
-// A connection that says nothing, and one with a wrong ticket, must not keep the sender
-// waiting: each ticket is read on its own, and the sender behind them is taken at once.
-func TestPlainStreamTakesTheSenderBehindASilentConnection(t *testing.T) {
+// accepted is what acceptTCP returned.
+type accepted struct {
+	in  *incoming
+	err error
+}
+
+// receiveTCP runs acceptTCP for ticket, waiting wait, and returns where it listens and where
+// its result comes.
+func receiveTCP(t *testing.T, ticket string, wait time.Duration) (string, <-chan accepted) {
+	t.Helper()
 	ctx := context.Background()
-	ticket := strings.Repeat("5a", 32)
 	addrFile := filepath.Join(t.TempDir(), "move.addr")
-	type result struct {
-		in  *incoming
-		err error
-	}
-	done := make(chan result, 1)
+	done := make(chan accepted, 1)
 	go func() {
-		in, err := acceptTCP(ctx, "127.0.0.1", ticketHash(ticket), "pve2", addrFile, 4*time.Second)
-		done <- result{in, err}
+		in, err := acceptTCP(ctx, "127.0.0.1", ticketHash(ticket), "pve2", addrFile, wait)
+		done <- accepted{in, err}
 	}()
 	addr, err := waitAddress(ctx, addrFile, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return addr, done
+}
+
+// A connection that says nothing, and one with a wrong ticket, must not keep the sender
+// waiting: each ticket is read on its own, and the sender behind them is taken at once.
+func TestPlainStreamTakesTheSenderBehindASilentConnection(t *testing.T) {
+	ticket := strings.Repeat("5a", 32)
+	addr, done := receiveTCP(t, ticket, 4*time.Second)
 	silent, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -78,22 +88,8 @@ func TestPlainStreamTakesTheSenderBehindASilentConnection(t *testing.T) {
 
 // A sender accepted before the wait ran out keeps its 10 s to present the ticket.
 func TestPlainStreamSenderAcceptedInTimeIsTaken(t *testing.T) {
-	ctx := context.Background()
 	ticket := strings.Repeat("5a", 32)
-	addrFile := filepath.Join(t.TempDir(), "move.addr")
-	type result struct {
-		in  *incoming
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		in, err := acceptTCP(ctx, "127.0.0.1", ticketHash(ticket), "pve2", addrFile, 500*time.Millisecond)
-		done <- result{in, err}
-	}()
-	addr, err := waitAddress(ctx, addrFile, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr, done := receiveTCP(t, ticket, 500*time.Millisecond)
 	sender, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
