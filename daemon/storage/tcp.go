@@ -231,6 +231,11 @@ type refusal struct{ node, msg string }
 
 func (r *refusal) Error() string { return fmt.Sprintf("node '%s': %s", r.node, r.msg) }
 
+func refused(err error) bool {
+	var rf *refusal
+	return errors.As(err, &rf)
+}
+
 // verdict reads the receiving task's last word on a plain stream, after the stream.
 func verdict(ctx context.Context, conn *net.TCPConn, node string) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
@@ -272,14 +277,13 @@ func sendTCP(ctx context.Context, s MoveSpec, progress func(acked int64), write 
 	if werr != nil {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		var rf *refusal
-		if verr := verdict(wctx, conn, s.TargetNode); errors.As(verr, &rf) && ctx.Err() == nil {
+		if verr := verdict(wctx, conn, s.TargetNode); refused(verr) && ctx.Err() == nil {
 			return acked(), verr // the task's reason says more than the broken write
 		}
 		return acked(), werr
 	}
 	err = verdict(ctx, conn, s.TargetNode)
-	if rf := (*refusal)(nil); err != nil && !errors.As(err, &rf) {
+	if err != nil && !refused(err) {
 		err = fmt.Errorf("%w (%v)", errNoAnswer, err)
 	}
 	return acked(), err // after the verdict the other side has it all
