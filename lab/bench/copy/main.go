@@ -250,16 +250,19 @@ func bench() ([]Case, error) {
 	if err := measureAll(steps); err != nil {
 		return nil, err
 	}
+	// hostLayout is the host copy with inFlight I/Os of chunkMiB each (0: the default).
+	hostLayout := func(inFlight, chunkMiB int) func(*[][2]float64) error {
+		return func(*[][2]float64) error {
+			_, err := engine.Copy(ctx, "/dev/vgb0/src", "/dev/vgb1/dst", engine.Options{ForceHost: true, HostInFlight: inFlight, HostChunk: int64(chunkMiB) << 20})
+			return err
+		}
+	}
 	// The host copy's I/O layout swept, against dd again: where the layouts tie, the copy is
 	// bound by the disks' path (here the emulated one), not by how the I/O is issued.
 	var layouts []step
 	for _, l := range [][2]int{{1, 8}, {2, 8}, {4, 8}, {8, 8}, {4, 16}, {16, 4}} {
-		inFlight, chunk := l[0], int64(l[1])<<20
-		layouts = append(layouts, step{tableLayout, fmt.Sprintf("pvesnap copy --force-host-copy --in-flight %d --chunk-mib %d", inFlight, l[1]), "O_DIRECT",
-			[]string{dd}, func(*[][2]float64) error {
-				_, err := engine.Copy(ctx, "/dev/vgb0/src", "/dev/vgb1/dst", engine.Options{ForceHost: true, HostInFlight: inFlight, HostChunk: chunk})
-				return err
-			}})
+		layouts = append(layouts, step{tableLayout, fmt.Sprintf("pvesnap copy --force-host-copy --in-flight %d --chunk-mib %d", l[0], l[1]), "O_DIRECT",
+			[]string{dd}, hostLayout(l[0], l[1])})
 	}
 	if err := measureAll(append(layouts, step{tableLayout, dd, "peer", nil, ddCopy})); err != nil {
 		return nil, err
@@ -319,10 +322,7 @@ func bench() ([]Case, error) {
 		}
 		return measureAll([]step{
 			{tableSAN, host + " over iSCSI", "O_DIRECT, 8 x 8 MiB in flight", []string{dd + " over iSCSI"}, engineCopy("/dev/vgb1/dst", true)},
-			{tableSAN, host + " --in-flight 1 over iSCSI", "O_DIRECT, 1 x 8 MiB in flight", []string{dd + " over iSCSI"}, func(*[][2]float64) error {
-				_, err := engine.Copy(ctx, "/dev/vgb0/src", "/dev/vgb1/dst", engine.Options{ForceHost: true, HostInFlight: 1})
-				return err
-			}},
+			{tableSAN, host + " --in-flight 1 over iSCSI", "O_DIRECT, 1 x 8 MiB in flight", []string{dd + " over iSCSI"}, hostLayout(1, 8)},
 			{tableSAN, dd + " over iSCSI", "peer", nil, ddCopy},
 		})
 	}
