@@ -38,6 +38,11 @@ const (
 	tcpPortLast  = 60050
 )
 
+// ticketReaders bounds the connections whose ticket a receiving task reads at once (each for
+// at most 10 s): one move has one sender, and a flood of connections that say nothing must
+// not take the daemon's descriptors. Connections beyond it are turned away at once.
+const ticketReaders = 32
+
 func ticketHash(ticket string) string {
 	h := sha256.Sum256([]byte(ticket))
 	return hex.EncodeToString(h[:])
@@ -110,6 +115,7 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 	defer stop()
 	var taken atomic.Bool // the first connection with the ticket is the stream; no other is
 	var reading sync.WaitGroup
+	slots := make(chan struct{}, ticketReaders)
 	won := make(chan *net.TCPConn, 1)
 	ended := make(chan error, 1)
 	go func() {
@@ -119,9 +125,16 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 				ended <- err
 				return
 			}
+			select {
+			case slots <- struct{}{}:
+			default:
+				conn.Write([]byte("ERROR too many connections are waiting to present a ticket\n"))
+				conn.Close()
+				continue
+			}
 			reading.Add(1)
 			go func() {
-				defer reading.Done()
+				defer func() { <-slots; reading.Done() }()
 				if presentsTicket(conn, hash) && taken.CompareAndSwap(false, true) {
 					won <- conn
 					return

@@ -185,3 +185,50 @@ func TestPlainStreamAnswerLostAfterTheWholeStream(t *testing.T) {
 		})
 	}
 }
+
+// Connections that say nothing are read at most ticketReaders at a time: one more is turned
+// away at once, and the sender is taken as soon as a place is free.
+func TestPlainStreamTurnsAwayAFloodOfSilentConnections(t *testing.T) {
+	ticket := strings.Repeat("5a", 32)
+	addr, done := receiveTCP(t, ticket, 5*time.Second)
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for i := 0; i < ticketReaders; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	time.Sleep(200 * time.Millisecond) // all accepted
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if l, _ := bufio.NewReader(extra).ReadString('\n'); !strings.HasPrefix(l, "ERROR too many connections") {
+		t.Fatalf("a connection beyond %d silent ones was answered %q", ticketReaders, l)
+	}
+	silent[0].Close() // its reader ends and frees a place
+	time.Sleep(200 * time.Millisecond)
+	sender, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	sender.Write([]byte(ticket))
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("the sender was not taken: %v", r.err)
+		}
+		r.in.Close()
+	case <-time.After(3 * time.Second):
+		t.Fatal("the sender was not taken while the silent connections held their places")
+	}
+}
