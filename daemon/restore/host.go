@@ -316,9 +316,12 @@ var mapRemoveDelay = 500 * time.Millisecond // shorter in tests
 func (h Host) removeMap(ctx context.Context, argv []string, serial, dm string, log func(string, ...any)) error {
 	name := argv[len(argv)-1]
 	for attempt := 1; ; attempt++ {
-		_, err := h.Run.Run(ctx, argv)
+		out, err := h.Run.Run(ctx, argv)
 		if err == nil {
 			return nil
+		}
+		if said := strings.TrimSpace(string(out)); said != "" {
+			err = fmt.Errorf("%w (%s answered %q)", err, argv[0], said) // multipathd answers on stdout
 		}
 		if still, _ := h.mapOf(serial); still == "" {
 			return nil // gone all the same (removed by multipathd itself meanwhile)
