@@ -98,8 +98,10 @@ log "trixie: kernel $KV_TRIXIE, zfs $ZFS_TRIXIE; bookworm: kernel $KV_BOOKWORM, 
 
 # --- guest root file systems --------------------------------------------------------------------
 # python3-proxmoxer: the independent API client, run against the real-kernel node too; perl
-# and libjson-perl: the storage plugin's end-to-end test runs perl/ in the guest.
-PKGS="mount,kmod,lsscsi,lvm2,thin-provisioning-tools,dmsetup,sg3-utils,ddpt,nvme-cli,kpartx,busybox-static,e2fsprogs,util-linux,fdisk,procps,xxd,qemu-utils,iproute2,multipath-tools,open-iscsi,python3-proxmoxer,python3-requests,perl,libjson-perl"
+# and libjson-perl: the storage plugin's end-to-end test runs perl/ in the guest; openssh-client
+# and openssh-server: the peer of the bench's moves between nodes, zfs send | ssh | zfs recv, as
+# PVE's own storage migration runs it.
+PKGS="mount,kmod,lsscsi,lvm2,thin-provisioning-tools,dmsetup,sg3-utils,ddpt,nvme-cli,kpartx,busybox-static,e2fsprogs,util-linux,fdisk,procps,xxd,qemu-utils,iproute2,multipath-tools,open-iscsi,python3-proxmoxer,python3-requests,perl,libjson-perl,openssh-client,openssh-server"
 rootfs() { # BASE ZFS_VERSION
   local base=$1 zv=$2 R=$L/rootfs-$1 zpkgs suites
   zpkgs="zfsutils-linux=$zv,libzfs6linux=$zv,libzpool6linux=$zv,libnvpair3linux=$zv,libuutil3linux=$zv"
