@@ -111,7 +111,10 @@ for s in "${sections[@]}"; do
       echo "reading from the sockets. The floor is zfs send | zfs recv through a kernel pipe (no network, no encryption,"
       echo "nothing through user space); the ssh row is PVE's own way, zfs send | ssh | zfs recv over loopback. All of it"
       echo "shares the guest's two emulated CPUs, on which TLS's AES-GCM runs at about 70 MiB/s (AES-NI is emulated):"
-      echo "it costs the TLS row about as much as ZFS's own work."
+      echo "it costs the TLS row about as much as ZFS's own work, and ssh's cipher costs PVE's row as much. So the rows"
+      echo "that encrypt (TLS, ssh) are compared with each other, and plain TCP with the floor. Before each case both"
+      echo "pools finish freeing what the case before destroyed (zpool wait -t free), and each round starts with"
+      echo "another case: none pays for another's background work."
       echo "$res"; } > "$out"
     ;;
   *) echo "unknown section $s" >&2; exit 2 ;;

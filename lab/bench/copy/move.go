@@ -116,26 +116,41 @@ func moveCases() ([]Case, error) {
 		}
 		return nil
 	}
-	for r := 0; r < moveRounds; r++ {
-		if err := pvesnapMove(moveOwn, false, r == 0); err != nil {
-			return nil, err
+	// settle waits until both pools have freed what the last case destroyed and written it
+	// out: ZFS frees a destroyed zvol in the background, and the case after it would pay.
+	settle := func() error {
+		for _, p := range []string{"poola", "poolb"} {
+			if err := run("zpool", "wait", "-t", "free", p); err != nil {
+				return err
+			}
 		}
-		if err := pvesnapMove(moveTCP, true, r == 0); err != nil {
-			return nil, err
-		}
-		secs, err := pipeSendRecv(src+"@bench", nil, "poolb/data/floor")
+		return nil
+	}
+	send := func(name string, through []string, dst string) error {
+		secs, err := pipeSendRecv(src+"@bench", through, dst)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		times[moveFloor] = append(times[moveFloor], secs)
-		run("zfs", "destroy", "-r", "poolb/data/floor")
-		if ssh != nil {
-			secs, err := pipeSendRecv(src+"@bench", ssh.command(), "poolb/data/ssh")
-			if err != nil {
+		times[name] = append(times[name], secs)
+		return run("zfs", "destroy", "-r", dst)
+	}
+	cases := []func(r int) error{
+		func(r int) error { return pvesnapMove(moveOwn, false, r == 0) },
+		func(r int) error { return pvesnapMove(moveTCP, true, r == 0) },
+		func(int) error { return send(moveFloor, nil, "poolb/data/floor") },
+	}
+	if ssh != nil {
+		cases = append(cases, func(int) error { return send(moveSSH, ssh.command(), "poolb/data/ssh") })
+	}
+	for r := 0; r < moveRounds; r++ {
+		// Each round starts with another case: none always runs first, or after the same one.
+		for i := range cases {
+			if err := settle(); err != nil {
 				return nil, err
 			}
-			times[moveSSH] = append(times[moveSSH], secs)
-			run("zfs", "destroy", "-r", "poolb/data/ssh")
+			if err := cases[(r+i)%len(cases)](r); err != nil {
+				return nil, err
+			}
 		}
 		fmt.Fprintf(os.Stderr, "move round %d: %v\n", r+1, times)
 	}
