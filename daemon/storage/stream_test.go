@@ -54,7 +54,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // The TLS stream's counterpart of TestPlainStreamAnswerLostAfterTheWholeStream: after the
 // whole body, a receiver that answers is heard; one whose answer is lost may have committed
 // the volume (errNoAnswer: a ZFS move keeps its new snapshot, the next move's base); one that
-// breaks the stream off mid-way has not, and its refusal says why.
+// breaks the stream off mid-way has not committed it, and the error names the node.
 func TestStreamAnswerLostAfterTheWholeStream(t *testing.T) {
 	root, cert := peerCluster(t)
 	const size = 32 << 20

@@ -40,7 +40,7 @@ const (
 
 // ticketReaders bounds the connections whose ticket a receiving task reads at once (each for
 // at most 10 s): one move has one sender, and a flood of connections that say nothing must
-// not take the daemon's descriptors. Connections beyond it are turned away at once.
+// not take the receiving task's descriptors. Connections beyond it are turned away at once.
 const ticketReaders = 32
 
 func ticketHash(ticket string) string {
