@@ -271,14 +271,37 @@ func (l *LVM) Create(ctx context.Context, vg, name string, size int64, o CreateO
 }
 
 // ThinSnapshot makes a thin snapshot of vg/origin named name, with activation skip off so it
-// activates like any volume, and active: one lvcreate (-kn -ay), no lvchange after it.
-func (l *LVM) ThinSnapshot(ctx context.Context, vg, origin, name string) error {
+// activates like any volume, and active: one lvcreate (-kn -ay), no lvchange after it. The
+// snapshot gets tags (LVM gives it none of the origin's).
+func (l *LVM) ThinSnapshot(ctx context.Context, vg, origin, name string, tags ...string) error {
 	for k, v := range map[string]string{"volume group": vg, "origin": origin, "snapshot": name} {
 		if err := CheckName(k, v); err != nil {
 			return err
 		}
 	}
-	_, err := l.Run.Run(ctx, []string{"lvcreate", "--yes", "-s", "-kn", "-ay", "-n", name, vg + "/" + origin})
+	argv := []string{"lvcreate", "--yes", "-s", "-kn", "-ay", "-n", name}
+	for _, t := range tags {
+		if err := checkTag(t); err != nil {
+			return err
+		}
+		argv = append(argv, "--addtag", t)
+	}
+	_, err := l.Run.Run(ctx, append(argv, vg+"/"+origin))
+	return err
+}
+
+// DelTag removes tag from vg/name.
+func (l *LVM) DelTag(ctx context.Context, vg, name, tag string) error {
+	if err := CheckName("volume group", vg); err != nil {
+		return err
+	}
+	if err := CheckName("logical volume", name); err != nil {
+		return err
+	}
+	if err := checkTag(tag); err != nil {
+		return err
+	}
+	_, err := l.Run.Run(ctx, []string{"lvchange", "--deltag", tag, vg + "/" + name})
 	return err
 }
 

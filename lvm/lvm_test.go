@@ -44,6 +44,8 @@ func TestCommandsAreArgvWithValidatedNames(t *testing.T) {
 		runner.Step{Argv: []string{"lvcreate", "-aly", "-Wy", "--yes", "--name", "vm-100-disk-1", "--setautoactivation", "n", "--size", "1048576k", "--addtag", "pve-vm-100", "vgp"}},
 		runner.Step{Argv: []string{"lvcreate", "-aly", "-Wy", "--yes", "--name", "vm-100-disk-2", "-V", "1k", "--thinpool", "pve/data"}},
 		runner.Step{Argv: []string{"lvcreate", "--yes", "-s", "-kn", "-ay", "-n", "vm-101-disk-0", "pve/vm-100-disk-2"}},
+		runner.Step{Argv: []string{"lvcreate", "--yes", "-s", "-kn", "-ay", "-n", "tmp-1", "--addtag", "pvesnap-temp", "pve/vm-100-disk-2"}},
+		runner.Step{Argv: []string{"lvchange", "--deltag", "pvesnap-temp", "pve/vm-101-disk-0"}},
 		runner.Step{Argv: []string{"vgimportclone", "--basevgname", "pvesnap_job1", "/dev/sdc"}},
 	)
 	l := &LVM{Run: s}
@@ -56,6 +58,17 @@ func TestCommandsAreArgvWithValidatedNames(t *testing.T) {
 	}
 	if err := l.ThinSnapshot(ctx, "pve", "vm-100-disk-2", "vm-101-disk-0"); err != nil {
 		t.Fatal(err)
+	}
+	if err := l.ThinSnapshot(ctx, "pve", "vm-100-disk-2", "tmp-1", "pvesnap-temp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DelTag(ctx, "pve", "vm-101-disk-0", "pvesnap-temp"); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"-x", "a b", "x;y", ""} {
+		if l.ThinSnapshot(ctx, "pve", "vm-100-disk-2", "tmp-2", bad) == nil || l.DelTag(ctx, "pve", "vm-101-disk-0", bad) == nil {
+			t.Errorf("tag %q reached a command", bad)
+		}
 	}
 	if err := l.ImportClone(ctx, "pvesnap_job1", "/dev/sdc"); err != nil {
 		t.Fatal(err)

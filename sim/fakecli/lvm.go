@@ -277,7 +277,7 @@ func (l *LVM) lvcreate(argv []string) Result {
 		}
 		// lvm2 gives thin snapshots the activation skip flag unless -kn; skipped LVs stay
 		// inactive, others are activated unless -an.
-		if err := g.Store.Create(a.name, fi.Size(), volstore.Meta{ThinOrigin: origin, Active: a.skipOff && !a.deactivate}); err != nil {
+		if err := g.Store.Create(a.name, fi.Size(), volstore.Meta{ThinOrigin: origin, Tags: a.tags, Active: a.skipOff && !a.deactivate}); err != nil {
 			return fail(lvmFailed, err.Error())
 		}
 		if err := volstore.CopySparse(g.Store.Path(origin), g.Store.Path(a.name)); err != nil {
@@ -323,11 +323,13 @@ func (l *LVM) lvcreate(argv []string) Result {
 	return Result{Stdout: []byte(fmt.Sprintf("  Logical volume \"%s\" created.\n", a.name))}
 }
 
+// lvchange -ay|-an VG/LV, and lvchange --deltag TAG VG/LV.
 func (l *LVM) lvchange(argv []string) Result {
-	if len(argv) != 3 || (argv[1] != "-ay" && argv[1] != "-an") {
-		return fail(lvmBadCmdLine, "fakecli: only lvchange -ay|-an VG/LV is emulated")
+	deltag := len(argv) == 4 && argv[1] == "--deltag"
+	if !deltag && (len(argv) != 3 || (argv[1] != "-ay" && argv[1] != "-an")) {
+		return fail(lvmBadCmdLine, "fakecli: only lvchange -ay|-an VG/LV and lvchange --deltag TAG VG/LV are emulated")
 	}
-	g, vg, lv, r := l.vgOf(argv[2])
+	g, vg, lv, r := l.vgOf(argv[len(argv)-1])
 	if r != nil {
 		return *r
 	}
@@ -335,6 +337,13 @@ func (l *LVM) lvchange(argv []string) Result {
 		return fail(lvmFailed, fmt.Sprintf("  Failed to find logical volume \"%s/%s\"", vg, lv))
 	}
 	m, _ := g.Store.Meta(lv)
+	if deltag {
+		m.Tags = slices.DeleteFunc(m.Tags, func(t string) bool { return t == argv[2] })
+		if err := g.Store.SetMeta(lv, m); err != nil {
+			return fail(lvmFailed, err.Error())
+		}
+		return Result{Stdout: []byte(fmt.Sprintf("  Logical volume %s/%s changed.\n", vg, lv))}
+	}
 	m.Active = argv[1] == "-ay"
 	if err := g.Store.SetMeta(lv, m); err != nil {
 		return fail(lvmFailed, err.Error())
