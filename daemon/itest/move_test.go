@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -333,7 +334,8 @@ func TestMoveBrokenOffLeavesNothing(t *testing.T) {
 
 // TestMoveKilledReceiverIsCleanedUp: a receiving task killed halfway (SIGKILL, nothing runs on
 // its way out) leaves its LV under a temporary name that PVE lists as no volume; the next move
-// into that volume group removes it.
+// into that volume group removes it, and only it: an LV someone else named like one (no
+// pvesnap-temp tag) stays.
 func TestMoveKilledReceiverIsCleanedUp(t *testing.T) {
 	e := Start(t, "pve1", "pve2")
 	const size = 8 << 20
@@ -364,6 +366,8 @@ func TestMoveKilledReceiverIsCleanedUp(t *testing.T) {
 	if !st.Exists(temp) || st.Exists("vm-100-disk-8") {
 		t.Fatalf("after the kill: temporary LV %v, volume %v", st.Exists(temp), st.Exists("vm-100-disk-8"))
 	}
+	foreign := "pvesnap-recv-7ffffff0-00000001" // the name of a dead task's LV, without the tag
+	must(t, st.Create(foreign, 4<<20, volstore.Meta{Active: true}))
 	// A move into the same volume group.
 	seedPattern(t, e, "pve1", "local-lvm", "vm-100-disk-0", 4<<20)
 	mc := allocateOnly(t, e, "pve1")
@@ -374,6 +378,13 @@ func TestMoveKilledReceiverIsCleanedUp(t *testing.T) {
 	}
 	if st.Exists(temp) {
 		t.Fatalf("%s, left by the killed task, is still there", temp)
+	}
+	if !st.Exists(foreign) {
+		t.Fatalf("%s, which pvesnap did not make (no pvesnap-temp tag), was removed", foreign)
+	}
+	must(t, st.Destroy(foreign, false))
+	if m, _ := st.Meta("vm-100-disk-0"); slices.Contains(m.Tags, "pvesnap-temp") {
+		t.Fatalf("the moved volume kept the temporary tag: %v", m.Tags)
 	}
 	vols, _ := st.List()
 	if len(vols) != 1 || vols[0].Name != "vm-100-disk-0" {

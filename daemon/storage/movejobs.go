@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -310,10 +311,15 @@ func tempLV(role string, u tasks.UPID) string {
 	return fmt.Sprintf("pvesnap-%s-%08x-%08x", role, u.PID, u.PStart)
 }
 
+// tempTag marks the LVs a move's task makes for a while. removeStaleLVs removes only LVs with
+// both the name and the tag: an LV someone else named so is not pvesnap's to remove.
+const tempTag = "pvesnap-temp"
+
 var tempLVRe = regexp.MustCompile(`^pvesnap-(?:recv|send)-([0-9a-f]{8})-([0-9a-f]{8,9})$`)
 
 // removeStaleLVs removes the temporary LVs of move tasks that died in vg (their process is
-// gone): a receive broken off by a kill leaves its half-written LV under such a name.
+// gone): a receive broken off by a kill leaves its half-written LV under such a name, tagged
+// tempTag.
 func (m *Module) removeStaleLVs(ctx context.Context, t *tasks.Task, l *lvm.LVM, vg string) {
 	lvs, err := l.LVs(ctx, vg)
 	if err != nil {
@@ -325,7 +331,7 @@ func (m *Module) removeStaleLVs(ctx context.Context, t *tasks.Task, l *lvm.LVM, 
 	}
 	for _, lv := range lvs {
 		sm := tempLVRe.FindStringSubmatch(lv.Name)
-		if sm == nil {
+		if sm == nil || !slices.Contains(lv.Tags, tempTag) {
 			continue
 		}
 		pid, _ := strconv.ParseInt(sm[1], 16, 64)
@@ -355,7 +361,7 @@ func (m *Module) sendBlock(ctx context.Context, t *tasks.Task, s MoveSpec) error
 	if lv.Thin() {
 		name = tempLV("send", t.UPID)
 		t.Logf("lvcreate -s -kn -n %s %s/%s: the move sends the volume as of now", name, s.VG, s.Source)
-		if err := l.ThinSnapshot(ctx, s.VG, s.Source, name); err != nil {
+		if err := l.ThinSnapshot(ctx, s.VG, s.Source, name, tempTag); err != nil {
 			return fmt.Errorf("thin snapshot of %s/%s: %w", s.VG, s.Source, err)
 		}
 		defer func() {
@@ -595,7 +601,7 @@ func (m *Module) receiveBlock(ctx context.Context, t *tasks.Task, s ReceiveSpec,
 		return fmt.Errorf("the stream holds %s, more than the %s prepared", tasks.HumanBytes(r.Size), tasks.HumanBytes(s.Size))
 	}
 	tmp := tempLV("recv", t.UPID)
-	var tags []string
+	tags := []string{tempTag}
 	if owner := ownerTag(s.Target); owner != "" {
 		tags = append(tags, owner)
 	}
@@ -675,6 +681,10 @@ func (m *Module) receiveBlock(ctx context.Context, t *tasks.Task, s ReceiveSpec,
 		return fmt.Errorf("naming %s/%s '%s' (does the volume exist by now?): %w", s.VG, tmp, s.Target, err)
 	}
 	committed = true
+	if err := l.DelTag(ctx, s.VG, s.Target, tempTag); err != nil {
+		// The volume is whole; the tag alone marks nothing (the name no longer does).
+		t.Warnf("could not remove the tag %s from %s/%s: %v", tempTag, s.VG, s.Target, err)
+	}
 	el := time.Since(start)
 	t.Logf("received %s of data and %s of zeros in %s (%s/s of the volume): '%s:%s' is complete",
 		tasks.HumanBytes(data), tasks.HumanBytes(zeros), el.Round(time.Millisecond),

@@ -214,6 +214,13 @@ func moveAndBreak(t *testing.T, ns *cluster.Nodes, c *simpve.Client, m mover) {
 		}
 	}
 	t.Logf("1 GiB moved in %s, hash %s on both nodes\nsending task (pve1):\n%sreceiving task (pve2):\n%s", took.Round(time.Millisecond), h0[:16], slog, rlog)
+	if m.from != "zfs-a" { // the LV was received under a temporary name and tag; the tag goes with the name
+		tags, err := guest.Output("lvs", "--noheadings", "-o", "lv_tags", "vgb/"+vol)
+		must(t, err)
+		if strings.Contains(tags, "pvesnap-temp") || strings.Contains(rlog, "could not remove the tag") {
+			t.Errorf("the moved LV kept the temporary tag: %q", strings.TrimSpace(tags))
+		}
+	}
 
 	// A move broken off halfway: the sender is killed (zvol) or stopped (thin LV, zvol over
 	// plain TCP).
