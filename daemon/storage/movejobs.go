@@ -681,7 +681,7 @@ func (m *Module) receiveBlock(ctx context.Context, t *tasks.Task, s ReceiveSpec,
 		return fmt.Errorf("naming %s/%s '%s' (does the volume exist by now?): %w", s.VG, tmp, s.Target, err)
 	}
 	committed = true
-	if err := l.DelTag(ctx, s.VG, s.Target, tempTag); err != nil {
+	if err := l.DelTag(context.WithoutCancel(ctx), s.VG, s.Target, tempTag); err != nil { // committed: a stop request changes nothing now
 		// The volume is whole; the tag alone marks nothing (the name no longer does).
 		t.Warnf("could not remove the tag %s from %s/%s: %v", tempTag, s.VG, s.Target, err)
 	}

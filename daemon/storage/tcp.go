@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,8 +41,43 @@ const (
 
 // ticketReaders bounds the connections whose ticket a receiving task reads at once (each for
 // at most 10 s): one move has one sender, and a flood of connections that say nothing must
-// not take the receiving task's descriptors. Connections beyond it are turned away at once.
+// not take the receiving task's descriptors.
 const ticketReaders = 32
+
+// waiting are the connections whose ticket is being read, oldest first.
+type waiting struct {
+	mu    sync.Mutex
+	conns []*net.TCPConn
+}
+
+// add takes conn in. With ticketReaders waiting already, the oldest is turned away: a sender
+// presents its ticket as soon as it connects, so the connection that waited longest is the
+// least likely to be it, and a flood of silent connections cannot keep a sender out.
+func (w *waiting) add(conn *net.TCPConn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.conns) == ticketReaders {
+		go turnAway(w.conns[0], "too many connections are waiting to present a ticket")
+		w.conns = w.conns[1:]
+	}
+	w.conns = append(w.conns, conn)
+}
+
+// done ends conn's wait, and tells whether it was still waiting (not turned away meanwhile).
+func (w *waiting) done(conn *net.TCPConn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(w.conns)
+	w.conns = slices.DeleteFunc(w.conns, func(c *net.TCPConn) bool { return c == conn })
+	return len(w.conns) < n
+}
+
+// turnAway tells a connection why it is closed (for a second at most), and closes it.
+func turnAway(conn *net.TCPConn, why string) {
+	conn.SetWriteDeadline(time.Now().Add(time.Second))
+	conn.Write([]byte("ERROR " + why + "\n"))
+	conn.Close()
+}
 
 func ticketHash(ticket string) string {
 	h := sha256.Sum256([]byte(ticket))
@@ -115,7 +151,7 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 	defer stop()
 	var taken atomic.Bool // the first connection with the ticket is the stream; no other is
 	var reading sync.WaitGroup
-	slots := make(chan struct{}, ticketReaders)
+	var w waiting
 	won := make(chan *net.TCPConn, 1)
 	ended := make(chan error, 1)
 	go func() {
@@ -125,22 +161,19 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 				ended <- err
 				return
 			}
-			select {
-			case slots <- struct{}{}:
-			default:
-				conn.Write([]byte("ERROR too many connections are waiting to present a ticket\n"))
-				conn.Close()
-				continue
-			}
+			w.add(conn)
 			reading.Add(1)
 			go func() {
-				defer func() { <-slots; reading.Done() }()
-				if presentsTicket(conn, hash) && taken.CompareAndSwap(false, true) {
+				defer reading.Done()
+				ok := presentsTicket(conn, hash)
+				if !w.done(conn) {
+					return // turned away meanwhile
+				}
+				if ok && taken.CompareAndSwap(false, true) {
 					won <- conn
 					return
 				}
-				conn.Write([]byte("ERROR no move waits for this ticket\n"))
-				conn.Close()
+				turnAway(conn, "no move waits for this ticket")
 			}()
 		}
 	}()
@@ -158,7 +191,7 @@ func acceptTCP(ctx context.Context, ip, hash, node, addrFile string, wait time.D
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("no stream came from node '%s' within %s (its sending task did not start)", node, wait)
+		return nil, fmt.Errorf("no stream came from node '%s' within %s (its sending task did not start, or did not reach this port)", node, wait)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -186,36 +187,37 @@ func TestPlainStreamAnswerLostAfterTheWholeStream(t *testing.T) {
 	}
 }
 
-// Connections that say nothing are read at most ticketReaders at a time: one more is turned
-// away at once, and the sender is taken as soon as a place is free.
-func TestPlainStreamTurnsAwayAFloodOfSilentConnections(t *testing.T) {
+// Connections that say nothing are read at most ticketReaders at a time: each one more turns
+// the oldest away, so a flood of them cannot keep the sender out, and the sender is taken at
+// once, without waiting for a place.
+func TestPlainStreamTurnsAwayTheOldestSilentConnections(t *testing.T) {
 	ticket := strings.Repeat("5a", 32)
 	addr, done := receiveTCP(t, ticket, 5*time.Second)
+	const extra = 8
 	var silent []net.Conn
 	defer func() {
 		for _, c := range silent {
 			c.Close()
 		}
 	}()
-	for i := 0; i < ticketReaders; i++ {
+	for i := 0; i < ticketReaders+extra; i++ {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		silent = append(silent, c)
 	}
-	time.Sleep(200 * time.Millisecond) // all accepted
-	extra, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	for i, c := range silent[:extra] {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if l, _ := bufio.NewReader(c).ReadString('\n'); !strings.HasPrefix(l, "ERROR too many connections") {
+			t.Fatalf("silent connection %d of %d was answered %q; the %d oldest should be turned away", i+1, ticketReaders+extra, l, extra)
+		}
 	}
-	defer extra.Close()
-	extra.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if l, _ := bufio.NewReader(extra).ReadString('\n'); !strings.HasPrefix(l, "ERROR too many connections") {
-		t.Fatalf("a connection beyond %d silent ones was answered %q", ticketReaders, l)
+	last := silent[len(silent)-1]
+	last.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := last.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the newest silent connection was not left waiting: %d bytes, %v", n, err)
 	}
-	silent[0].Close() // its reader ends and frees a place
-	time.Sleep(200 * time.Millisecond)
 	sender, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +231,6 @@ func TestPlainStreamTurnsAwayAFloodOfSilentConnections(t *testing.T) {
 		}
 		r.in.Close()
 	case <-time.After(3 * time.Second):
-		t.Fatal("the sender was not taken while the silent connections held their places")
+		t.Fatalf("the sender was not taken while %d silent connections waited", ticketReaders)
 	}
 }
