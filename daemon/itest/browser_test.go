@@ -129,7 +129,9 @@ func (b *browser) wait(script string, within time.Duration) {
 	b.t.Helper()
 	if err := b.s.WaitFor(script, within); err != nil {
 		var diag any
-		b.s.Eval(`return {text: document.body.innerText.slice(0, 2000), xhr: window.pvesnapXHR && window.pvesnapXHR.slice(-10)};`, &diag)
+		b.s.Eval(`var ws = window.Ext && Ext.ComponentQuery && Ext.ComponentQuery.query('pveStdWorkspace')[0];
+			return {text: document.body.innerText.slice(0, 2000), xhr: window.pvesnapXHR && window.pvesnapXHR.slice(-10),
+				load: ws && ws.loadError};`, &diag)
 		b.shot("failed-" + regexp.MustCompile(`\W+`).ReplaceAllString(b.t.Name(), "-") + ".png")
 		b.t.Fatalf("%v\n%v", err, diag)
 	}

@@ -350,13 +350,22 @@ Ext.define('PVE.StdWorkspace', {
                 Ext.state.Manager.set('GuiCap', d.cap);
                 me.loadResources();
             },
+            failure: function (r) {
+                me.loadError = 'POST /access/ticket: ' + r.status + ' ' + r.statusText;
+            },
         });
     },
 
+    // As PVE's resource store, which reloads every few seconds: a load that fails is tried
+    // again (and what failed is kept for a test's diagnosis).
     loadResources: function () {
         var me = this;
         Ext.Ajax.request({
             url: '/api2/json/cluster/resources', method: 'GET', params: { type: 'vm' },
+            failure: function (r) {
+                me.loadError = 'GET /cluster/resources: ' + r.status + ' ' + r.statusText;
+                Ext.defer(me.loadResources, 3000, me);
+            },
             success: function (r) {
                 var root = me.down('#resources').getRootNode();
                 Ext.Array.each(Ext.decode(r.responseText).data || [], function (v) {
