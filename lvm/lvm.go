@@ -271,8 +271,8 @@ func (l *LVM) Create(ctx context.Context, vg, name string, size int64, o CreateO
 }
 
 // ThinSnapshot makes a thin snapshot of vg/origin named name, with activation skip off so it
-// activates like any volume, and active: one lvcreate (-kn -ay), no lvchange after it. The
-// snapshot gets tags (LVM gives it none of the origin's).
+// activates like any volume, and active: one lvcreate (-kn -ay), no lvchange after it,
+// tagged with tags.
 func (l *LVM) ThinSnapshot(ctx context.Context, vg, origin, name string, tags ...string) error {
 	for k, v := range map[string]string{"volume group": vg, "origin": origin, "snapshot": name} {
 		if err := CheckName(k, v); err != nil {

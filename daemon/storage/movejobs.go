@@ -682,7 +682,7 @@ func (m *Module) receiveBlock(ctx context.Context, t *tasks.Task, s ReceiveSpec,
 	}
 	committed = true
 	if err := l.DelTag(context.WithoutCancel(ctx), s.VG, s.Target, tempTag); err != nil { // committed: a stop request changes nothing now
-		// The volume is whole; the tag alone marks nothing (the name no longer does).
+		// The volume is whole. A tag left on it is harmless: removeStaleLVs wants the name too.
 		t.Warnf("could not remove the tag %s from %s/%s: %v", tempTag, s.VG, s.Target, err)
 	}
 	el := time.Since(start)
