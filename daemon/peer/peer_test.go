@@ -26,17 +26,8 @@ func cluster(t *testing.T, addr string) string {
 			t.Fatal(err)
 		}
 	}
-	must(os.MkdirAll(filepath.Join(root, "priv"), 0o700))
-	ca, key := filepath.Join(root, "pve-root-ca.pem"), filepath.Join(root, "priv", "pve-root-ca.key")
-	must(certs.NewCA(ca, key, "test", "PVE Cluster Manager CA"))
-	c, k, err := certs.LoadCA(ca, key)
-	must(err)
 	host, _, _ := net.SplitHostPort(addr)
-	for _, n := range []string{"pve1", "pve2", "other"} {
-		d := filepath.Join(root, "nodes", n)
-		must(os.MkdirAll(d, 0o755))
-		must(certs.NewLeaf(c, k, n, "PVE Cluster Node", []string{n}, []net.IP{net.ParseIP(host)}, filepath.Join(d, "pve-ssl.pem"), filepath.Join(d, "pve-ssl.key")))
-	}
+	must(certs.NodeCerts(root, net.ParseIP(host), "pve1", "pve2", "other"))
 	must(os.WriteFile(filepath.Join(root, ".members"), []byte(fmt.Sprintf(`{"nodename": "pve1", "version": 3, "nodelist": {
 		"pve1": {"id": 1, "online": 1, "ip": "%s"}, "pve2": {"id": 2, "online": 1, "ip": "%s"}}}`, host, host)), 0o644))
 	return root

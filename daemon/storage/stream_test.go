@@ -28,17 +28,7 @@ func peerCluster(t *testing.T) (string, tls.Certificate) {
 			t.Fatal(err)
 		}
 	}
-	must(os.MkdirAll(filepath.Join(root, "priv"), 0o700))
-	caFile, caKey := filepath.Join(root, "pve-root-ca.pem"), filepath.Join(root, "priv", "pve-root-ca.key")
-	must(certs.NewCA(caFile, caKey, "test", "PVE Cluster Manager CA"))
-	ca, key, err := certs.LoadCA(caFile, caKey)
-	must(err)
-	for _, n := range []string{"pve1", "pve2"} {
-		d := filepath.Join(root, "nodes", n)
-		must(os.MkdirAll(d, 0o755))
-		must(certs.NewLeaf(ca, key, n, "PVE Cluster Node", []string{n}, []net.IP{net.IPv4(127, 0, 0, 1)},
-			filepath.Join(d, "pve-ssl.pem"), filepath.Join(d, "pve-ssl.key")))
-	}
+	must(certs.NodeCerts(root, net.IPv4(127, 0, 0, 1), "pve1", "pve2"))
 	must(os.WriteFile(filepath.Join(root, ".members"), []byte(`{"nodename": "pve1", "version": 2, "nodelist": {
 		"pve1": {"id": 1, "online": 1, "ip": "127.0.0.1"}, "pve2": {"id": 2, "online": 1, "ip": "127.0.0.1"}}}`), 0o644))
 	cert, err := tls.LoadX509KeyPair(filepath.Join(root, "nodes", "pve2", "pve-ssl.pem"), filepath.Join(root, "nodes", "pve2", "pve-ssl.key"))

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -87,4 +88,31 @@ func NewLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn, ou string, dns [
 		return err
 	}
 	return WritePEM(certPath, "CERTIFICATE", der, 0o644)
+}
+
+// NodeCerts writes into a cluster filesystem at root what pvecm makes for nodes: the cluster
+// CA (pve-root-ca.pem, priv/pve-root-ca.key) and each node's nodes/<node>/pve-ssl.pem and
+// .key, for the node's name and ip. Tests of the node-to-node calls use it.
+func NodeCerts(root string, ip net.IP, nodes ...string) error {
+	if err := os.MkdirAll(filepath.Join(root, "priv"), 0o700); err != nil {
+		return err
+	}
+	caFile, caKey := filepath.Join(root, "pve-root-ca.pem"), filepath.Join(root, "priv", "pve-root-ca.key")
+	if err := NewCA(caFile, caKey, "test", "PVE Cluster Manager CA"); err != nil {
+		return err
+	}
+	ca, key, err := LoadCA(caFile, caKey)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		d := filepath.Join(root, "nodes", n)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := NewLeaf(ca, key, n, "PVE Cluster Node", []string{n}, []net.IP{ip}, filepath.Join(d, "pve-ssl.pem"), filepath.Join(d, "pve-ssl.key")); err != nil {
+			return err
+		}
+	}
+	return nil
 }
